@@ -1,0 +1,188 @@
+"""Model directories: `config.json` + `model.safetensors` + tokenizer files (+ `labels.json` for task models).
+
+Written atomically (a temporary sibling directory, then a rename), loaded strictly. `load_model` also
+accepts a Hugging Face BERT folder and converts it in memory (see convert.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from bertkit.config import BertConfig, read_json
+from bertkit.errors import BertkitError
+from bertkit.model.heads import LABELLED_TASKS, TASKS, build_model
+from bertkit.tokenizer import Tokenizer
+
+FORMAT = "bertkit-model/1"
+CONFIG, WEIGHTS, LABELS = "config.json", "model.safetensors", "labels.json"
+
+
+@dataclass
+class Loaded:
+    """What a model directory holds."""
+
+    model: nn.Module
+    tokenizer: Tokenizer | None
+    labels: list[str] | None = None
+    notes: list[str] = field(default_factory=list)
+    """What the loader had to do that a user should hear of (heads initialised, weights ignored)."""
+
+
+def model_meta(model: nn.Module, labels: list[str] | None = None) -> dict:
+    """config.json content for a task model."""
+    meta = {"format": FORMAT, "task": model.task, "model": model.config.to_dict()}
+    if model.task in LABELLED_TASKS:
+        meta["num_labels"] = model.num_labels
+    if model.task == "sequence_classification":
+        meta["problem_type"] = model.problem_type
+    return meta
+
+
+def save_model(folder: str | Path, model: nn.Module, tokenizer: Tokenizer | None = None,
+               labels: list[str] | None = None) -> Path:
+    """Write a bertkit model directory. An existing directory is replaced only once the new one is complete."""
+    folder = Path(folder)
+    if labels is not None and model.task in LABELLED_TASKS and len(labels) != model.num_labels:
+        raise BertkitError(f"{len(labels)} labels given for a model with {model.num_labels} outputs")
+    if tokenizer is not None:
+        check_vocab(tokenizer, model.config, folder)
+
+    def write(tmp: Path) -> None:
+        (tmp / CONFIG).write_text(json.dumps(model_meta(model, labels), indent=2) + "\n", encoding="utf-8")
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        if tokenizer is not None:
+            tokenizer.save(tmp)
+        if labels is not None:
+            (tmp / LABELS).write_text(json.dumps({"labels": list(labels)}, indent=2, ensure_ascii=False) + "\n",
+                                      encoding="utf-8")
+
+    return write_atomically(folder, write)
+
+
+def write_atomically(folder: Path, write) -> Path:
+    """Call write(tmp_dir) and move tmp_dir to folder; a crash leaves the old folder (or nothing) in place."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        write(tmp)
+        if folder.exists():
+            old = folder.parent / f".{folder.name}.old-{os.getpid()}"
+            folder.rename(old)
+            tmp.rename(folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def is_hf_folder(folder: Path) -> bool:
+    meta = read_json(folder / CONFIG)
+    return "format" not in meta and meta.get("model_type") == "bert"
+
+
+def load_model(folder: str | Path, task: str | None = None, num_labels: int | None = None,
+               device: str | torch.device = "cpu") -> Loaded:
+    """Load a bertkit model directory, or a Hugging Face BERT folder converted on the fly.
+
+    task: for a Hugging Face folder, which head to build (default: its architecture); for a bertkit
+    directory it must match what was saved, if given.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BertkitError(f"{folder}: no such model directory")
+    if not (folder / CONFIG).is_file():
+        raise BertkitError(f"{folder}: no {CONFIG}; not a model directory")
+    if is_hf_folder(folder):
+        from bertkit.convert import load_hf
+        loaded = load_hf(folder, task=task, num_labels=num_labels)
+    else:
+        loaded = _load_bertkit(folder, task)
+    loaded.model.to(device)
+    return loaded
+
+
+def _load_bertkit(folder: Path, task: str | None) -> Loaded:
+    meta = read_json(folder / CONFIG)
+    if meta.get("format") != FORMAT:
+        raise BertkitError(f"{folder / CONFIG}: neither a bertkit model (format {FORMAT}) nor a Hugging Face "
+                           f"BERT config (model_type 'bert')")
+    saved_task = meta.get("task")
+    if saved_task not in TASKS:
+        raise BertkitError(f"{folder / CONFIG}: unknown task {saved_task!r}")
+    if task is not None and task != saved_task:
+        raise BertkitError(f"{folder} holds a {saved_task} model, not {task}")
+    config = BertConfig.from_dict(meta.get("model", {}))
+    tokenizer = Tokenizer.load(folder) if _has_tokenizer(folder) else None
+    if tokenizer is not None:
+        check_vocab(tokenizer, config, folder)
+    model = build_model(config, saved_task, meta.get("num_labels"), meta.get("problem_type", "single_label"))
+    state = read_weights(folder / WEIGHTS)
+    load_state(model, state, folder / WEIGHTS)
+    labels = None
+    if (folder / LABELS).is_file():
+        labels = read_json(folder / LABELS).get("labels")
+        if not isinstance(labels, list) or len(labels) != getattr(model, "num_labels", len(labels)):
+            raise BertkitError(f"{folder / LABELS}: expected a list of {getattr(model, 'num_labels', '?')} labels")
+    return Loaded(model.eval(), tokenizer, labels)
+
+
+def _has_tokenizer(folder: Path) -> bool:
+    return (folder / "tokenizer.json").is_file() or (folder / "vocab.txt").is_file()
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors from a safetensors file, or from a pytorch_model.bin loaded with weights_only=True."""
+    if not path.is_file():
+        raise BertkitError(f"{path}: file not found")
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except SafetensorError as e:
+        raise BertkitError(f"{path}: corrupt or not a safetensors file ({e})") from None
+    except Exception as e:  # noqa: BLE001 - torch.load raises many kinds for a bad file
+        raise BertkitError(f"{path}: cannot read weights ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BertkitError(f"{path}: not a state dict of tensors")
+    return state
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    """Strict load with one-line errors: every key present, none extra, every shape as the config implies."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} weight(s), e.g. {missing[0]}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected, e.g. {unexpected[0]}")
+        raise BertkitError(f"{source}: does not match config.json: {'; '.join(parts)}")
+    for k, v in state.items():
+        if v.shape != expected[k].shape:
+            raise BertkitError(f"{source}: weight {k} has shape {tuple(v.shape)} but config.json implies "
+                               f"{tuple(expected[k].shape)}")
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
+
+
+def check_vocab(tokenizer: Tokenizer, config: BertConfig, where: Path | str) -> None:
+    """Every id the tokenizer can emit must have an embedding row."""
+    if tokenizer.vocab_size > config.vocab_size:
+        raise BertkitError(f"{where}: tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is "
+                           f"{config.vocab_size}; they must be trained together")

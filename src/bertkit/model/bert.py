@@ -1,0 +1,172 @@
+"""The BERT encoder (Devlin et al., 2019), in one file.
+
+Shapes: B batch, T tokens, H heads, D head dim (C / H), C hidden, I intermediate (feed-forward), V vocab.
+
+Embeddings (word + position + segment, LayerNorm, dropout) feed a stack of post-LN blocks:
+    x = LayerNorm(x + Dropout(Attention(x)))
+    x = LayerNorm(x + Dropout(MLP(x)))
+and the pooler maps the [CLS] vector through Linear + tanh. Numerically this is the same network as
+Hugging Face's `BertModel` (tests/test_parity.py proves it); the one structural difference is a fused
+query/key/value projection, which `convert.py` splits and joins.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bertkit.config import BertConfig
+
+
+class EncoderOutput(NamedTuple):
+    hidden: torch.Tensor  # (B, T, C) last layer
+    pooled: torch.Tensor | None  # (B, C) tanh(Linear([CLS])), None when the model has no pooler
+    hidden_states: list[torch.Tensor] | None  # num_layers + 1 tensors (B, T, C): embeddings, then each block
+    attentions: list[torch.Tensor] | None  # num_layers tensors (B, H, T, T), eager backend only
+
+
+def activation(name: str):
+    if name == "gelu":
+        return F.gelu
+    if name == "gelu_tanh":
+        return lambda x: F.gelu(x, approximate="tanh")
+    return F.relu
+
+
+class Embeddings(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.word = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        T = input_ids.shape[1]
+        positions = torch.arange(T, device=input_ids.device)  # (T,) broadcast over the batch
+        x = self.word(input_ids) + self.position(positions) + self.token_type(token_type_ids)  # (B, T, C)
+        return self.dropout(self.norm(x))
+
+
+class Attention(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.num_heads = config.num_heads
+        self.head_dim = config.head_dim
+        self.backend = config.attention_backend
+        self.dropout_p = config.attention_dropout
+        # One matmul for q, k and v: fewer kernel launches and a larger, faster GEMM.
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
+        self.proj = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, need_probs: bool = False):
+        """x (B, T, C); mask (B, 1, 1, T) bool, True where a key may be attended, or None for no padding.
+
+        Returns the attention output (B, T, C) and, when asked (eager only), the probabilities (B, H, T, T).
+        """
+        B, T, C = x.shape
+        H, D = self.num_heads, self.head_dim
+        q, k, v = self.qkv(x).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)  # each (B, H, T, D)
+        dropout_p = self.dropout_p if self.training else 0.0
+        if self.backend == "sdpa" and not need_probs:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)  # (B, H, T, D)
+            probs = None
+        else:
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(D)  # (B, H, T, T)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+            probs = scores.softmax(dim=-1)  # (B, H, T, T)
+            y = F.dropout(probs, dropout_p, self.training) @ v  # (B, H, T, D)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        return self.proj(y), probs
+
+
+class MLP(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.up = nn.Linear(config.hidden_size, config.intermediate_size)  # C -> I
+        self.down = nn.Linear(config.intermediate_size, config.hidden_size)  # I -> C
+        self.act = activation(config.hidden_act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(self.act(self.up(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.attn = Attention(config)
+        self.attn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = MLP(config)
+        self.mlp_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, need_probs: bool = False):
+        a, probs = self.attn(x, mask, need_probs)
+        x = self.attn_norm(x + self.dropout(a))  # post-LN, as in the paper
+        x = self.mlp_norm(x + self.dropout(self.mlp(x)))
+        return x, probs
+
+
+class Bert(nn.Module):
+    """The encoder: token ids in, contextual vectors (and the pooled [CLS] vector) out."""
+
+    def __init__(self, config: BertConfig, pooler: bool = True):
+        super().__init__()
+        self.config = config
+        self.embeddings = Embeddings(config)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
+        self.pooler = nn.Linear(config.hidden_size, config.hidden_size) if pooler else None
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        *,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> EncoderOutput:
+        """input_ids (B, T); attention_mask (B, T), 1 for real tokens and 0 for padding; token_type_ids (B, T)."""
+        B, T = input_ids.shape
+        if T > self.config.max_position_embeddings:
+            raise ValueError(f"sequence of {T} tokens is longer than max_position_embeddings "
+                             f"{self.config.max_position_embeddings}")
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        mask = None
+        if attention_mask is not None and not bool(attention_mask.all()):
+            mask = attention_mask.bool().view(B, 1, 1, T)  # (B, 1, 1, T) broadcast over heads and queries
+        x = self.embeddings(input_ids, token_type_ids)  # (B, T, C)
+        hidden_states = [x] if output_hidden_states else None
+        attentions = [] if output_attentions else None
+        for block in self.blocks:
+            x, probs = block(x, mask, need_probs=output_attentions)
+            if hidden_states is not None:
+                hidden_states.append(x)
+            if attentions is not None:
+                attentions.append(probs)
+        pooled = torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None  # (B, C)
+        return EncoderOutput(x, pooled, hidden_states, attentions)
+
+
+@torch.no_grad()
+def init_weights(module: nn.Module, std: float) -> None:
+    """BERT's init: normal(0, std) for every matrix, zero biases, unit LayerNorms, a zero [PAD] row."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            m.weight.normal_(0.0, std)
+            if m.bias is not None:
+                m.bias.zero_()
+        elif isinstance(m, nn.Embedding):
+            m.weight.normal_(0.0, std)
+            if m.padding_idx is not None:
+                m.weight[m.padding_idx].zero_()
+        elif isinstance(m, nn.LayerNorm):
+            m.weight.fill_(1.0)
+            m.bias.zero_()
