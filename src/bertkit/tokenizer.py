@@ -84,22 +84,21 @@ class Tokenizer:
     @classmethod
     def train(
         cls,
-        texts: Iterable[str] | Sequence[str | Path],
+        texts: Iterable[str] | None = None,
         vocab_size: int = 30522,
         *,
+        files: Sequence[str | Path] | None = None,
         min_frequency: int = 2,
         lowercase: bool = True,
         strip_accents: bool | None = None,
         chinese_chars: bool = True,
         clean_text: bool = True,
         limit_alphabet: int = 1000,
-        files: bool | None = None,
         show_progress: bool = True,
     ) -> Tokenizer:
         """Learn a WordPiece vocabulary.
 
-        texts: paths of text files (files=True, or when every item names an existing file) or an iterator of
-        strings. strip_accents None follows lowercase, as BERT's uncased models do. chinese_chars puts spaces
+        Give either texts (an iterable of strings) or files (paths of UTF-8 text files). strip_accents None follows lowercase, as BERT's uncased models do. chinese_chars puts spaces
         around every CJK character, so each becomes its own token (how Google's Chinese BERT works).
         limit_alphabet caps the single characters kept; raise it for Chinese, whose alphabet runs to thousands.
         """
@@ -114,13 +113,10 @@ class Tokenizer:
         trainer = trainers.WordPieceTrainer(
             vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS),
             limit_alphabet=limit_alphabet, continuing_subword_prefix="##", show_progress=show_progress)
-        if files is None:
-            if isinstance(texts, (list, tuple)) and texts and all(
-                    isinstance(t, Path) or (isinstance(t, str) and len(t) < 4096 and Path(t).is_file())
-                    for t in texts):
-                files = True
-        if files:
-            paths = [str(p) for p in texts]
+        if (texts is None) == (files is None):
+            raise BertkitError("give either texts or files to train a tokenizer on, not both or neither")
+        if files is not None:
+            paths = [str(p) for p in files]
             for p in paths:
                 if not Path(p).is_file():
                     raise BertkitError(f"{p}: file not found")

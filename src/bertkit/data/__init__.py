@@ -1,0 +1,1 @@
+"""Data: the dataset catalog (catalog.py) and, later, corpora, instances, masking and collators."""
