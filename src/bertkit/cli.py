@@ -52,7 +52,9 @@ def _info(args: argparse.Namespace) -> None:
 
 def _demo(args: argparse.Namespace) -> None:
     from bertkit.demo import run_demo
-    run_demo(Path(args.out), model_dir=args.model)
+    if args.limit is not None and args.limit < 20:
+        raise BertkitError("--limit must be at least 20 paragraphs per split")
+    run_demo(Path(args.out), model_dir=args.model, limit=args.limit)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = verbs.add_parser("demo", help="the main job: a real pipeline on embedded defaults")
     d.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     d.add_argument("--model", help="a BERT folder to use instead of the packaged all-MiniLM-L6-v2")
+    d.add_argument("--limit", type=int, help="use N evenly spaced paragraphs per split (a quick check)")
     d.set_defaults(func=_demo)
     return p
 

@@ -36,12 +36,17 @@ def _fertility(tokenizer: Tokenizer, texts: list[str]) -> tuple[float, float]:
     return tokens / max(words, 1), unk / max(tokens, 1)
 
 
-def run_demo(out: Path, model_dir: str | Path | None = None, vocab_size: int = 16000) -> dict:
+def run_demo(out: Path, model_dir: str | Path | None = None, vocab_size: int = 16000,
+             limit: int | None = None) -> dict:
+    """limit: keep N evenly spaced paragraphs of each split (a quick check of the whole path; the source
+    is sorted by title, so a prefix would hold few topics)."""
     out.mkdir(parents=True, exist_ok=True)
     results: dict = {}
 
     print("[1/4] data: Wikipedia lead paragraphs, 11 topics")
     data = wiki_topics()
+    if limit:
+        data = {name: rows[::max(1, len(rows) // limit)][:limit] for name, rows in data.items()}
     train, test = data["train"], data["test"]
     results["data"] = {k: len(v) for k, v in data.items()}
     print(f"      train {len(train)} / dev {len(data['dev'])} / test {len(test)} paragraphs")

@@ -302,6 +302,8 @@ def _from_vocab(path: Path, config: dict) -> _Backend:
     backend.decoder = decoders.WordPiece(prefix="##")
     if CLS in vocab and SEP in vocab:
         backend.post_processor = _bert_template(vocab[CLS], vocab[SEP])
+    # Registered as special tokens, a literal "[SEP]" in a text stays one token, as in transformers.
+    backend.add_special_tokens([t for t in SPECIAL_TOKENS if t in vocab])
     return backend
 
 

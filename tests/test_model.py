@@ -1,0 +1,110 @@
+import math
+
+import pytest
+import torch
+
+from bertkit import build_model
+from bertkit.model.heads import TASKS
+from bertkit.objectives import (
+    IGNORE_INDEX, classification_loss, mlm_loss, nsp_loss, span_loss, token_classification_loss,
+)
+from conftest import random_batch
+
+
+def _outputs(model, ids, mask, types):
+    out = model(ids, mask, types)
+    if model.task == "encoder":
+        return [out.hidden, out.pooled]
+    return list(out) if isinstance(out, tuple) else [out]
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_eager_equals_sdpa(tiny_config, task):
+    torch.manual_seed(0)
+    sdpa = build_model(tiny_config, task, 3).eval()
+    eager = build_model(tiny_config.replace(attention_backend="eager"), task, 3).eval()
+    eager.load_state_dict(sdpa.state_dict())
+    ids, mask, types = random_batch(tiny_config.vocab_size)
+    with torch.no_grad():
+        for a, b in zip(_outputs(sdpa, ids, mask, types), _outputs(eager, ids, mask, types)):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "eager"])
+def test_padded_batch_equals_each_sequence_alone(tiny_config, backend):
+    torch.manual_seed(0)
+    model = build_model(tiny_config.replace(attention_backend=backend), "encoder").eval()
+    ids, mask, types = random_batch(tiny_config.vocab_size, B=5, T=16, seed=3)
+    with torch.no_grad():
+        batch = model(ids, mask, types)
+        for i in range(len(ids)):
+            n = int(mask[i].sum())
+            alone = model(ids[i:i + 1, :n], None, types[i:i + 1, :n])
+            torch.testing.assert_close(batch.hidden[i, :n], alone.hidden[0], atol=1e-5, rtol=0)
+            torch.testing.assert_close(batch.pooled[i], alone.pooled[0], atol=1e-5, rtol=0)
+
+
+def test_attention_probabilities_and_hidden_states(tiny_config):
+    torch.manual_seed(0)
+    model = build_model(tiny_config.replace(attention_backend="eager"), "encoder").eval()
+    ids, mask, types = random_batch(tiny_config.vocab_size, B=3, T=10)
+    with torch.no_grad():
+        out = model(ids, mask, types, output_attentions=True, output_hidden_states=True)
+    assert len(out.attentions) == tiny_config.num_layers
+    assert len(out.hidden_states) == tiny_config.num_layers + 1
+    torch.testing.assert_close(out.hidden_states[-1], out.hidden)
+    for probs in out.attentions:
+        assert probs.shape == (3, tiny_config.num_heads, 10, 10)
+        torch.testing.assert_close(probs.sum(-1), torch.ones(3, tiny_config.num_heads, 10))
+        # no probability mass on padded keys
+        assert float(probs.masked_select(~mask.bool()[:, None, None, :].expand_as(probs)).abs().max()) == 0.0
+
+
+def test_too_long_input_is_refused(tiny_config):
+    model = build_model(tiny_config, "encoder")
+    with pytest.raises(ValueError, match="longer than max_position_embeddings"):
+        model(torch.ones(1, tiny_config.max_position_embeddings + 1, dtype=torch.long))
+
+
+def test_mlm_decoder_is_tied_and_pad_row_starts_at_zero(tiny_config):
+    model = build_model(tiny_config, "pretraining")
+    names = [n for n, _ in model.named_parameters()]
+    assert not any("decoder" in n for n in names)  # the decoder *is* the word-embedding matrix
+    assert float(model.bert.embeddings.word.weight[tiny_config.pad_token_id].detach().abs().sum()) == 0.0
+    std = float(model.bert.blocks[0].mlp.up.weight.detach().std())
+    assert abs(std - tiny_config.initializer_range) < 0.003
+
+
+def test_losses_exact_values():
+    logits = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])  # (1, 2, 3)
+    labels = torch.tensor([[0, IGNORE_INDEX]])
+    expected = -math.log(math.exp(2) / (math.exp(2) + 2))
+    assert mlm_loss(logits, labels).item() == pytest.approx(expected, abs=1e-6)
+    assert token_classification_loss(logits, labels).item() == pytest.approx(expected, abs=1e-6)
+    assert nsp_loss(torch.tensor([[0.0, 0.0]]), torch.tensor([1])).item() == pytest.approx(math.log(2))
+    assert classification_loss(torch.tensor([[0.0, 0.0]]), torch.tensor([0])).item() == pytest.approx(math.log(2))
+    ml = classification_loss(torch.tensor([[0.0, 0.0]]), torch.tensor([[1, 0]]), "multi_label")
+    assert ml.item() == pytest.approx(math.log(2))
+    reg = classification_loss(torch.tensor([[1.0], [3.0]]), torch.tensor([0.0, 1.0]), "regression")
+    assert reg.item() == pytest.approx((1 + 4) / 2)
+    start = torch.tensor([[0.0, 5.0, 0.0]])
+    end = torch.tensor([[0.0, 0.0, 5.0]])
+    expected_span = -math.log(math.exp(5) / (math.exp(5) + 2))
+    assert span_loss(start, end, torch.tensor([1]), torch.tensor([2])).item() == pytest.approx(expected_span, abs=1e-6)
+
+
+def test_one_backward_step_reduces_mlm_loss(tiny_config):
+    torch.manual_seed(0)
+    model = build_model(tiny_config.replace(hidden_dropout=0.0, attention_dropout=0.0), "masked_lm")
+    ids, mask, types = random_batch(tiny_config.vocab_size, B=4, T=12)
+    labels = torch.where(mask.bool(), ids, torch.full_like(ids, IGNORE_INDEX))
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    losses = []
+    for _ in range(3):
+        loss = mlm_loss(model(ids, mask, types), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(math.log(tiny_config.vocab_size), rel=0.05)  # starts at chance
+    assert losses[2] < losses[0]
