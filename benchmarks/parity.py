@@ -63,7 +63,7 @@ def main() -> None:
         for block in ours.model.bert.blocks:
             block.attn.backend = attn
         with torch.no_grad():
-            a, b = ours.model(**batch.model_inputs()), theirs(**batch.model_inputs())
+            a, b = ours.model(**batch), theirs(**batch)
         d = (a.hidden - b.last_hidden_state).abs()
         print(f"  {attn}: hidden (real tokens) {float(d[real].max()):.1e}, hidden (padding) "
               f"{float(d[~real].max()):.1e}, pooled {float((a.pooled - b.pooler_output).abs().max()):.1e}")

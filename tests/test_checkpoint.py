@@ -141,3 +141,17 @@ def test_pytorch_bin_is_read_with_weights_only(tmp_path, tiny_config):
     torch.save({"evil": object()}, tmp_path / "hf" / "pytorch_model.bin")  # not plain tensors: refused
     with pytest.raises(BertkitError, match="cannot read weights"):
         load_model(tmp_path / "hf")
+
+
+def test_a_new_head_on_a_saved_encoder(saved, capsys):
+    folder, model, _ = saved
+    loaded = load_model(folder, task="token_classification", num_labels=5)
+    assert loaded.model.num_labels == 5 and loaded.labels is None
+    assert any("freshly initialised: classifier" in n for n in loaded.notes)
+    assert any("bert.pooler" in n and "not used" in n for n in loaded.notes)
+    for k, v in loaded.model.bert.state_dict().items():
+        assert torch.equal(v, model.bert.state_dict()[k])
+    wider = load_model(folder, num_labels=4)  # same task, more labels: the classifier starts afresh
+    assert wider.model.classifier.weight.shape[0] == 4
+    assert any("classifier" in n for n in wider.notes)
+    assert torch.equal(wider.model.bert.pooler.weight, model.bert.pooler.weight)

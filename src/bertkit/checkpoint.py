@@ -96,11 +96,12 @@ def is_hf_folder(folder: Path) -> bool:
 
 
 def load_model(folder: str | Path, task: str | None = None, num_labels: int | None = None,
-               device: str | torch.device = "cpu") -> Loaded:
+               problem_type: str | None = None, device: str | torch.device = "cpu") -> Loaded:
     """Load a bertkit model directory, or a Hugging Face BERT folder converted on the fly.
 
-    task: for a Hugging Face folder, which head to build (default: its architecture); for a bertkit
-    directory it must match what was saved, if given.
+    task, num_labels, problem_type: the head wanted, default what the folder holds. Asking for another
+    (a classifier on a pre-trained encoder, say) keeps the encoder, initialises the new head and says so
+    in `Loaded.notes`.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -109,14 +110,14 @@ def load_model(folder: str | Path, task: str | None = None, num_labels: int | No
         raise BertkitError(f"{folder}: no {CONFIG}; not a model directory")
     if is_hf_folder(folder):
         from bertkit.convert import load_hf
-        loaded = load_hf(folder, task=task, num_labels=num_labels)
+        loaded = load_hf(folder, task=task, num_labels=num_labels, problem_type=problem_type)
     else:
-        loaded = _load_bertkit(folder, task)
+        loaded = _load_bertkit(folder, task, num_labels, problem_type)
     loaded.model.to(device)
     return loaded
 
 
-def _load_bertkit(folder: Path, task: str | None) -> Loaded:
+def _load_bertkit(folder: Path, task: str | None, num_labels: int | None, problem_type: str | None) -> Loaded:
     meta = read_json(folder / CONFIG)
     if meta.get("format") != FORMAT:
         raise BertkitError(f"{folder / CONFIG}: neither a bertkit model (format {FORMAT}) nor a Hugging Face "
@@ -124,25 +125,58 @@ def _load_bertkit(folder: Path, task: str | None) -> Loaded:
     saved_task = meta.get("task")
     if saved_task not in TASKS:
         raise BertkitError(f"{folder / CONFIG}: unknown task {saved_task!r}")
-    if task is not None and task != saved_task:
-        raise BertkitError(f"{folder} holds a {saved_task} model, not {task}")
     config = BertConfig.from_dict(meta.get("model", {}))
-    tokenizer = Tokenizer.load(folder) if _has_tokenizer(folder) else None
-    if tokenizer is not None:
-        check_vocab(tokenizer, config, folder)
-    model = build_model(config, saved_task, meta.get("num_labels"), meta.get("problem_type", "single_label"))
+    tokenizer = load_tokenizer(folder, config)
     state = read_weights(folder / WEIGHTS)
-    load_state(model, state, folder / WEIGHTS)
     labels = None
     if (folder / LABELS).is_file():
         labels = read_json(folder / LABELS).get("labels")
-        if not isinstance(labels, list) or len(labels) != getattr(model, "num_labels", len(labels)):
-            raise BertkitError(f"{folder / LABELS}: expected a list of {getattr(model, 'num_labels', '?')} labels")
-    return Loaded(model.eval(), tokenizer, labels)
+        if not isinstance(labels, list) or len(labels) != meta.get("num_labels", len(labels)):
+            raise BertkitError(f"{folder / LABELS}: expected a list of {meta.get('num_labels', '?')} labels")
+    same = (task in (None, saved_task) and num_labels in (None, meta.get("num_labels"))
+            and problem_type in (None, meta.get("problem_type")))
+    if same:
+        model = build_model(config, saved_task, meta.get("num_labels"), meta.get("problem_type", "single_label"))
+        load_state(model, state, folder / WEIGHTS)
+        return Loaded(model.eval(), tokenizer, labels)
+    # A new head on this encoder, e.g. a classifier on a pre-trained model.
+    model = build_model(config, task or saved_task, num_labels, problem_type or "single_label")
+    notes = load_into(model, state, folder / WEIGHTS)
+    return Loaded(model.eval(), tokenizer, None, notes)
 
 
-def _has_tokenizer(folder: Path) -> bool:
-    return (folder / "tokenizer.json").is_file() or (folder / "vocab.txt").is_file()
+def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: Path,
+              unused: list[str] = ()) -> list[str]:
+    """Load every weight `state` has for `model`; head weights it lacks (or has in another shape) keep their
+    fresh init. The encoder must be complete. Returns notes saying what was initialised and what was left."""
+    fresh = model.state_dict()
+    initialised = sorted(k for k in fresh if k not in state or (
+        not k.startswith("bert.") and state[k].shape != fresh[k].shape))
+    encoder_missing = [k for k in initialised if k.startswith("bert.") and not k.startswith("bert.pooler")]
+    if encoder_missing:
+        raise BertkitError(f"{source}: the checkpoint lacks encoder weights, e.g. {encoder_missing[0]} "
+                           f"({len(encoder_missing)} in all)")
+    unused = sorted(set(unused) | (set(state) - set(fresh)))
+    load_state(model, {k: fresh[k] if k in initialised else state[k] for k in fresh}, source)
+    notes = []
+    if initialised:
+        notes.append(f"not in the source, freshly initialised: {', '.join(_groups(initialised))}")
+    if unused:
+        notes.append(f"in the source but not used by a {model.task} model: {', '.join(_groups(unused))}")
+    return notes
+
+
+def _groups(names: list[str]) -> list[str]:
+    return sorted({k.rsplit(".", 1)[0] for k in names})
+
+
+def load_tokenizer(folder: Path, config: BertConfig) -> Tokenizer | None:
+    """The folder's tokenizer, checked against the model's vocabulary; None if it has no tokenizer files."""
+    if not ((folder / "tokenizer.json").is_file() or (folder / "vocab.txt").is_file()):
+        return None
+    tokenizer = Tokenizer.load(folder)
+    check_vocab(tokenizer, config, folder)
+    return tokenizer
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from bertkit.checkpoint import (
-    CONFIG, Loaded, check_vocab, load_state, read_weights, write_atomically,
+    CONFIG, Loaded, load_into, load_tokenizer, read_weights, write_atomically,
 )
 from bertkit.config import BertConfig, read_json
 from bertkit.errors import BertkitError
@@ -235,7 +235,8 @@ def _weights_file(folder: Path) -> Path:
     raise BertkitError(f"{folder}: no model.safetensors or pytorch_model.bin")
 
 
-def load_hf(folder: str | Path, task: str | None = None, num_labels: int | None = None) -> Loaded:
+def load_hf(folder: str | Path, task: str | None = None, num_labels: int | None = None,
+            problem_type: str | None = None) -> Loaded:
     """A Hugging Face BERT folder as a bertkit model; heads the source lacks are freshly initialised."""
     folder = Path(folder)
     hf = read_json(folder / CONFIG)
@@ -251,29 +252,13 @@ def load_hf(folder: str | Path, task: str | None = None, num_labels: int | None 
             num_labels = len(labels) if labels else int(hf.get("num_labels", 2))
         if labels is not None and len(labels) != num_labels:
             labels = None
-    problem = {v: k for k, v in HF_PROBLEM.items()}.get(hf.get("problem_type"))
+    problem = problem_type or {v: k for k, v in HF_PROBLEM.items()}.get(hf.get("problem_type"))
     if problem is None:
         problem = "regression" if num_labels == 1 else "single_label"
     model = build_model(config, task, num_labels, problem)
     state, unused = state_from_hf(hf_state, config, task)
-    fresh = model.state_dict()
-    initialised = sorted(k for k in fresh if k not in state)
-    encoder_missing = [k for k in initialised if k.startswith("bert.") and "pooler" not in k]
-    if encoder_missing:
-        raise BertkitError(f"{folder}: the checkpoint lacks encoder weights, e.g. {encoder_missing[0]} "
-                           f"({len(encoder_missing)} in all)")
-    load_state(model, {**fresh, **state}, _weights_file(folder))
-    tokenizer = Tokenizer.load(folder) if ((folder / "tokenizer.json").is_file()
-                                          or (folder / "vocab.txt").is_file()) else None
-    if tokenizer is not None:
-        check_vocab(tokenizer, config, folder)
-    notes = []
-    if initialised:
-        groups = sorted({k.rsplit(".", 1)[0] for k in initialised})
-        notes.append(f"not in the source, freshly initialised: {', '.join(groups)}")
-    if unused:
-        groups = sorted({k.rsplit(".", 1)[0] for k in unused})
-        notes.append(f"in the source but not used by a {task} model: {', '.join(groups)}")
+    notes = load_into(model, state, _weights_file(folder), unused)
+    tokenizer = load_tokenizer(folder, config)
     if tokenizer is None:
         notes.append("no tokenizer files in the source")
     return Loaded(model.eval(), tokenizer, labels, notes)

@@ -67,8 +67,8 @@ def run_demo(out: Path, model_dir: str | Path | None = None, vocab_size: int = 1
     again = load_model(out / "minilm-hf")
     probe = loaded.tokenizer.encode_batch([t for t, _ in test[:16]], max_length=128)
     with torch.inference_mode():
-        a = loaded.model(**probe.model_inputs()).hidden
-        b = again.model(**probe.model_inputs()).hidden
+        a = loaded.model(**probe).hidden
+        b = again.model(**probe).hidden
     results["round_trip_max_abs_diff"] = float((a - b).abs().max())
 
     sample = [t for t, _ in test]

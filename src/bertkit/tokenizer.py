@@ -48,15 +48,16 @@ class Encoding:
 
 
 class Batch(dict):
-    """Encoded batch: tensors `input_ids`, `token_type_ids`, `attention_mask` (B, T), ready for the model,
-    plus `encodings` (one `Encoding` per row, for offsets and word ids)."""
+    """An encoded batch: a dict of tensors `input_ids`, `token_type_ids`, `attention_mask` (B, T), so
+    `model(**batch)` works, plus `.encodings` (one `Encoding` per row, for offsets and word ids)."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], raw: list[_Encoding]):
+        super().__init__(tensors)
+        self._raw = raw
 
     @property
     def encodings(self) -> list[Encoding]:
-        return [Encoding._from(e) for e in self["_raw"]]
-
-    def model_inputs(self) -> dict[str, torch.Tensor]:
-        return {k: self[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+        return [Encoding._from(e) for e in self._raw]
 
 
 class Tokenizer:
@@ -238,14 +239,14 @@ class Tokenizer:
             raw = self._backend.encode_batch(inputs, add_special_tokens=True)
         except Exception as err:  # noqa: BLE001
             raise BertkitError(f"cannot encode: {str(err).splitlines()[0]}") from None
-        batch = Batch(_raw=raw)
         if raw:
-            batch["input_ids"] = torch.from_numpy(np.array([e.ids for e in raw], dtype=np.int64))
-            batch["token_type_ids"] = torch.from_numpy(np.array([e.type_ids for e in raw], dtype=np.int64))
-            batch["attention_mask"] = torch.from_numpy(np.array([e.attention_mask for e in raw], dtype=np.int64))
+            tensors = {k: torch.from_numpy(np.array([getattr(e, attr) for e in raw], dtype=np.int64))
+                       for k, attr in (("input_ids", "ids"), ("token_type_ids", "type_ids"),
+                                       ("attention_mask", "attention_mask"))}
         else:
-            for k in ("input_ids", "token_type_ids", "attention_mask"):
-                batch[k] = torch.zeros(0, 0, dtype=torch.long)
+            tensors = {k: torch.zeros(0, 0, dtype=torch.long)
+                       for k in ("input_ids", "token_type_ids", "attention_mask")}
+        batch = Batch(tensors, raw)
         return batch
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
