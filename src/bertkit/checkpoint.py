@@ -56,17 +56,20 @@ def save_model(folder: str | Path, model: nn.Module, tokenizer: Tokenizer | None
     if tokenizer is not None:
         check_vocab(tokenizer, model.config, folder)
 
-    def write(tmp: Path) -> None:
-        (tmp / CONFIG).write_text(json.dumps(model_meta(model, labels), indent=2) + "\n", encoding="utf-8")
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
-        if tokenizer is not None:
-            tokenizer.save(tmp)
-        if labels is not None:
-            (tmp / LABELS).write_text(json.dumps({"labels": list(labels)}, indent=2, ensure_ascii=False) + "\n",
-                                      encoding="utf-8")
+    return write_atomically(folder, lambda tmp: write_model_files(tmp, model, tokenizer, labels))
 
-    return write_atomically(folder, write)
+
+def write_model_files(folder: Path, model: nn.Module, tokenizer: Tokenizer | None = None,
+                      labels: list[str] | None = None) -> None:
+    """config.json, model.safetensors, tokenizer files and labels.json into an existing folder."""
+    (folder / CONFIG).write_text(json.dumps(model_meta(model, labels), indent=2) + "\n", encoding="utf-8")
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS), metadata={"format": "pt"})
+    if tokenizer is not None:
+        tokenizer.save(folder)
+    if labels is not None:
+        (folder / LABELS).write_text(json.dumps({"labels": list(labels)}, indent=2, ensure_ascii=False) + "\n",
+                                     encoding="utf-8")
 
 
 def write_atomically(folder: Path, write) -> Path:

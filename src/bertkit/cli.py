@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -48,6 +49,50 @@ def _info(args: argparse.Namespace) -> None:
             "tokenizer_vocab": loaded.tokenizer.vocab_size if loaded.tokenizer else None,
             "labels": loaded.labels, "notes": loaded.notes}
     print(json.dumps(info, indent=2, ensure_ascii=False))
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    from bertkit.data.corpus import prepare
+    from bertkit.tokenizer import Tokenizer
+    if args.tokenizer:
+        tok = Tokenizer.load(args.tokenizer)
+    else:
+        from bertkit.data.text import iter_documents
+        print(f"training a WordPiece vocabulary of {args.vocab_size} on the inputs (pass --tokenizer to reuse one)")
+        sentences = (s for doc, _ in iter_documents(args.inputs, text_field=args.text_field) for s in doc)
+        tok = Tokenizer.train(sentences, args.vocab_size, lowercase=not args.cased,
+                              limit_alphabet=args.limit_alphabet, show_progress=not args.quiet)
+    out = prepare(args.inputs, tok, args.out, heldout_percent=args.heldout_percent, seed=args.seed,
+                  text_field=args.text_field, shard_tokens=args.shard_tokens, progress=not args.quiet)
+    meta = json.loads((out / "meta.json").read_text())
+    for split, info in meta["splits"].items():
+        print(f"{split}: {info['documents']:,} documents, {info['sentences']:,} sentences, {info['tokens']:,} tokens "
+              f"in {len(info['shards'])} shard(s)")
+    print(f"written to {out}")
+
+
+def _pretrain(args: argparse.Namespace) -> None:
+    from bertkit.config import BertConfig, read_json
+    from bertkit.data.corpus import Corpus
+    from bertkit.pretrain import PretrainConfig, pretrain
+    from bertkit.trainer import TrainConfig
+    vocab = Corpus(args.data).tokenizer.vocab_size
+    if args.model_config:
+        model_config = BertConfig.from_dict(read_json(Path(args.model_config)))
+    else:
+        model_config = BertConfig.preset(args.preset, vocab_size=vocab,
+                                         max_position_embeddings=max(512, args.max_len))
+    cfg = PretrainConfig(max_len=args.max_len, batch_size=args.batch_size, accum=args.accum, nsp=not args.no_nsp,
+                         short_seq_prob=args.short_seq_prob, mask_rate=args.mask_rate, whole_word=args.whole_word,
+                         sparse_mlm=not args.dense_mlm, eval_instances=args.eval_instances, seed=args.seed)
+    train_cfg = TrainConfig(lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, schedule=args.schedule,
+                            max_grad_norm=args.max_grad_norm, max_steps=args.steps, max_tokens=args.tokens,
+                            budget_minutes=args.budget, bf16=args.bf16, compile=args.compile,
+                            log_every=args.log_every, eval_every=args.eval_every, save_every=args.save_every,
+                            keep_checkpoints=args.keep, seed=args.seed)
+    result = pretrain(args.data, args.out, model_config, cfg, train_cfg, resume=args.resume, progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({"held_out": result, "model": str(Path(args.out) / "model")}, indent=2))
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -97,6 +142,57 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("model")
     i.set_defaults(func=_info)
 
+    pp = verbs.add_parser("prepare", help="tokenise a pre-training corpus into on-disk shards")
+    pp.add_argument("inputs", nargs="+", help="text files (blank line between documents), .jsonl, directories or globs")
+    pp.add_argument("-o", "--out", required=True, help="output directory (replaced atomically)")
+    pp.add_argument("--tokenizer", help="tokenizer to use (a model/tokenizer directory); default: train one")
+    pp.add_argument("--vocab-size", type=int, default=16000, help="size of the vocabulary trained when no "
+                    "--tokenizer is given (default 16000)")
+    pp.add_argument("--cased", action="store_true", help="with a trained vocabulary: keep case")
+    pp.add_argument("--limit-alphabet", type=int, default=1000, help="with a trained vocabulary: most single "
+                    "characters (raise to ~6000 for Chinese)")
+    pp.add_argument("--heldout-percent", type=float, default=1.0, help="documents held out for evaluation (default 1)")
+    pp.add_argument("--seed", type=int, default=0, help="picks the held-out documents (default 0)")
+    pp.add_argument("--text-field", default="text", help="field of a JSON-lines record holding the text")
+    pp.add_argument("--shard-tokens", type=int, default=1 << 24, help="tokens per shard (default 16M)")
+    pp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    pp.set_defaults(func=_prepare)
+
+    pt = verbs.add_parser("pretrain", help="pre-train BERT (MLM + NSP) on a prepared corpus")
+    pt.add_argument("--config", help="TOML or JSON file of these options (command-line flags win)")
+    pt.add_argument("--data", required=True, help="a directory written by `bertkit prepare`")
+    pt.add_argument("--out", required=True, help="run directory: checkpoints, metrics.jsonl, curves.png, model/")
+    pt.add_argument("--preset", default="mini", choices=["tiny", "mini", "small", "medium", "base", "large"])
+    pt.add_argument("--model-config", help="a BertConfig json instead of a preset")
+    pt.add_argument("--max-len", type=int, default=128, help="tokens per instance (default 128)")
+    pt.add_argument("--batch-size", type=int, default=32, help="instances per optimiser step, all processes (32)")
+    pt.add_argument("--accum", type=int, default=1, help="micro-steps per optimiser step (1)")
+    pt.add_argument("--no-nsp", action="store_true", help="MLM only, on packed contiguous text")
+    pt.add_argument("--short-seq-prob", type=float, default=0.1)
+    pt.add_argument("--mask-rate", type=float, default=0.15)
+    pt.add_argument("--whole-word", action="store_true", help="whole-word masking")
+    pt.add_argument("--dense-mlm", action="store_true", help=argparse.SUPPRESS)
+    pt.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (5e-4)")
+    pt.add_argument("--weight-decay", type=float, default=0.01)
+    pt.add_argument("--warmup", type=float, default=0.06, help="fraction of the run spent warming up (0.06)")
+    pt.add_argument("--schedule", default="linear", choices=["linear", "cosine", "constant"])
+    pt.add_argument("--max-grad-norm", type=float, default=1.0)
+    pt.add_argument("--steps", type=int, help="stop after this many optimiser steps")
+    pt.add_argument("--tokens", type=int, help="stop after this many real tokens")
+    pt.add_argument("--budget", type=float, help="stop after this many minutes (the schedule fits the budget)")
+    pt.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    pt.add_argument("--compile", action="store_true", help="torch.compile the model")
+    pt.add_argument("--log-every", type=int, default=10)
+    pt.add_argument("--eval-every", type=int, default=200)
+    pt.add_argument("--save-every", type=int, default=200)
+    pt.add_argument("--keep", type=int, default=2, help="checkpoints kept (2)")
+    pt.add_argument("--eval-instances", type=int, default=512, help="held-out instances per evaluation (512)")
+    pt.add_argument("--seed", type=int, default=0)
+    pt.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    pt.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    pt.set_defaults(func=_pretrain)
+    p.verbs_with_config = {"pretrain": pt}
+
     d = verbs.add_parser("demo", help="the main job: a real pipeline on embedded defaults")
     d.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     d.add_argument("--model", help="a BERT folder to use instead of the packaged all-MiniLM-L6-v2")
@@ -105,9 +201,45 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _apply_config_file(sub: argparse.ArgumentParser, path: Path) -> None:
+    """Make the options of a TOML/JSON file the verb's defaults, so command-line flags still win."""
+    from bertkit.config import read_json
+    if path.suffix == ".toml":
+        import tomllib
+        try:
+            values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise BertkitError(f"{path}: {e}") from None
+    else:
+        values = read_json(path)
+    values = {k.replace("-", "_"): v for k, v in values.items()}
+    known = {a.dest for a in sub._actions} - {"help", "config"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise BertkitError(f"{path}: unknown option(s) {', '.join(unknown)}")
+    for action in sub._actions:  # a required flag given in the file is no longer required on the command line
+        if action.dest in values:
+            action.required = False
+    sub.set_defaults(**values)
+
+
+def _config_path(argv: list[str]) -> Path | None:
+    for i, a in enumerate(argv):
+        if a == "--config" and i + 1 < len(argv):
+            return Path(argv[i + 1])
+        if a.startswith("--config="):
+            return Path(a.split("=", 1)[1])
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
     try:
+        config = _config_path(argv)
+        if config is not None and argv and argv[0] in parser.verbs_with_config:
+            _apply_config_file(parser.verbs_with_config[argv[0]], config)
+        args = parser.parse_args(argv)
         args.func(args)
     except BertkitError as e:
         print(f"bertkit: error: {e}", file=sys.stderr)

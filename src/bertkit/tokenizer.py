@@ -212,6 +212,11 @@ class Tokenizer:
         """WordPiece tokens of a text, without [CLS]/[SEP]."""
         return self._backend.encode(text, add_special_tokens=False).tokens
 
+    def ids_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of many texts, in parallel: no [CLS]/[SEP], no truncation, no padding."""
+        self._configure(None, None, None, None)
+        return [e.ids for e in self._backend.encode_batch(list(texts), add_special_tokens=False)]
+
     def encode(self, text: str, pair: str | None = None, *, max_length: int | None = None,
                truncation: str | None = "longest_first", add_special_tokens: bool = True) -> Encoding:
         """One text, or a pair (segment ids 0 then 1). Truncated to max_length (default model_max_length)."""

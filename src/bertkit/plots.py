@@ -1,0 +1,58 @@
+"""PNG plots of training runs (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def read_metrics(path: Path) -> tuple[list[dict], list[dict]]:
+    """(training records, evaluation records) of a metrics.jsonl."""
+    train, evals = [], []
+    for line in Path(path).read_text().splitlines():
+        r = json.loads(line)
+        if any(k.startswith("eval_") for k in r):
+            evals.append(r)
+        elif "loss" in r:
+            train.append(r)
+    return train, evals
+
+
+def plot_training(metrics: Path, png: Path) -> Path | None:
+    """Loss curves on the left (training losses, held-out loss), held-out accuracies on the right."""
+    train, evals = read_metrics(metrics)
+    if not train and not evals:
+        return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    steps = [r["step"] for r in train]
+    for key, label in (("loss", "train loss"), ("mlm_loss", "train MLM loss"), ("nsp_loss", "train NSP loss")):
+        if train and key in train[0]:
+            left.plot(steps, [r[key] for r in train], label=label, lw=1)
+    if evals and "eval_mlm_loss" in evals[0]:
+        left.plot([r["step"] for r in evals], [r["eval_mlm_loss"] for r in evals], "o-", label="held-out MLM loss")
+    if evals and "eval_loss" in evals[0]:
+        left.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-", label="dev loss")
+    left.set_xlabel("step")
+    left.set_ylabel("loss")
+    left.legend()
+    left.grid(alpha=0.3)
+    acc_keys = sorted({k for r in evals for k in r if k.startswith("eval_") and ("accuracy" in k or k.endswith("f1"))})
+    for key in acc_keys:
+        pts = [(r["step"], r[key]) for r in evals if key in r]
+        right.plot(*zip(*pts), "o-", label=key.removeprefix("eval_").replace("_", " "))
+    right.set_xlabel("step")
+    right.set_ylabel("held-out score")
+    right.set_ylim(0, 1)
+    if acc_keys:
+        right.legend()
+    right.grid(alpha=0.3)
+    fig.tight_layout()
+    png = Path(png)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png

@@ -1,0 +1,305 @@
+"""The one training loop: autocast, accumulation, clipping, schedule, evaluation and checkpoint cadence,
+stop on steps / tokens / a wall-clock budget, a guard against non-finite losses, exact resume, DDP.
+
+A task plugs in through a small object (see `Task`): it hands out the micro-batches of each optimiser step
+and turns one micro-batch into a loss. Everything else is here, once.
+
+Exact resume: a checkpoint holds the weights, the optimiser, the step/token/time counters, the global torch
+RNG (dropout) and the task's own state (data position, masking RNG). Runs stopped by steps or tokens resume
+to the same losses as an uninterrupted run; a wall-clock budget depends on the clock, so it cannot.
+
+Distributed: launched by `torchrun`, the loop joins the process group (gloo on CPU, nccl on GPU), wraps the
+model in DistributedDataParallel and skips the gradient all-reduce on every micro-step but the last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from bertkit.checkpoint import write_atomically, write_model_files
+from bertkit.errors import BertkitError
+from bertkit.optim import SCHEDULES, lr_factor, make_optimizer
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 5e-4
+    """Peak learning rate."""
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    warmup: float = 0.06
+    """Fraction of the run spent warming up linearly from 0."""
+    schedule: str = "linear"
+    """Decay after warmup: linear, cosine (both to 0 at the end of the run) or constant."""
+    max_grad_norm: float = 1.0
+    """Clip the global gradient norm to this; 0 turns clipping off."""
+    max_steps: int | None = None
+    max_tokens: int | None = None
+    """Stop after this many real (non-padding) tokens, summed over all processes."""
+    budget_minutes: float | None = None
+    """Stop after this much wall-clock training time; the schedule anneals over exactly this budget."""
+    bf16: bool = False
+    """bfloat16 autocast (CPU or GPU); weights and optimiser stay fp32."""
+    compile: bool = False
+    """torch.compile the model."""
+    log_every: int = 10
+    eval_every: int = 200
+    save_every: int = 200
+    keep_checkpoints: int = 2
+    seed: int = 0
+    max_bad_steps: int = 20
+    """Stop with an error after this many consecutive steps with a non-finite loss (each is skipped)."""
+
+    def __post_init__(self) -> None:
+        if not (self.max_steps or self.max_tokens or self.budget_minutes):
+            raise BertkitError("give at least one stop condition: steps, tokens or a time budget")
+        if self.schedule not in SCHEDULES:
+            raise BertkitError(f"schedule must be one of {SCHEDULES}")
+        if not 0 <= self.warmup < 1:
+            raise BertkitError(f"warmup is a fraction of the run in [0, 1), got {self.warmup}")
+        if self.lr <= 0:
+            raise BertkitError(f"lr must be positive, got {self.lr}")
+        for name in ("log_every", "eval_every", "save_every"):
+            if getattr(self, name) <= 0:
+                raise BertkitError(f"{name} must be positive")
+
+
+@dataclass
+class Step:
+    """What one optimiser step consumes on this process."""
+
+    micro: list[dict[str, torch.Tensor]]
+    tokens: int  # real tokens in the whole step, all processes together
+    state: dict = field(default_factory=dict)  # the task's state *after* this step (for checkpoints)
+
+
+class Task(Protocol):
+    def steps(self, state: dict | None, rank: int, world: int) -> Iterator[Step]:
+        """Steps from `state` (None: the beginning). Micro-batches are this rank's share of a global batch."""
+
+    def loss(self, model: nn.Module, micro: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss of one micro-batch, already scaled so that the sum over the step's micro-batches and the
+        mean over processes is the mean over the global batch; and stats to log (summed over micro-batches)."""
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Metrics on held-out data."""
+
+
+@dataclass
+class Progress:
+    step: int = 0
+    tokens: int = 0
+    elapsed: float = 0.0  # seconds of training, summed over resumed runs
+
+
+def _distributed() -> tuple[int, int, torch.device]:
+    """(rank, world size, device); joins the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def _checkpoints(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "checkpoints").glob("step_*"))
+
+
+def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: str | Path, *, tokenizer=None,
+          resume: bool = False, progress_bar: bool = True) -> dict:
+    """Train `model` on `task` until a stop condition; write checkpoints, metrics.jsonl and the final model
+    into run_dir. Returns the last evaluation metrics."""
+    run_dir = Path(run_dir)
+    rank, world, device = _distributed()
+    main = rank == 0
+    torch.manual_seed(config.seed)
+    model.to(device)
+    optimizer = make_optimizer(model, config.lr, config.weight_decay, config.betas, config.eps)
+    prog = Progress()
+    task_state = None
+    metrics_file = run_dir / "metrics.jsonl"
+
+    if resume:
+        ckpts = _checkpoints(run_dir)
+        if not ckpts:
+            raise BertkitError(f"{run_dir}: nothing to resume (no checkpoints/step_*)")
+        prog, task_state = _load_checkpoint(ckpts[-1], model, optimizer)
+        if main and metrics_file.is_file():  # forget what was logged after the checkpoint
+            keep = [line for line in metrics_file.read_text().splitlines() if json.loads(line)["step"] <= prog.step]
+            metrics_file.write_text("".join(line + "\n" for line in keep))
+    elif main:
+        if _checkpoints(run_dir):
+            raise BertkitError(f"{run_dir} already holds checkpoints; pass --resume to continue or choose "
+                               "another --out")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        metrics_file.write_text("")
+        (run_dir / "train_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+
+    core = model
+    if config.compile:
+        model = torch.compile(model)
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16)
+
+    def progress_of(p: Progress) -> float:
+        parts = []
+        if config.max_steps:
+            parts.append(p.step / config.max_steps)
+        if config.max_tokens:
+            parts.append(p.tokens / config.max_tokens)
+        if config.budget_minutes:
+            parts.append(p.elapsed / (60 * config.budget_minutes))
+        return max(parts)
+
+    def log(record: dict) -> None:
+        if main:
+            with open(metrics_file, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def save(final: bool = False) -> None:
+        if main:
+            _save_checkpoint(run_dir, core, tokenizer, optimizer, prog, task_state, config.keep_checkpoints)
+        if world > 1:
+            dist.barrier()
+
+    last_eval: dict = {}
+    bad_steps = 0
+    window_tokens, window_start = 0, time.perf_counter()
+    total = config.max_steps if config.max_steps and not (config.max_tokens or config.budget_minutes) else None
+    bar = tqdm(total=total, initial=prog.step, desc="train", unit="step", disable=not (main and progress_bar),
+               dynamic_ncols=True)
+    model.train()
+    steps = task.steps(task_state, rank, world)
+    t_last = time.perf_counter()
+    while progress_of(prog) < 1.0:
+        step = next(steps)
+        p_next = progress_of(Progress(prog.step + 1, prog.tokens + step.tokens, prog.elapsed))
+        lr = config.lr * lr_factor(p_next, config.warmup, config.schedule)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        stats: dict[str, float] = {}
+        loss_sum = 0.0
+        for i, micro in enumerate(step.micro):
+            micro = {k: v.to(device, non_blocking=True) for k, v in micro.items()}
+            sync = world == 1 or i == len(step.micro) - 1
+            with (contextlib.nullcontext() if sync else model.no_sync()), autocast:
+                loss, micro_stats = task.loss(model, micro)
+            loss.backward()
+            loss_sum += float(loss.detach())
+            for k, v in micro_stats.items():
+                stats[k] = stats.get(k, 0.0) + v
+        if world > 1:
+            packed = torch.tensor([loss_sum, *stats.values()], dtype=torch.float64)
+            dist.all_reduce(packed)
+            loss_sum = float(packed[0]) / world
+            stats = {k: float(v) / world for k, v in zip(stats, packed[1:])}
+        if not math.isfinite(loss_sum):
+            optimizer.zero_grad(set_to_none=True)
+            bad_steps += 1
+            log({"step": prog.step, "skipped": "non-finite loss"})
+            if bad_steps >= config.max_bad_steps:
+                raise BertkitError(f"the loss was not finite for {bad_steps} steps in a row (last at step "
+                                   f"{prog.step}); lower the learning rate or check the data")
+            continue
+        bad_steps = 0
+        grad_norm = None
+        if config.max_grad_norm > 0:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(core.parameters(), config.max_grad_norm))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        now = time.perf_counter()
+        elapsed_step = now - t_last
+        t_last = now
+        if world > 1 and config.budget_minutes:  # every process must stop at the same step
+            t = torch.tensor([elapsed_step], dtype=torch.float64)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            elapsed_step = float(t)
+        prog = Progress(prog.step + 1, prog.tokens + step.tokens, prog.elapsed + elapsed_step)
+        task_state = step.state
+        window_tokens += step.tokens
+        bar.update(1)
+        done = progress_of(prog) >= 1.0
+        if prog.step % config.log_every == 0 or done:
+            tok_s = window_tokens / max(now - window_start, 1e-9)
+            window_tokens, window_start = 0, now
+            record = {"step": prog.step, "tokens": prog.tokens, "elapsed": round(prog.elapsed, 3), "lr": lr,
+                      "loss": loss_sum, **stats, "tokens_per_s": round(tok_s, 1)}
+            if grad_norm is not None:
+                record["grad_norm"] = grad_norm
+            log(record)
+            eta = (1 - progress_of(prog)) * prog.elapsed / max(progress_of(prog), 1e-9)
+            bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tok_s:,.0f}", eta=f"{eta / 60:.1f}m", refresh=False)
+        if prog.step % config.eval_every == 0 or done:
+            core.eval()
+            with torch.no_grad(), autocast:
+                last_eval = task.evaluate(core)
+            model.train()
+            log({"step": prog.step, "tokens": prog.tokens, "elapsed": round(prog.elapsed, 3),
+                 **{f"eval_{k}": v for k, v in last_eval.items()}})
+            t_last = time.perf_counter()  # evaluation time does not count against the budget
+        if prog.step % config.save_every == 0 or done:
+            save()
+            t_last = time.perf_counter()
+    bar.close()
+    if main:
+        write_atomically(run_dir / "model", lambda tmp: write_model_files(tmp, core, tokenizer))
+    if world > 1:
+        dist.barrier()
+    return last_eval
+
+
+def _save_checkpoint(run_dir: Path, model: nn.Module, tokenizer, optimizer, prog: Progress, task_state,
+                     keep: int) -> None:
+    target = run_dir / "checkpoints" / f"step_{prog.step:08d}"
+
+    def write(tmp: Path) -> None:
+        write_model_files(tmp, model, tokenizer)
+        torch.save({"optimizer": optimizer.state_dict(), "progress": asdict(prog), "task": task_state,
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+                   tmp / "train_state.pt")
+
+    write_atomically(target, write)
+    for old in _checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_checkpoint(folder: Path, model: nn.Module, optimizer) -> tuple[Progress, dict]:
+    from bertkit.checkpoint import CONFIG, load_state, read_json, read_weights
+    saved = read_json(folder / CONFIG)
+    if saved.get("model") != model.config.to_dict() or saved.get("task") != model.task:
+        raise BertkitError(f"{folder}: this checkpoint is of another model config "
+                           f"({saved.get('task')}, {saved.get('model')}) than the run asks for; resume with "
+                           "the same options, or start a new --out")
+    load_state(model, read_weights(folder / "model.safetensors"), folder / "model.safetensors")
+    try:
+        state = torch.load(folder / "train_state.pt", map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise BertkitError(f"{folder / 'train_state.pt'}: unreadable ({type(e).__name__})") from None
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    if torch.cuda.is_available() and state["cuda_rng"]:
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return Progress(**state["progress"]), state["task"]
