@@ -108,3 +108,28 @@ def test_one_backward_step_reduces_mlm_loss(tiny_config):
         losses.append(loss.item())
     assert losses[0] == pytest.approx(math.log(tiny_config.vocab_size), rel=0.05)  # starts at chance
     assert losses[2] < losses[0]
+
+
+@pytest.mark.parametrize("task", ["pretraining", "sequence_classification", "token_classification"])
+def test_unpadded_execution_equals_padded(tiny_config, task):
+    torch.manual_seed(0)
+    padded = build_model(tiny_config.replace(hidden_dropout=0.0, attention_dropout=0.0), task, 3)
+    unpadded = build_model(tiny_config.replace(hidden_dropout=0.0, attention_dropout=0.0, unpad=True), task, 3)
+    unpadded.load_state_dict(padded.state_dict())
+    ids, mask, types = random_batch(tiny_config.vocab_size, B=5, T=16, seed=7)
+    real = mask.bool()
+    outs = []
+    for model in (padded, unpadded):
+        out = model(ids, mask, types)
+        out = out if isinstance(out, tuple) else (out,)
+        loss = sum((o[real] if o.dim() == 3 else o).square().mean() for o in out)
+        loss.backward()
+        outs.append((out, {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (a, ga), (b, gb) = outs
+    for x, y in zip(a, b):
+        if x.dim() == 3:  # per-token outputs: equal at real tokens, zero-input padding is not compared
+            torch.testing.assert_close(x[real], y[real], atol=1e-5, rtol=0)
+        else:
+            torch.testing.assert_close(x, y, atol=1e-5, rtol=0)
+    for n in ga:
+        torch.testing.assert_close(ga[n], gb[n], atol=1e-5, rtol=1e-4)

@@ -298,3 +298,68 @@ def test_two_process_gloo_matches_one_process(corpus_dir, tmp_path):
     assert sorted(a) == sorted(b) == list(range(1, 7))
     for s in a:
         assert a[s] == pytest.approx(b[s], abs=1e-5), (s, a[s], b[s])
+
+
+def test_time_budget_stops_and_anneals(corpus_dir, tmp_path):
+    torch.manual_seed(0)
+    cfg = PretrainConfig(max_len=32, batch_size=8, eval_instances=8)
+    train_cfg = TrainConfig(lr=1e-3, budget_minutes=0.05, log_every=1, eval_every=10_000, save_every=10_000)
+    pretrain(corpus_dir, tmp_path / "r", tiny(Corpus(corpus_dir).tokenizer.vocab_size), cfg, train_cfg,
+             progress=False)
+    records = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if "loss" in r]
+    assert len(train) > 5
+    assert 3.0 <= train[-1]["elapsed"] < 4.5  # 0.05 minutes, stopped at the first step past it
+    peak = max(r["lr"] for r in train)
+    assert peak > 0.5e-3 and train[-1]["lr"] < 0.1 * peak  # the schedule followed the clock down to ~0
+
+
+def test_bf16_and_tokens_limit(corpus_dir, tmp_path):
+    run(corpus_dir, tmp_path / "r", steps=None, max_tokens=2000, bf16=True)
+    got = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert all(np.isfinite(r["loss"]) for r in got)
+    assert got[-1]["tokens"] >= 2000 and got[-2]["tokens"] < 2000
+
+
+def test_non_finite_losses_are_skipped_then_stop(corpus_dir, tmp_path, monkeypatch):
+    from bertkit.pretrain import PretrainTask
+    original = PretrainTask.loss
+    calls = {"n": 0}
+
+    def sometimes_nan(self, model, micro):
+        calls["n"] += 1
+        loss, stats = original(self, model, micro)
+        return (loss * float("nan") if calls["n"] == 3 else loss), stats
+    monkeypatch.setattr(PretrainTask, "loss", sometimes_nan)
+    run(corpus_dir, tmp_path / "r", steps=6)
+    records = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [r for r in records if "skipped" in r] == [{"step": 2, "skipped": "non-finite loss"}]
+    assert all(np.isfinite(r["loss"]) for r in records if "loss" in r)
+
+    monkeypatch.setattr(PretrainTask, "loss", lambda self, m, b: (original(self, m, b)[0] * float("inf"), {}))
+    with pytest.raises(BertkitError, match="not finite for 20 steps"):
+        run(corpus_dir, tmp_path / "r2", steps=50)
+
+
+def test_tokenizer_model_mismatch(corpus_dir, tmp_path):
+    with pytest.raises(BertkitError, match="does not match the corpus tokenizer"):
+        pretrain(corpus_dir, tmp_path / "r", tiny(999), PretrainConfig(max_len=32), TrainConfig(max_steps=1),
+                 progress=False)
+
+
+def test_whole_word_and_packed_mlm_only(corpus_dir, tmp_path):
+    torch.manual_seed(0)
+    result = run(corpus_dir, tmp_path / "r", steps=4, pre={"nsp": False, "whole_word": True})
+    assert "nsp_accuracy" not in result and result["mlm_loss"] > 0
+    assert json.loads((tmp_path / "r" / "model" / "config.json").read_text())["task"] == "masked_lm"
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_like_eager(corpus_dir, tmp_path):
+    torch.manual_seed(0)
+    run(corpus_dir, tmp_path / "eager", steps=4)
+    torch.manual_seed(0)
+    run(corpus_dir, tmp_path / "compiled", steps=4, compile=True)
+    a, b = losses(tmp_path / "eager"), losses(tmp_path / "compiled")
+    for s in a:
+        assert a[s] == pytest.approx(b[s], abs=1e-4)

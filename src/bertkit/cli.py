@@ -80,7 +80,7 @@ def _pretrain(args: argparse.Namespace) -> None:
     if args.model_config:
         model_config = BertConfig.from_dict(read_json(Path(args.model_config)))
     else:
-        model_config = BertConfig.preset(args.preset, vocab_size=vocab,
+        model_config = BertConfig.preset(args.preset, vocab_size=vocab, unpad=True,
                                          max_position_embeddings=max(512, args.max_len))
     cfg = PretrainConfig(max_len=args.max_len, batch_size=args.batch_size, accum=args.accum, nsp=not args.no_nsp,
                          short_seq_prob=args.short_seq_prob, mask_rate=args.mask_rate, whole_word=args.whole_word,

@@ -57,6 +57,9 @@ class BertConfig:
     """Id of [PAD]; its embedding row starts at zero."""
     attention_backend: str = "sdpa"
     """sdpa (fast, default) or eager (slower, can return attention probabilities)."""
+    unpad: bool = False
+    """Run every layer but attention on real tokens only, skipping padding (faster on padded batches; outputs at
+    padded positions are then zero instead of the values transformers computes there)."""
 
     def __post_init__(self) -> None:
         if self.intermediate_size == 0:

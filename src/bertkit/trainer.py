@@ -204,9 +204,10 @@ def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: str | Path
         for i, micro in enumerate(step.micro):
             micro = {k: v.to(device, non_blocking=True) for k, v in micro.items()}
             sync = world == 1 or i == len(step.micro) - 1
-            with (contextlib.nullcontext() if sync else model.no_sync()), autocast:
-                loss, micro_stats = task.loss(model, micro)
-            loss.backward()
+            with contextlib.nullcontext() if sync else model.no_sync():  # all-reduce on the last micro-step only
+                with autocast:
+                    loss, micro_stats = task.loss(model, micro)
+                loss.backward()
             loss_sum += float(loss.detach())
             for k, v in micro_stats.items():
                 stats[k] = stats.get(k, 0.0) + v

@@ -64,14 +64,22 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.proj = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, need_probs: bool = False):
-        """x (B, T, C); mask (B, 1, 1, T) bool, True where a key may be attended, or None for no padding.
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, need_probs: bool = False,
+                keep: torch.Tensor | None = None, shape: tuple[int, int] | None = None):
+        """x (B, T, C), or (N, C) packed real tokens when keep (N,) holds their flat indices into (B, T) = shape;
+        mask (B, 1, 1, T) bool, True where a key may be attended, or None for no padding.
 
-        Returns the attention output (B, T, C) and, when asked (eager only), the probabilities (B, H, T, T).
+        Returns the attention output shaped like x and, when asked (eager only), the probabilities (B, H, T, T).
         """
-        B, T, C = x.shape
         H, D = self.num_heads, self.head_dim
-        q, k, v = self.qkv(x).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)  # each (B, H, T, D)
+        qkv = self.qkv(x)  # (B, T, 3C) or (N, 3C)
+        if keep is not None:  # only attention needs the padded layout: scatter in, attend, gather out
+            B, T = shape
+            qkv = qkv.new_zeros(B * T, qkv.shape[-1]).index_copy(0, keep, qkv)  # (B*T, 3C)
+        else:
+            B, T = x.shape[:2]
+        C = H * D
+        q, k, v = qkv.view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)  # each (B, H, T, D)
         dropout_p = self.dropout_p if self.training else 0.0
         if self.backend == "sdpa" and not need_probs:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)  # (B, H, T, D)
@@ -83,6 +91,8 @@ class Attention(nn.Module):
             probs = scores.softmax(dim=-1)  # (B, H, T, T)
             y = F.dropout(probs, dropout_p, self.training) @ v  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        if keep is not None:
+            y = y.view(B * T, C).index_select(0, keep)  # (N, C)
         return self.proj(y), probs
 
 
@@ -106,8 +116,9 @@ class Block(nn.Module):
         self.mlp_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, need_probs: bool = False):
-        a, probs = self.attn(x, mask, need_probs)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, need_probs: bool = False,
+                keep: torch.Tensor | None = None, shape: tuple[int, int] | None = None):
+        a, probs = self.attn(x, mask, need_probs, keep, shape)
         x = self.attn_norm(x + self.dropout(a))  # post-LN, as in the paper
         x = self.mlp_norm(x + self.dropout(self.mlp(x)))
         return x, probs
@@ -143,14 +154,21 @@ class Bert(nn.Module):
         if attention_mask is not None and not bool(attention_mask.all()):
             mask = attention_mask.bool().view(B, 1, 1, T)  # (B, 1, 1, T) broadcast over heads and queries
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, C)
+        keep = None
+        if self.config.unpad and mask is not None and not (output_attentions or output_hidden_states):
+            # Every layer but attention works per token: run them on the N real tokens only.
+            keep = attention_mask.flatten().nonzero().squeeze(1)  # (N,)
+            x = x.view(B * T, -1).index_select(0, keep)  # (N, C)
         hidden_states = [x] if output_hidden_states else None
         attentions = [] if output_attentions else None
         for block in self.blocks:
-            x, probs = block(x, mask, need_probs=output_attentions)
+            x, probs = block(x, mask, output_attentions, keep, (B, T))
             if hidden_states is not None:
                 hidden_states.append(x)
             if attentions is not None:
                 attentions.append(probs)
+        if keep is not None:
+            x = x.new_zeros(B * T, x.shape[-1]).index_copy(0, keep, x).view(B, T, -1)  # (B, T, C), zeros at padding
         pooled = torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None  # (B, C)
         return EncoderOutput(x, pooled, hidden_states, attentions)
 

@@ -1,0 +1,161 @@
+"""Pre-training speed: bertkit vs Hugging Face `transformers` BertForPreTraining, same data, same weights, one run.
+
+    python benchmarks/pretrain_speed.py --preset mini            # fp32
+    python benchmarks/pretrain_speed.py --preset mini --bf16     # bf16 autocast for both
+
+Both models start from the same weights and take the same masked batches (MLM + NSP, seq 128, batch 32 by
+default) with the same AdamW; their steps alternate, so both see the same machine state. bertkit decodes
+only masked positions and runs every layer but attention on real tokens only (unpadded); transformers
+decodes every position of the padded batch. Prints tokens/s
+(real tokens, median over the timed steps), the largest loss difference between the two runs (the losses
+must match: nothing is traded for speed), matmul FLOP utilisation against a peak measured in the same run,
+and as its last line the speed ratio.
+
+Data: --data PREPARED (from `bertkit prepare`), or by default Wikipedia lead paragraphs from the catalog,
+tokenised with the 30,522-token uncased BERT vocabulary of all-MiniLM-L6-v2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import transformers
+from torch.utils.flop_counter import FlopCounterMode
+
+from bertkit import BertConfig, Tokenizer, build_model
+from bertkit.convert import TASK_TO_ARCH, config_to_hf, state_to_hf
+from bertkit.data.corpus import Corpus, prepare
+from bertkit.optim import make_optimizer
+from bertkit.pretrain import PretrainConfig, PretrainTask
+
+
+def default_corpus(workdir: Path) -> Path:
+    from bertkit.data.catalog import minilm_l6, wiki_topics
+    from bertkit.data.text import split_sentences
+    text = workdir / "wiki.txt"
+    docs = ["\n".join(split_sentences(t)) for t, _ in wiki_topics()["train"]]
+    text.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    return prepare([text], Tokenizer.load(minilm_l6()), workdir / "prepared", heldout_percent=1, progress=False)
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n ** 3 / statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", default="mini")
+    ap.add_argument("--data", help="a prepared corpus (default: Wikipedia leads from the catalog)")
+    ap.add_argument("--max-len", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=12, help="timed steps per library")
+    ap.add_argument("--warmup-steps", type=int, default=3)
+    ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--padded", action="store_true", help="bertkit keeps padding tokens (no unpadding)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile both models")
+    args = ap.parse_args()
+    transformers.logging.set_verbosity_error()
+
+    workdir = Path(tempfile.mkdtemp(prefix="bertkit-bench-"))
+    data = Path(args.data) if args.data else default_corpus(workdir)
+    corpus = Corpus(data)
+    # No dropout, so the two runs can be compared loss for loss (Cramming pre-trains without it too).
+    config = BertConfig.preset(args.preset, vocab_size=corpus.tokenizer.vocab_size, hidden_dropout=0.0,
+                               attention_dropout=0.0, unpad=not args.padded)
+    task = PretrainTask(corpus, PretrainConfig(max_len=args.max_len, batch_size=args.batch_size, eval_instances=0))
+    steps = task.steps(None, 0, 1)
+    batches = [next(steps).micro[0] for _ in range(args.warmup_steps + args.steps)]
+
+    torch.manual_seed(0)
+    ours = build_model(config, "pretraining").train()
+    hf_config = transformers.BertConfig(**{k: v for k, v in config_to_hf(config, "pretraining").items()
+                                           if k != "architectures"})
+    hf_config._attn_implementation = "sdpa"
+    theirs = getattr(transformers, TASK_TO_ARCH["pretraining"])(hf_config).train()
+    theirs.load_state_dict(state_to_hf(ours.state_dict(), config, "pretraining"))
+    opt_ours = make_optimizer(ours, 1e-4)
+    opt_theirs = make_optimizer(theirs, 1e-4)  # the same (fused) AdamW for both
+    if args.compile:
+        ours = torch.compile(ours, dynamic=True)
+        theirs = torch.compile(theirs, dynamic=True)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16)
+
+    def step_ours(b):
+        with autocast:
+            loss, _ = task.loss(ours, b)
+        loss.backward()
+        opt_ours.step()
+        opt_ours.zero_grad(set_to_none=True)
+        return float(loss)
+
+    def step_theirs(b):
+        labels = b["labels"]
+        with autocast:
+            out = theirs(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                         token_type_ids=b["token_type_ids"])
+            # transformers' own loss (mean over masked tokens + NSP mean), on the full-vocabulary logits
+            mlm = F.cross_entropy(out.prediction_logits.float().view(-1, config.vocab_size), labels.view(-1))
+            nsp = F.cross_entropy(out.seq_relationship_logits.float(), b["next_sentence_label"])
+            loss = mlm + nsp
+        loss.backward()
+        opt_theirs.step()
+        opt_theirs.zero_grad(set_to_none=True)
+        return float(loss)
+
+    times = {"bertkit": [], "transformers": []}
+    losses = {"bertkit": [], "transformers": []}
+    tokens = []
+    for i, b in enumerate(batches):
+        for name, fn in (("bertkit", step_ours), ("transformers", step_theirs)):
+            t = time.perf_counter()
+            loss = fn(b)
+            dt = time.perf_counter() - t
+            losses[name].append(loss)
+            if i >= args.warmup_steps:
+                times[name].append(dt)
+        if i >= args.warmup_steps:
+            tokens.append(int(b["attention_mask"].sum()))
+
+    flops = {}
+    for name, fn in (("bertkit", step_ours), ("transformers", step_theirs)):
+        with FlopCounterMode(display=False) as counter:
+            fn(batches[-1])
+        flops[name] = counter.get_total_flops()
+    peak = matmul_peak(torch.bfloat16 if args.bf16 else torch.float32)
+
+    tok_s = {k: statistics.median(n / t for n, t in zip(tokens, v)) for k, v in times.items()}
+    step_s = {k: statistics.median(v) for k, v in times.items()}
+    diff = max(abs(a - b) for a, b in zip(losses["bertkit"], losses["transformers"]))
+    prec = ("bf16 autocast" if args.bf16 else "fp32") + (", torch.compile" if args.compile else "")
+    print(f"preset {args.preset} ({config.num_layers}L/{config.hidden_size}H, vocab {config.vocab_size}), seq "
+          f"{args.max_len}, batch {args.batch_size}, {prec}, {torch.get_num_threads()} threads, "
+          f"{args.steps} timed steps after {args.warmup_steps}")
+    print(f"matmul peak measured now: {peak / 1e9:.0f} GFLOP/s")
+    print("| library | tokens/s | step (s) | GFLOP per step | utilisation of peak |")
+    print("|---|---|---|---|---|")
+    for k in times:
+        print(f"| {k} | {tok_s[k]:,.0f} | {step_s[k]:.3f} | {flops[k] / 1e9:.1f} | "
+              f"{flops[k] / step_s[k] / peak:.0%} |")
+    print(f"losses: bertkit {losses['bertkit'][0]:.4f} -> {losses['bertkit'][-1]:.4f}, transformers "
+          f"{losses['transformers'][0]:.4f} -> {losses['transformers'][-1]:.4f}; max |difference| {diff:.2e}")
+    print(f"bertkit / transformers tokens/s: {tok_s['bertkit'] / tok_s['transformers']:.2f}x")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
