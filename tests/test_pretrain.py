@@ -208,8 +208,8 @@ KILLER = textwrap.dedent("""
     mode = {mode!r}
     if mode == "after":  # SIGKILL right after the step-8 checkpoint is complete
         original = trainer._save_checkpoint
-        def save(run_dir, model, tok, opt, prog, state, keep):
-            original(run_dir, model, tok, opt, prog, state, keep)
+        def save(run_dir, model, tok, labels, opt, prog, state, keep):
+            original(run_dir, model, tok, labels, opt, prog, state, keep)
             if prog.step == 8:
                 os.kill(os.getpid(), signal.SIGKILL)
         trainer._save_checkpoint = save

@@ -95,6 +95,86 @@ def _pretrain(args: argparse.Namespace) -> None:
         print(json.dumps({"held_out": result, "model": str(Path(args.out) / "model")}, indent=2))
 
 
+def _columns(args: argparse.Namespace) -> dict:
+    return {"text_column": args.text_column, "pair_column": args.pair_column, "label_column": args.label_column,
+            "label_separator": args.label_separator}
+
+
+def _finetune(args: argparse.Namespace) -> None:
+    from bertkit.finetune import FinetuneConfig, finetune
+    cfg = FinetuneConfig(task=args.task, problem_type=args.problem_type, max_length=args.max_length,
+                         batch_size=args.batch_size, accum=args.accum, epochs=args.epochs,
+                         group_by_length=not args.no_group_by_length, class_weights=args.class_weights, seed=args.seed)
+    train_kwargs = {"lr": args.lr, "warmup": args.warmup, "weight_decay": args.weight_decay, "bf16": args.bf16,
+                    "best_metric": args.best_metric, "patience": args.patience, "eval_every": args.eval_every}
+    results = finetune(args.model, args.out, cfg, train_kwargs, args.train, args.dev, args.test,
+                       None if args.task == "ner" else _columns(args), resume=args.resume, progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({k: _headline(v) for k, v in results.items() if k in ("dev", "test")}, indent=2))
+        print(f"model: {Path(args.out) / 'model'}; all metrics: {Path(args.out) / 'metrics.json'}")
+
+
+def _headline(m: dict) -> dict:
+    keys = ("accuracy", "macro_f1", "micro_f1", "mcc", "ece", "precision", "recall", "f1", "pearson", "spearman",
+            "mse", "loss")
+    return {k: round(m[k], 4) for k in keys if k in m and isinstance(m[k], (int, float))}
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from bertkit.evaluate.runner import evaluate_file
+    results = evaluate_file(args.model, args.input, args.out, _columns(args))
+    print(json.dumps(_headline(results), indent=2))
+    if args.out:
+        print(f"all metrics: {Path(args.out) / 'metrics.json'}")
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from bertkit.checkpoint import load_model
+    from bertkit.predict import TextClassifier, TokenTagger
+    if not args.text and not args.input:
+        raise BertkitError("give --text or --input")
+    task = load_model(args.model).model.task
+    if task == "token_classification":
+        tagger = TokenTagger.load(args.model)
+        texts = args.text or [line.rstrip("\n") for line in _read_lines(args.input) if line.strip()]
+        for text, r in zip(texts, tagger.predict(texts)):
+            print(json.dumps({"text": text, "entities": r["entities"]}, ensure_ascii=False))
+        return
+    clf = TextClassifier.load(args.model)
+    if args.text:
+        texts, pairs = args.text, None
+    else:
+        from bertkit.data.tasks import read_examples
+        examples = read_examples(args.input, text_column=args.text_column, pair_column=args.pair_column,
+                                 require_labels=False)
+        texts = [e.text for e in examples]
+        pairs = [e.pair or "" for e in examples] if args.pair_column else None
+    for text, r in zip(texts, clf.predict(texts, pairs)):
+        print(json.dumps({"text": text, **r}, ensure_ascii=False))
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        return Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise BertkitError(f"{path}: file not found") from None
+    except UnicodeDecodeError:
+        raise BertkitError(f"{path}: not UTF-8 text") from None
+
+
+def _baseline(args: argparse.Namespace) -> None:
+    from bertkit.baseline import run_baseline
+    r = run_baseline(args.out, args.train, args.dev, args.test, _columns(args), analyzer=args.analyzer, seed=args.seed)
+    print(json.dumps({"method": r["method"], **{k: _headline(r[k]) for k in ("dev", "test") if k in r}}, indent=2))
+
+
+def _add_columns(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--text-column", default="text")
+    parser.add_argument("--pair-column", help="second text of a pair (NLI, paraphrase)")
+    parser.add_argument("--label-column", default="label")
+    parser.add_argument("--label-separator", default="|", help="between labels of a multi-label example")
+
+
 def _demo(args: argparse.Namespace) -> None:
     from bertkit.demo import run_demo
     if args.limit is not None and args.limit < 20:
@@ -191,13 +271,66 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     pt.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     pt.set_defaults(func=_pretrain)
-    p.verbs_with_config = {"pretrain": pt}
+
+    ft = verbs.add_parser("finetune", help="fine-tune a model on labelled task files")
+    ft.add_argument("--config", help="TOML or JSON file of these options (command-line flags win)")
+    ft.add_argument("model", help="a bertkit model directory or a Hugging Face BERT folder")
+    ft.add_argument("--train", required=True, help="CSV/TSV/JSON lines (classification) or CoNLL/JSON lines (ner)")
+    ft.add_argument("--dev", help="dev file (default: split from --train by the project rule)")
+    ft.add_argument("--test", help="test file")
+    ft.add_argument("--out", required=True, help="run directory: metrics.jsonl, metrics.json, PNGs, model/")
+    ft.add_argument("--task", default="classification", choices=["classification", "ner"])
+    ft.add_argument("--problem-type", default="single_label", choices=["single_label", "multi_label", "regression"])
+    _add_columns(ft)
+    ft.add_argument("--max-length", type=int, default=128)
+    ft.add_argument("--batch-size", type=int, default=32)
+    ft.add_argument("--accum", type=int, default=1)
+    ft.add_argument("--epochs", type=float, default=3.0)
+    ft.add_argument("--lr", type=float, default=5e-5)
+    ft.add_argument("--warmup", type=float, default=0.06, help="fraction of training spent warming up")
+    ft.add_argument("--weight-decay", type=float, default=0.01)
+    ft.add_argument("--bf16", action="store_true")
+    ft.add_argument("--no-group-by-length", action="store_true", help="plain random batches (more padding)")
+    ft.add_argument("--class-weights", action="store_true", help="weight classes by inverse frequency")
+    ft.add_argument("--best-metric", help="dev metric that picks the kept model (default macro_f1 / f1 / pearson)")
+    ft.add_argument("--patience", type=int, default=0, help="stop after N evaluations without improvement")
+    ft.add_argument("--eval-every", type=int, help="evaluate every N steps (default: every epoch)")
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--resume", action="store_true")
+    ft.add_argument("-q", "--quiet", action="store_true")
+    ft.set_defaults(func=_finetune)
+
+    ev = verbs.add_parser("evaluate", help="score a fine-tuned model on a labelled file")
+    ev.add_argument("model")
+    ev.add_argument("--input", required=True)
+    ev.add_argument("--out", help="directory for metrics.json and confusion.png")
+    _add_columns(ev)
+    ev.set_defaults(func=_evaluate)
+
+    pr = verbs.add_parser("predict", help="labels (or entities) for texts, as JSON lines")
+    pr.add_argument("model")
+    pr.add_argument("--text", action="append", help="a text (repeatable)")
+    pr.add_argument("--input", help="a CSV/TSV/JSON-lines file (classification) or a text per line (ner)")
+    _add_columns(pr)
+    pr.set_defaults(func=_predict)
+
+    bl = verbs.add_parser("baseline", help="TF-IDF + logistic regression on the same task files")
+    bl.add_argument("--train", required=True)
+    bl.add_argument("--dev")
+    bl.add_argument("--test")
+    bl.add_argument("--out", required=True)
+    bl.add_argument("--analyzer", default="auto", choices=["auto", "word", "char"],
+                    help="word 1-2-grams, or character 1-3-grams (auto: char for Chinese)")
+    bl.add_argument("--seed", type=int, default=0)
+    _add_columns(bl)
+    bl.set_defaults(func=_baseline)
 
     d = verbs.add_parser("demo", help="the main job: a real pipeline on embedded defaults")
     d.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     d.add_argument("--model", help="a BERT folder to use instead of the packaged all-MiniLM-L6-v2")
     d.add_argument("--limit", type=int, help="use N evenly spaced paragraphs per split (a quick check)")
     d.set_defaults(func=_demo)
+    p.verbs_with_config = {"pretrain": pt, "finetune": ft}
     return p
 
 

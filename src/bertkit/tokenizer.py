@@ -254,6 +254,21 @@ class Tokenizer:
         batch = Batch(tensors, raw)
         return batch
 
+    def encode_all(self, texts: Sequence[str] | Sequence[list[str]], pairs: Sequence[str] | None = None, *,
+                   max_length: int | None = None, truncation: str | None = "longest_first",
+                   pretokenized: bool = False) -> list[Encoding]:
+        """Many texts (or pairs) in parallel, unpadded, each as an `Encoding`. pretokenized: each text is a list of
+        words (NER input), and word_ids index into it."""
+        if pairs is not None and len(pairs) != len(texts):
+            raise BertkitError(f"{len(texts)} texts but {len(pairs)} pairs")
+        self._configure(max_length, truncation, None, None)
+        inputs = list(texts) if pairs is None else list(zip(texts, pairs))
+        try:
+            raw = self._backend.encode_batch(inputs, is_pretokenized=pretokenized, add_special_tokens=True)
+        except Exception as err:  # noqa: BLE001
+            raise BertkitError(f"cannot encode: {str(err).splitlines()[0]}") from None
+        return [Encoding._from(e) for e in raw]
+
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         return self._backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
 

@@ -21,7 +21,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -62,6 +62,10 @@ class TrainConfig:
     save_every: int = 200
     keep_checkpoints: int = 2
     seed: int = 0
+    best_metric: str | None = None
+    """Evaluation metric that picks the model kept in run_dir/model (e.g. macro_f1, or loss); None: the last."""
+    patience: int = 0
+    """Stop after this many evaluations without improving best_metric; 0 never stops early."""
     max_bad_steps: int = 20
     """Stop with an error after this many consecutive steps with a non-finite loss (each is skipped)."""
 
@@ -77,6 +81,13 @@ class TrainConfig:
         for name in ("log_every", "eval_every", "save_every"):
             if getattr(self, name) <= 0:
                 raise BertkitError(f"{name} must be positive")
+        if self.patience and not self.best_metric:
+            raise BertkitError("early stopping (patience) needs a best_metric to watch")
+
+    def better(self, new: float, old: float | None) -> bool:
+        """Whether `new` improves on `old` for best_metric (losses and errors improve downwards)."""
+        lower = any(w in self.best_metric for w in ("loss", "error", "perplexity", "mse", "mae", "ece"))
+        return old is None or (new < old if lower else new > old)
 
 
 @dataclass
@@ -105,6 +116,8 @@ class Progress:
     step: int = 0
     tokens: int = 0
     elapsed: float = 0.0  # seconds of training, summed over resumed runs
+    best: float | None = None  # best value of best_metric so far
+    bad_evals: int = 0  # evaluations since it last improved
 
 
 def _distributed() -> tuple[int, int, torch.device]:
@@ -127,9 +140,9 @@ def _checkpoints(run_dir: Path) -> list[Path]:
 
 
 def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: str | Path, *, tokenizer=None,
-          resume: bool = False, progress_bar: bool = True) -> dict:
+          labels: list[str] | None = None, resume: bool = False, progress_bar: bool = True) -> dict:
     """Train `model` on `task` until a stop condition; write checkpoints, metrics.jsonl and the final model
-    into run_dir. Returns the last evaluation metrics."""
+    (the best one when config.best_metric is set) into run_dir/model. Returns the last evaluation metrics."""
     run_dir = Path(run_dir)
     rank, world, device = _distributed()
     main = rank == 0
@@ -180,7 +193,7 @@ def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: str | Path
 
     def save(final: bool = False) -> None:
         if main:
-            _save_checkpoint(run_dir, core, tokenizer, optimizer, prog, task_state, config.keep_checkpoints)
+            _save_checkpoint(run_dir, core, tokenizer, labels, optimizer, prog, task_state, config.keep_checkpoints)
         if world > 1:
             dist.barrier()
 
@@ -259,24 +272,44 @@ def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: str | Path
             model.train()
             log({"step": prog.step, "tokens": prog.tokens, "elapsed": round(prog.elapsed, 3),
                  **{f"eval_{k}": v for k, v in last_eval.items()}})
+            if config.best_metric:
+                if config.best_metric not in last_eval:
+                    raise BertkitError(f"best_metric {config.best_metric!r} is not among the evaluation metrics "
+                                       f"({', '.join(last_eval)})")
+                value = float(last_eval[config.best_metric])
+                if config.better(value, prog.best):
+                    prog = replace(prog, best=value, bad_evals=0)
+                    if main:
+                        write_atomically(run_dir / "best", lambda tmp: write_model_files(tmp, core, tokenizer, labels))
+                else:
+                    prog = replace(prog, bad_evals=prog.bad_evals + 1)
+                    if config.patience and prog.bad_evals >= config.patience:
+                        log({"step": prog.step, "early_stop": f"{config.best_metric} did not improve on "
+                                                              f"{prog.best:.4f} for {prog.bad_evals} evaluations"})
+                        done = True
             t_last = time.perf_counter()  # evaluation time does not count against the budget
         if prog.step % config.save_every == 0 or done:
             save()
             t_last = time.perf_counter()
+        if done:
+            break
     bar.close()
     if main:
-        write_atomically(run_dir / "model", lambda tmp: write_model_files(tmp, core, tokenizer))
+        if config.best_metric and (run_dir / "best").is_dir():
+            write_atomically(run_dir / "model", lambda tmp: shutil.copytree(run_dir / "best", tmp, dirs_exist_ok=True))
+        else:
+            write_atomically(run_dir / "model", lambda tmp: write_model_files(tmp, core, tokenizer, labels))
     if world > 1:
         dist.barrier()
     return last_eval
 
 
-def _save_checkpoint(run_dir: Path, model: nn.Module, tokenizer, optimizer, prog: Progress, task_state,
+def _save_checkpoint(run_dir: Path, model: nn.Module, tokenizer, labels, optimizer, prog: Progress, task_state,
                      keep: int) -> None:
     target = run_dir / "checkpoints" / f"step_{prog.step:08d}"
 
     def write(tmp: Path) -> None:
-        write_model_files(tmp, model, tokenizer)
+        write_model_files(tmp, model, tokenizer, labels)
         torch.save({"optimizer": optimizer.state_dict(), "progress": asdict(prog), "task": task_state,
                     "torch_rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},

@@ -1,0 +1,413 @@
+"""Reading fine-tuning data: labelled texts (classification, regression, sentence pairs), tagged
+sentences (token classification) and SQuAD questions (extractive QA).
+
+Formats, chosen by the file's extension:
+
+- `.csv`: a header row, then one record per row (csv module rules, so a quoted field may hold commas and
+  newlines). An `Example` remembers the line its record starts on.
+- `.tsv`: a header row, then one tab-separated record per line. Quotes are ordinary characters, as in
+  google-research/bert's GLUE reader: TSV texts often start with a quote that does not wrap the field.
+- `.jsonl` / `.json`: one JSON object per line (for SQuAD: the single SQuAD JSON document).
+- anything else, for tagged sentences: CoNLL, `token ... tag` per line, a blank line between sentences.
+
+Files are read line by line in binary (`text._lines`), so a byte that is not UTF-8 is reported with its
+line, and every mistake in a file becomes a one-line `BertkitError` that starts with `path:line:`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bertkit.data.catalog import split_labelled
+from bertkit.data.text import JSON_SUFFIXES, _kind, _lines
+from bertkit.errors import BertkitError
+
+PROBLEM_TYPES = ("single_label", "multi_label", "regression")
+DIALECTS = {".csv": dict(delimiter=",", strict=True),  # strict: a stray quote is an error, not data
+            ".tsv": dict(delimiter="\t", quoting=csv.QUOTE_NONE)}
+
+
+@dataclass
+class Example:
+    """One classification / regression / sentence-pair example."""
+    text: str
+    pair: str | None = None
+    label: str | float | list[str] | None = None
+    """str for single_label, float for regression, list[str] for multi_label; None when unlabelled."""
+    line: int = 0
+    """1-based line in the file (CSV/TSV: the line the record starts on), for error messages."""
+
+
+def read_examples(path: str | Path, *, text_column: str = "text", pair_column: str | None = None,
+                  label_column: str = "label", problem_type: str = "single_label", label_separator: str = "|",
+                  require_labels: bool = True) -> list[Example]:
+    """Examples from a .csv, .tsv or .jsonl/.json file, in file order.
+
+    Texts are kept as written (only checked to be non-blank); labels are stripped. With
+    require_labels=False (input for prediction) the label column may be absent and a label may be empty:
+    the example's label is then None.
+    """
+    if problem_type not in PROBLEM_TYPES:
+        raise BertkitError(f"unknown problem type {problem_type!r} (choose from {', '.join(PROBLEM_TYPES)})")
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in DIALECTS:
+        records = _csv_records(path, DIALECTS[suffix], text_column, pair_column, label_column, require_labels)
+    elif suffix in JSON_SUFFIXES:
+        records = _json_records(path, text_column, pair_column, label_column, require_labels)
+    else:
+        raise BertkitError(f"{path}: cannot tell the format from the extension {path.suffix!r} "
+                           f"(use .csv, .tsv, .jsonl or .json)")
+    examples = []
+    for lineno, text, pair, label in records:
+        where = f"{path}:{lineno}"
+        if not text.strip():
+            raise BertkitError(f"{where}: the text ({text_column!r}) is empty")
+        if pair_column is not None and not pair.strip():
+            raise BertkitError(f"{where}: the second text ({pair_column!r}) is empty")
+        parsed = _parse_label(label, problem_type, label_separator, where, label_column)
+        if parsed is None and require_labels:
+            raise BertkitError(f"{where}: the label ({label_column!r}) is empty")
+        examples.append(Example(text, pair, parsed, lineno))
+    if not examples:
+        raise BertkitError(f"{path}: no examples in this file")
+    return examples
+
+
+# A record before its label is parsed: (line, text, pair or None, label as a CSV string or JSON value or None).
+Record = tuple[int, str, str | None, object]
+
+
+def _csv_records(path: Path, dialect: dict, text_column: str, pair_column: str | None, label_column: str,
+                 require_labels: bool) -> Iterator[Record]:
+    lines = (line for _, line, _ in _lines(path))  # with their line endings, as csv wants (newline="")
+    reader = csv.reader(lines, **dialect)
+    header: list[str] | None = None
+    wanted: dict[str, int] = {}
+    end = 0  # the last line the reader has consumed
+    while True:
+        start = end + 1
+        try:
+            row = next(reader, None)
+        except csv.Error as e:
+            hint = " (a quote opened in this record is never closed)" if "unexpected end" in str(e) else ""
+            raise BertkitError(f"{path}:{start}: malformed record: {e}{hint}") from None
+        if row is None:
+            break
+        end = reader.line_num
+        if not row or row == [""]:
+            continue  # a blank line
+        if header is None:
+            header = [name.strip() for name in row]
+            columns = ", ".join(header)
+            names = [("text", text_column), ("pair", pair_column), ("label", label_column)]
+            for role, name in names:
+                if name is None:
+                    continue
+                if name not in header:
+                    if role == "label" and not require_labels:
+                        continue
+                    raise BertkitError(f"{path}:{start}: no column {name!r} (columns: {columns})")
+                if header.count(name) > 1:
+                    raise BertkitError(f"{path}:{start}: the column {name!r} appears twice in the header")
+                wanted[role] = header.index(name)
+            continue
+        if len(row) != len(header):
+            raise BertkitError(f"{path}:{start}: {len(row)} fields, but the header has {len(header)} "
+                               f"({', '.join(header)})")
+        yield (start, row[wanted["text"]], row[wanted["pair"]] if "pair" in wanted else None,
+               row[wanted["label"]] if "label" in wanted else None)
+    if header is None:
+        raise BertkitError(f"{path}: empty file (expected a header row naming the columns)")
+
+
+def _json_records(path: Path, text_column: str, pair_column: str | None, label_column: str,
+                  require_labels: bool) -> Iterator[Record]:
+    for lineno, record in _json_lines(path):
+        where = f"{path}:{lineno}"
+        text = _json_string(record, text_column, where)
+        pair = _json_string(record, pair_column, where) if pair_column is not None else None
+        if label_column not in record and require_labels:
+            raise BertkitError(f"{where}: no field {label_column!r} (fields: {', '.join(record)})")
+        yield lineno, text, pair, record.get(label_column)
+
+
+def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line, object) for each non-blank line of a JSON-lines file."""
+    for lineno, line, _ in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise BertkitError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno}); "
+                               f"expected one JSON object per line") from None
+        if not isinstance(record, dict):
+            raise BertkitError(f"{path}:{lineno}: expected a JSON object, got {_kind(record)}")
+        yield lineno, record
+
+
+def _json_string(record: dict, field: str, where: str) -> str:
+    if field not in record:
+        raise BertkitError(f"{where}: no field {field!r} (fields: {', '.join(record)})")
+    value = record[field]
+    if not isinstance(value, str):
+        raise BertkitError(f"{where}: field {field!r} is {_kind(value)}, not a string")
+    return value
+
+
+def _parse_label(raw: object, problem_type: str, separator: str, where: str,
+                 column: str) -> str | float | list[str] | None:
+    """A label from a CSV field (str) or a JSON value; None when missing or empty."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        # An empty multi-label field would mean "none of the labels"; it is refused like the others so that a
+        # forgotten label is never read as a negative example.
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, (str, int, float, list)):
+        raise BertkitError(f"{where}: label ({column!r}) is {_kind(raw)}; expected a string or a number")
+    if problem_type == "regression":
+        if isinstance(raw, list):
+            raise BertkitError(f"{where}: regression label ({column!r}) is an array, not a number")
+        try:
+            value = float(raw)
+        except ValueError:
+            raise BertkitError(f"{where}: regression label {raw!r} is not a number") from None
+        if not math.isfinite(value):
+            raise BertkitError(f"{where}: regression label {raw!r} is not a finite number")
+        return value
+    if problem_type == "multi_label":
+        parts = raw if isinstance(raw, list) else str(raw).split(separator)
+        labels = []
+        for part in parts:
+            if isinstance(part, bool) or not isinstance(part, (str, int)):
+                raise BertkitError(f"{where}: a label in {column!r} is {_kind(part)}; expected strings")
+            label = str(part).strip()
+            if not label:
+                raise BertkitError(f"{where}: empty label in {raw!r} (labels are separated by {separator!r})")
+            if label not in labels:
+                labels.append(label)
+        return labels or None
+    if isinstance(raw, list):
+        raise BertkitError(f"{where}: label ({column!r}) is an array; use problem_type='multi_label'")
+    return str(raw).strip()
+
+
+def label_list(train: Sequence[Example], problem_type: str = "single_label") -> list[str]:
+    """The label vocabulary: sorted unique labels of the training set (multi_label: their union); [] for
+    regression. Its order fixes the label ids, so the same training file always gives the same ids."""
+    if problem_type == "regression":
+        return []
+    labels: set[str] = set()
+    for e in train:
+        if isinstance(e.label, list):
+            labels.update(e.label)
+        elif e.label is not None:
+            labels.add(e.label)
+    if problem_type == "single_label" and len(labels) < 2:
+        found = ", ".join(sorted(labels)) or "none"
+        raise BertkitError(f"the training data has {len(labels)} distinct label(s) ({found}); "
+                           f"classification needs at least 2")
+    if not labels:
+        raise BertkitError("the training data has no labels")
+    return sorted(labels)
+
+
+def check_labels(examples: Sequence[Example], labels: Sequence[str], path: str | Path) -> None:
+    """BertkitError at the first example (of a dev/test file at `path`) with a label the model cannot predict."""
+    known = set(labels)
+    for e in examples:
+        for label in e.label if isinstance(e.label, list) else [e.label]:
+            if isinstance(label, str) and label not in known:
+                shown = ", ".join(list(labels)[:20]) + (f", ... ({len(labels)} in all)" if len(labels) > 20 else "")
+                raise BertkitError(f"{path}:{e.line}: label {label!r} never appears in the training data "
+                                   f"(labels: {shown})")
+
+
+def split_examples(examples: Sequence[Example]) -> dict[str, list[Example]]:
+    """train/dev/test by the project's split rule (catalog.split_labelled), order kept.
+
+    The text hashed is the text, or `text + "\\t" + pair` for pairs. An exact duplicate (text, pair) is
+    kept once (its first occurrence); one seen with two different labels is dropped.
+    """
+    first: dict[str, Example] = {}
+    keyed = []
+    for e in examples:
+        key = e.text if e.pair is None else f"{e.text}\t{e.pair}"
+        first.setdefault(key, e)
+        label = tuple(sorted(e.label)) if isinstance(e.label, list) else e.label  # hashable, order-free
+        keyed.append((key, label))
+    return {name: [first[key] for key, _ in kept] for name, kept in split_labelled(keyed).items()}
+
+
+# ---- token classification -------------------------------------------------------------------------
+
+@dataclass
+class TaggedSentence:
+    """One sentence for token classification: a BIO tag per token."""
+    tokens: list[str]
+    tags: list[str]
+    line: int = 0
+    """1-based line of the first token (JSON lines: of the object)."""
+
+
+_BIO = re.compile(r"O|[BI]-\S+")
+_COLUMNS = re.compile(r"[ \t]+")  # not str.split(): U+3000 and other Unicode spaces can be tokens
+
+
+def read_tagged(path: str | Path, *, tokens_field: str = "tokens", tags_field: str = "tags") -> list[TaggedSentence]:
+    """Tagged sentences from CoNLL (any extension but .jsonl/.json) or JSON lines ({"tokens", "tags"}).
+
+    CoNLL: one token per line, the token in the first column and its tag in the last (so 3- and 4-column
+    CoNLL-2003 files read as they are), a blank line between sentences, "-DOCSTART-" lines skipped.
+    Tags must be BIO: "O", "B-TYPE" or "I-TYPE".
+    """
+    path = Path(path)
+    read = _tagged_jsonl if path.suffix.lower() in JSON_SUFFIXES else _tagged_conll
+    sentences = list(read(path, tokens_field, tags_field))
+    if not sentences:
+        raise BertkitError(f"{path}: no sentences in this file")
+    return sentences
+
+
+def _tagged_conll(path: Path, tokens_field: str, tags_field: str) -> Iterator[TaggedSentence]:
+    current = TaggedSentence([], [])
+    for lineno, line, _ in _lines(path):
+        line = line.strip(" \t\r\n")
+        if line.startswith("-DOCSTART-"):
+            continue
+        if not line:
+            if current.tokens:
+                yield current
+            current = TaggedSentence([], [])
+            continue
+        columns = _COLUMNS.split(line)
+        if len(columns) < 2:
+            raise BertkitError(f"{path}:{lineno}: one column ({line!r}); expected a token and its tag "
+                               f"separated by a space or tab")
+        _check_tag(columns[-1], f"{path}:{lineno}")
+        if not current.tokens:
+            current.line = lineno
+        current.tokens.append(columns[0])
+        current.tags.append(columns[-1])
+    if current.tokens:
+        yield current
+
+
+def _tagged_jsonl(path: Path, tokens_field: str, tags_field: str) -> Iterator[TaggedSentence]:
+    for lineno, record in _json_lines(path):
+        where = f"{path}:{lineno}"
+        tokens, tags = (_string_list(record, field, where) for field in (tokens_field, tags_field))
+        if len(tokens) != len(tags):
+            raise BertkitError(f"{where}: {len(tokens)} tokens but {len(tags)} tags")
+        if not tokens:
+            raise BertkitError(f"{where}: the sentence has no tokens")
+        for tag in tags:
+            _check_tag(tag, where)
+        yield TaggedSentence(tokens, tags, lineno)
+
+
+def _check_tag(tag: str, where: str) -> None:
+    if not _BIO.fullmatch(tag):
+        raise BertkitError(f"{where}: tag {tag!r} is not BIO; expected 'O', 'B-TYPE' or 'I-TYPE'")
+
+
+def _string_list(record: dict, field: str, where: str) -> list[str]:
+    if field not in record:
+        raise BertkitError(f"{where}: no field {field!r} (fields: {', '.join(record)})")
+    value = record[field]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BertkitError(f"{where}: field {field!r} must be an array of strings")
+    return value
+
+
+def tag_list(train: Sequence[TaggedSentence]) -> list[str]:
+    """"O", then B-X, I-X for every type X in the training data, types sorted. I-X is included even when
+    only B-X was seen (a one-token entity type can still be predicted inside a longer span)."""
+    types = sorted({tag[2:] for s in train for tag in s.tags if tag != "O"})
+    return ["O"] + [f"{prefix}-{t}" for t in types for prefix in "BI"]
+
+
+# ---- extractive question answering -----------------------------------------------------------------
+
+@dataclass
+class QAExample:
+    """One SQuAD question; `answers` are (text, character start in context), [] when unanswerable."""
+    id: str
+    question: str
+    context: str
+    answers: list[tuple[str, int]]
+
+
+def read_squad(path: str | Path) -> list[QAExample]:
+    """Questions from a SQuAD v1.1 / v2.0 JSON file, in file order. Every answer is checked to sit at its
+    answer_start in the context; v2's impossible questions get no answers."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise BertkitError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        lineno = raw.count(b"\n", 0, e.start) + 1
+        raise BertkitError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x})") from None
+    if not text.strip():
+        raise BertkitError(f"{path}: empty file")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BertkitError(f"{path}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+
+    examples: list[QAExample] = []
+    seen: set[str] = set()
+    for i, article in enumerate(_field(doc, "data", list, path, "the file")):
+        for j, para in enumerate(_field(article, "paragraphs", list, path, f"data[{i}]")):
+            where = f"data[{i}].paragraphs[{j}]"
+            context = _field(para, "context", str, path, where)
+            for k, qa in enumerate(_field(para, "qas", list, path, where)):
+                at = f"{where}.qas[{k}]"
+                qid = _field(qa, "id", (str, int), path, at)
+                qid = str(qid)
+                if qid in seen:
+                    raise BertkitError(f"{path}: question id {qid!r} appears twice ({at})")
+                seen.add(qid)
+                question = _field(qa, "question", str, path, at)
+                answers = []
+                if not qa.get("is_impossible", False):
+                    for a, answer in enumerate(_field(qa, "answers", list, path, at)):
+                        answers.append(_answer(answer, context, qid, path, f"{at}.answers[{a}]"))
+                examples.append(QAExample(qid, question, context, answers))
+    if not examples:
+        raise BertkitError(f"{path}: no questions in this file")
+    return examples
+
+
+def _field(obj: object, key: str, kind: type | tuple[type, ...], path: Path, where: str):
+    """obj[key], checked to be of `kind`; the error names where in the SQuAD structure it went wrong."""
+    if not isinstance(obj, dict):
+        raise BertkitError(f"{path}: {where} is {_kind(obj)}, expected an object; not SQuAD-shaped JSON")
+    if key not in obj:
+        raise BertkitError(f"{path}: {where} has no key {key!r}; not SQuAD-shaped JSON")
+    value = obj[key]
+    if isinstance(value, bool) or not isinstance(value, kind):
+        expected = {list: "an array", str: "a string", int: "an integer"}.get(kind, "a string or a number")
+        raise BertkitError(f"{path}: {where}.{key} is {_kind(value)}, expected {expected}")
+    return value
+
+
+def _answer(answer: object, context: str, qid: str, path: Path, where: str) -> tuple[str, int]:
+    text = _field(answer, "text", str, path, where)
+    start = _field(answer, "answer_start", int, path, where)
+    if not text:
+        raise BertkitError(f"{path}: question {qid!r} has an empty answer ({where})")
+    found = context[start:start + len(text)] if start >= 0 else ""
+    if found != text:
+        raise BertkitError(f"{path}: question {qid!r}: answer {text!r} is not at character {start} of its "
+                           f"context (found {found!r})")
+    return text, start

@@ -1,0 +1,18 @@
+"""Evaluation: metrics as pure functions of gold labels and predictions."""
+
+from bertkit.evaluate.metrics import (
+    bio_entities,
+    classification_metrics,
+    entity_metrics,
+    expected_calibration_error,
+    multilabel_metrics,
+    plot_confusion,
+    regression_metrics,
+    squad_metrics,
+    squad_normalize,
+)
+
+__all__ = [
+    "classification_metrics", "multilabel_metrics", "regression_metrics", "expected_calibration_error",
+    "bio_entities", "entity_metrics", "squad_normalize", "squad_metrics", "plot_confusion",
+]

@@ -1,0 +1,161 @@
+"""Fine-tuning end to end on a tiny model: finetune -> evaluate -> predict, NER, baseline, exact helpers."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from bertkit import BertConfig, BertkitError, Tokenizer, build_model, save_model
+from bertkit.cli import main
+from bertkit.finetune import align_tags, length_grouped_order, predicted_word_tags
+from bertkit.objectives import IGNORE_INDEX
+
+GOOD = ["great", "wonderful", "excellent", "moving", "brilliant", "delightful"]
+BAD = ["terrible", "awful", "boring", "dull", "clumsy", "tedious"]
+FILLER = ["the", "film", "was", "a", "story", "acting", "plot", "really", "quite", "and", "with", "cast"]
+NAMES = ["Alice", "Bob", "Carol", "Dmitri", "Erin"]
+PLACES = ["Paris", "Oslo", "Lima", "Kyoto"]
+
+
+def review(rng: random.Random, positive: bool) -> str:
+    words = rng.sample(FILLER, 5) + [rng.choice(GOOD if positive else BAD)]
+    rng.shuffle(words)
+    return " ".join(words)
+
+
+def write_csv(path, rows):
+    path.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cls")
+    rng = random.Random(0)
+    files = {}
+    for name, n in (("train", 320), ("dev", 60), ("test", 60)):
+        rows = [(review(rng, i % 2 == 0), "pos" if i % 2 == 0 else "neg") for i in range(n)]
+        files[name] = write_csv(d / f"{name}.csv", rows)
+    sentences = []
+    for i in range(300):
+        tokens, tags = [], []
+        for _ in range(rng.randint(3, 8)):
+            r = rng.random()
+            if r < 0.2:
+                tokens += [rng.choice(NAMES), "Smith"]
+                tags += ["B-PER", "I-PER"]
+            elif r < 0.35:
+                tokens.append(rng.choice(PLACES))
+                tags.append("B-LOC")
+            else:
+                tokens.append(rng.choice(FILLER))
+                tags.append("O")
+        sentences.append((tokens, tags))
+    for name, part in (("ner_train", sentences[:240]), ("ner_dev", sentences[240:270]), ("ner_test", sentences[270:])):
+        (d / f"{name}.conll").write_text("\n\n".join("\n".join(f"{t} {g}" for t, g in zip(*s)) for s in part) + "\n")
+        files[name] = d / f"{name}.conll"
+    texts = [line.split(",")[0] for line in files["train"].read_text().splitlines()[1:]]
+    texts += [" ".join(s[0]) for s in sentences]
+    tok = Tokenizer.train(texts, vocab_size=200, min_frequency=1, lowercase=False, show_progress=False)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+                        max_position_embeddings=64)
+    save_model(d / "base", build_model(config, "encoder"), tok)
+    files["model"] = d / "base"
+    return files
+
+
+def finetune_args(data, out, *extra):
+    return ["finetune", str(data["model"]), "--train", str(data["train"]), "--dev", str(data["dev"]), "--test",
+            str(data["test"]), "--out", str(out), "--epochs", "4", "--lr", "3e-3", "--batch-size", "16", "-q", *extra]
+
+
+def test_classification_end_to_end_and_reproducible(data, tmp_path, capsys):
+    assert main(finetune_args(data, tmp_path / "a")) == 0
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert metrics["labels"] == ["neg", "pos"]
+    assert metrics["test"]["accuracy"] > 0.9, metrics["test"]
+    for name in ("model", "curves.png", "confusion.png", "metrics.jsonl"):
+        assert (tmp_path / "a" / name).exists()
+    assert main(finetune_args(data, tmp_path / "b")) == 0  # same seed -> the same numbers
+    again = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert again["test"] == metrics["test"]
+    capsys.readouterr()
+
+    assert main(["evaluate", str(tmp_path / "a" / "model"), "--input", str(data["test"]),
+                 "--out", str(tmp_path / "eval")]) == 0
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert evaluated["accuracy"] == metrics["test"]["accuracy"]
+    assert evaluated["confusion_matrix"] == metrics["test"]["confusion_matrix"]
+    capsys.readouterr()
+
+    assert main(["predict", str(tmp_path / "a" / "model"), "--text", "the plot was brilliant",
+                 "--text", "a dull and tedious film"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["label"] for x in lines] == ["pos", "neg"]
+    assert all(abs(sum(x["probs"].values()) - 1) < 1e-4 for x in lines)
+
+
+def test_ner_end_to_end_with_character_spans(data, tmp_path, capsys):
+    args = ["finetune", str(data["model"]), "--task", "ner", "--train", str(data["ner_train"]), "--dev",
+            str(data["ner_dev"]), "--test", str(data["ner_test"]), "--out", str(tmp_path / "ner"), "--epochs", "6",
+            "--lr", "3e-3", "--batch-size", "16", "-q"]
+    assert main(args) == 0
+    metrics = json.loads((tmp_path / "ner" / "metrics.json").read_text())
+    assert metrics["labels"] == ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+    assert metrics["test"]["f1"] > 0.8, metrics["test"]
+    capsys.readouterr()
+    text = "Carol Smith flew to Oslo with the cast"
+    assert main(["predict", str(tmp_path / "ner" / "model"), "--text", text]) == 0
+    entities = json.loads(capsys.readouterr().out)["entities"]
+    assert {(e["type"], e["text"]) for e in entities} == {("PER", "Carol Smith"), ("LOC", "Oslo")}
+    assert all(text[e["start"]:e["end"]] == e["text"] for e in entities)
+
+
+def test_baseline(data, tmp_path, capsys):
+    assert main(["baseline", "--train", str(data["train"]), "--dev", str(data["dev"]), "--test", str(data["test"]),
+                 "--out", str(tmp_path / "bl")]) == 0
+    metrics = json.loads((tmp_path / "bl" / "metrics.json").read_text())
+    assert metrics["method"].startswith("TF-IDF (word") and metrics["test"]["accuracy"] > 0.9
+
+
+def test_bad_task_files(data, tmp_path, capsys):
+    bad_dev = write_csv(tmp_path / "dev.csv", [("a great film", "pos"), ("an odd film", "meh")])
+    assert main(["finetune", str(data["model"]), "--train", str(data["train"]), "--dev", str(bad_dev),
+                 "--out", str(tmp_path / "x"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "dev.csv:3: label 'meh' never appears in the training data" in err and err.count("\n") == 1
+    (tmp_path / "cols.csv").write_text("review,sentiment\nfine,pos\n")
+    assert main(["finetune", str(data["model"]), "--train", str(tmp_path / "cols.csv"), "--out",
+                 str(tmp_path / "y"), "-q"]) == 2
+    assert "no column 'text'" in capsys.readouterr().err
+    assert main(["finetune", str(data["model"]), "--task", "ner", "--train", str(data["ner_train"]), "--out",
+                 str(tmp_path / "z"), "-q"]) == 2
+    assert "NER needs --dev and --test" in capsys.readouterr().err
+
+
+def test_align_tags_exact():
+    # [CLS] Wash ##ing ##ton went [SEP]: the word's tag on its first piece only
+    assert align_tags([None, 0, 0, 0, 1, None], [3, 0]) == [IGNORE_INDEX, 3, IGNORE_INDEX, IGNORE_INDEX, 0, IGNORE_INDEX]
+    logits = torch.full((6, 3), -1.0)
+    logits[1, 2] = logits[2, 1] = logits[4, 1] = 5.0  # piece 2 disagrees: ignored
+    assert predicted_word_tags([None, 0, 0, 0, 1, None], logits, ["O", "B-PER", "I-PER"], 3) == ["I-PER", "B-PER", "O"]
+
+
+def test_length_grouped_order_is_a_permutation_of_similar_lengths():
+    lengths = [random.Random(i).randint(5, 200) for i in range(1000)]
+    order = length_grouped_order(lengths, 10, np.random.default_rng(0), group=True)
+    assert sorted(order) == list(range(1000))
+    spread = np.mean([np.ptp([lengths[i] for i in order[k:k + 10]]) for k in range(0, 1000, 10)])
+    plain = length_grouped_order(lengths, 10, np.random.default_rng(0), group=False)
+    spread_plain = np.mean([np.ptp([lengths[i] for i in plain[k:k + 10]]) for k in range(0, 1000, 10)])
+    assert spread < 0.2 * spread_plain  # padding waste falls accordingly
+    assert order != length_grouped_order(lengths, 10, np.random.default_rng(1), group=True)
+
+
+def test_predictor_refuses_wrong_models(data):
+    from bertkit.predict import TextClassifier
+    with pytest.raises(BertkitError, match="not a text classifier"):
+        TextClassifier.load(data["model"])
