@@ -15,6 +15,7 @@ model in DistributedDataParallel and skips the gradient all-reduce on every micr
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import math
 import os
@@ -135,6 +136,22 @@ def _distributed() -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
+def _release_freed_memory() -> None:
+    """Hand memory that was freed back to the OS (glibc only). Batches of varying shape fragment the heap, and
+    without this the resident size of a long CPU run creeps up by tens of MB a step."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None
+
+
 def _checkpoints(run_dir: Path) -> list[Path]:
     return sorted((run_dir / "checkpoints").glob("step_*"))
 
@@ -253,6 +270,8 @@ def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: str | Path
         prog = Progress(prog.step + 1, prog.tokens + step.tokens, prog.elapsed + elapsed_step)
         task_state = step.state
         window_tokens += step.tokens
+        if prog.step % 50 == 0 and device.type == "cpu":
+            _release_freed_memory()
         bar.update(1)
         done = progress_of(prog) >= 1.0
         if prog.step % config.log_every == 0 or done:
