@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bertkit.data.catalog import split_labelled
-from bertkit.data.text import JSON_SUFFIXES, _kind, _lines
+from bertkit.data.text import JSON_SUFFIXES, _kind, _lines, json_object
 from bertkit.errors import BertkitError
 
 PROBLEM_TYPES = ("single_label", "multi_label", "regression")
@@ -143,14 +143,7 @@ def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
     for lineno, line, _ in _lines(path):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise BertkitError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno}); "
-                               f"expected one JSON object per line") from None
-        if not isinstance(record, dict):
-            raise BertkitError(f"{path}:{lineno}: expected a JSON object, got {_kind(record)}")
-        yield lineno, record
+        yield lineno, json_object(line, f"{path}:{lineno}")
 
 
 def _json_string(record: dict, field: str, where: str) -> str:

@@ -178,13 +178,7 @@ def _read_jsonl(path: Path, text_field: str) -> Iterator[tuple[list[str], int]]:
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise BertkitError(f"{where}: invalid JSON ({e.msg} at column {e.colno}); "
-                               f"expected one JSON object per line") from None
-        if not isinstance(record, dict):
-            raise BertkitError(f"{where}: expected a JSON object with a {text_field!r} field, got {_kind(record)}")
+        record = json_object(line, where)
         if text_field not in record:
             fields = ", ".join(repr(k) for k in list(record)[:5]) or "none"
             raise BertkitError(f"{where}: the record has no {text_field!r} field (its fields: {fields}); "
@@ -195,6 +189,18 @@ def _read_jsonl(path: Path, text_field: str) -> Iterator[tuple[list[str], int]]:
         yield [s for paragraph in text.splitlines() for s in split_sentences(paragraph)], n
         n = 0
     yield [], n
+
+
+def json_object(line: str, where: str) -> dict:
+    """One line of a JSON-lines file as an object, or a one-line error naming `where` (path:line)."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise BertkitError(f"{where}: invalid JSON ({e.msg} at column {e.colno}); "
+                           f"expected one JSON object per line") from None
+    if not isinstance(record, dict):
+        raise BertkitError(f"{where}: expected a JSON object, got {_kind(record)}")
+    return record
 
 
 def _kind(value) -> str:
