@@ -269,6 +269,19 @@ class Tokenizer:
             raise BertkitError(f"cannot encode: {str(err).splitlines()[0]}") from None
         return [Encoding._from(e) for e in raw]
 
+    def encode_windows(self, first: str, second: str, *, max_length: int, stride: int) -> list[Encoding]:
+        """[CLS] first [SEP] window of second [SEP], for every window over `second`; consecutive windows share
+        `stride` tokens (question answering and long documents). Offsets of `second`'s tokens index into it."""
+        if self.tokenize(first) and len(self.tokenize(first)) + 3 >= max_length:
+            raise BertkitError(f"the first text fills the whole max_length {max_length}; no room for windows")
+        self._backend.enable_truncation(max_length, strategy="only_second", stride=stride)
+        self._backend.no_padding()
+        try:
+            e = self._backend.encode(_check_text(first), _check_text(second), add_special_tokens=True)
+        except Exception as err:  # noqa: BLE001
+            raise BertkitError(f"cannot encode: {str(err).splitlines()[0]}") from None
+        return [Encoding._from(x) for x in [e, *e.overflowing]]
+
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         return self._backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
