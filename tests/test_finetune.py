@@ -159,3 +159,38 @@ def test_predictor_refuses_wrong_models(data):
     from bertkit.predict import TextClassifier
     with pytest.raises(BertkitError, match="not a text classifier"):
         TextClassifier.load(data["model"])
+
+
+def squad_file(path, rng, n, impossible=0.0):
+    data = []
+    for i in range(n):
+        name, place = rng.choice(NAMES), rng.choice(PLACES)
+        filler = " ".join(rng.sample(FILLER, 4))
+        context = f"{filler} . {name} lives in {place} . {' '.join(rng.sample(FILLER, 3))} ."
+        ask = rng.choice([n for n in NAMES if n != name]) if rng.random() < impossible else name
+        qa = {"id": f"q{i}", "question": f"where does {ask} live ?"}
+        if ask == name:
+            qa["answers"] = [{"text": place, "answer_start": context.index(f"in {place}") + 3}]
+        else:
+            qa["answers"], qa["is_impossible"] = [], True
+        data.append({"paragraphs": [{"context": context, "qas": [qa]}]})
+    path.write_text(json.dumps({"version": "v2.0", "data": data}))
+    return path
+
+
+def test_question_answering_end_to_end(tmp_path, capsys):
+    rng = random.Random(0)
+    files = {name: squad_file(tmp_path / f"{name}.json", rng, n) for name, n in (("train", 300), ("dev", 40),
+                                                                                   ("test", 40))}
+    texts = [p["context"] + " " + p["qas"][0]["question"] for f in files.values()
+             for d in json.loads(f.read_text())["data"] for p in d["paragraphs"]]
+    tok = Tokenizer.train(texts, vocab_size=120, min_frequency=1, lowercase=False, show_progress=False)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+                        max_position_embeddings=64)
+    save_model(tmp_path / "base", build_model(config, "encoder"), tok)
+    assert main(["finetune", str(tmp_path / "base"), "--task", "qa", "--train", str(files["train"]), "--dev",
+                 str(files["dev"]), "--test", str(files["test"]), "--out", str(tmp_path / "qa"), "--max-length", "32",
+                 "--doc-stride", "8", "--epochs", "8", "--lr", "3e-3", "--batch-size", "16", "-q"]) == 0
+    metrics = json.loads((tmp_path / "qa" / "metrics.json").read_text())
+    assert metrics["test"]["exact_match"] > 80, metrics["test"]  # contexts span several windows of 32 tokens

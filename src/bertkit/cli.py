@@ -104,18 +104,21 @@ def _finetune(args: argparse.Namespace) -> None:
     from bertkit.finetune import FinetuneConfig, finetune
     cfg = FinetuneConfig(task=args.task, problem_type=args.problem_type, max_length=args.max_length,
                          batch_size=args.batch_size, accum=args.accum, epochs=args.epochs,
-                         group_by_length=not args.no_group_by_length, class_weights=args.class_weights, seed=args.seed)
+                         group_by_length=not args.no_group_by_length, class_weights=args.class_weights, seed=args.seed,
+                         doc_stride=args.doc_stride)
     train_kwargs = {"lr": args.lr, "warmup": args.warmup, "weight_decay": args.weight_decay, "bf16": args.bf16,
                     "best_metric": args.best_metric, "patience": args.patience, "eval_every": args.eval_every}
     results = finetune(args.model, args.out, cfg, train_kwargs, args.train, args.dev, args.test,
-                       None if args.task == "ner" else _columns(args), resume=args.resume, progress=not args.quiet)
+                       _columns(args) if args.task == "classification" else None, resume=args.resume,
+                       progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({k: _headline(v) for k, v in results.items() if k in ("dev", "test")}, indent=2))
         print(f"model: {Path(args.out) / 'model'}; all metrics: {Path(args.out) / 'metrics.json'}")
 
 
 def _headline(m: dict) -> dict:
-    keys = ("accuracy", "macro_f1", "micro_f1", "mcc", "ece", "precision", "recall", "f1", "pearson", "spearman",
+    keys = ("accuracy", "macro_f1", "micro_f1", "mcc", "ece", "precision", "recall", "f1", "exact_match", "pearson",
+            "spearman",
             "mse", "loss")
     return {k: round(m[k], 4) for k in keys if k in m and isinstance(m[k], (int, float))}
 
@@ -279,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--dev", help="dev file (default: split from --train by the project rule)")
     ft.add_argument("--test", help="test file")
     ft.add_argument("--out", required=True, help="run directory: metrics.jsonl, metrics.json, PNGs, model/")
-    ft.add_argument("--task", default="classification", choices=["classification", "ner"])
+    ft.add_argument("--task", default="classification", choices=["classification", "ner", "qa"])
+    ft.add_argument("--doc-stride", type=int, default=128, help="qa: tokens shared by consecutive context windows")
     ft.add_argument("--problem-type", default="single_label", choices=["single_label", "multi_label", "regression"])
     _add_columns(ft)
     ft.add_argument("--max-length", type=int, default=128)

@@ -22,13 +22,13 @@ from bertkit.objectives import IGNORE_INDEX
 from bertkit.tokenizer import Tokenizer
 from bertkit.trainer import Step
 
-TASKS = ("classification", "ner")
+TASKS = ("classification", "ner", "qa")
 
 
 @dataclass
 class FinetuneConfig:
     task: str = "classification"
-    """classification (a label per text or pair) or ner (a BIO tag per word)."""
+    """classification (a label per text or pair), ner (a BIO tag per word) or qa (an answer span, SQuAD)."""
     problem_type: str = "single_label"
     """For classification: single_label, multi_label or regression."""
     max_length: int = 128
@@ -40,6 +40,10 @@ class FinetuneConfig:
     """Weight the loss by inverse class frequency (imbalanced single-label data)."""
     eval_batch_size: int = 64
     seed: int = 0
+    doc_stride: int = 128
+    """QA: tokens shared by consecutive windows over a long context."""
+    max_answer_length: int = 30
+    """QA: longest answer, in tokens."""
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -117,7 +121,9 @@ def collate(items: list[Encoded], pad_id: int, task: str, problem_type: str) -> 
     batch = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
     if items[0].target is None:
         return batch
-    if task == "ner":
+    if task == "qa":
+        labels = torch.tensor([x.target for x in items], dtype=torch.long)  # (B, 2) start, end
+    elif task == "ner":
         labels = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)
         for i, x in enumerate(items):
             labels[i, :len(x.target)] = torch.tensor(x.target)
@@ -186,6 +192,8 @@ class FinetuneTask:
     def _normaliser(self, rows: list[Encoded]) -> float:
         """What the global batch's summed loss is divided by, so it is a mean over the whole batch."""
         cfg = self.cfg
+        if cfg.task == "qa":
+            return len(rows)
         if cfg.task == "ner":
             return max(1, sum(sum(t != IGNORE_INDEX for t in x.target) for x in rows))
         if cfg.problem_type == "multi_label":
@@ -195,9 +203,15 @@ class FinetuneTask:
         return len(rows)
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]):
-        logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).float()
+        out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
         labels = batch["labels"]
         cfg = self.cfg
+        if cfg.task == "qa":  # the mean of the start and end cross-entropies, as in the BERT paper
+            start, end = out
+            total = (F.cross_entropy(start.float(), labels[:, 0], reduction="sum")
+                     + F.cross_entropy(end.float(), labels[:, 1], reduction="sum")) / 2
+            return total * batch["scale"], {}
+        logits = out.float()
         if cfg.task == "ner":
             total = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=IGNORE_INDEX,
                                     reduction="sum")
@@ -228,7 +242,14 @@ def predict_logits(model: nn.Module, items: list[Encoded], pad_id: int, task: st
         idx = order[start:start + batch_size]
         batch = collate([items[i] for i in idx], pad_id, task, problem_type)
         logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                       batch["token_type_ids"].to(device)).float().cpu()
+                       batch["token_type_ids"].to(device))
+        if task == "qa":  # (start, end) per window
+            start, end = (x.float().cpu() for x in logits)
+            for j, i in enumerate(idx):
+                n = len(items[i].ids)
+                out[i] = (start[j, :n], end[j, :n])
+            continue
+        logits = logits.float().cpu()
         for j, i in enumerate(idx):
             out[i] = logits[j, :len(items[i].ids)] if task == "ner" else logits[j]
     return out
@@ -238,6 +259,14 @@ def score(items: list[Encoded], logits: list[torch.Tensor], cfg: FinetuneConfig,
           sentences=None) -> dict:
     """Metrics of predictions against the items' targets (see bertkit.evaluate.metrics)."""
     from bertkit.evaluate import metrics as M
+    if cfg.task == "qa":
+        from bertkit.qa import decode_answers
+        examples, windows = sentences
+        allow_null = any(not ex.answers for ex in examples)
+        answers = decode_answers(examples, windows, logits, max_answer_length=cfg.max_answer_length,
+                                 allow_no_answer=allow_null)
+        gold = {ex.id: [t for t, _ in ex.answers] for ex in examples}
+        return M.squad_metrics({k: v["text"] for k, v in answers.items()}, gold)
     if cfg.task == "ner":
         gold, pred = [], []
         for item, lg, sent in zip(items, logits, sentences):
@@ -285,19 +314,23 @@ def load_task_data(cfg: FinetuneConfig, train_file, dev_file=None, test_file=Non
     columns = columns or {}
     if cfg.task == "ner":
         read = T.read_tagged
+    elif cfg.task == "qa":
+        read = T.read_squad
     else:
         def read(path):
             return T.read_examples(path, problem_type=cfg.problem_type, **columns)
     if dev_file is None and test_file is None:
-        if cfg.task == "ner":
-            raise BertkitError("NER needs --dev and --test files (sentences are not split automatically)")
+        if cfg.task in ("ner", "qa"):
+            raise BertkitError(f"{cfg.task} needs --dev (and --test) files; they are not split automatically")
         splits = T.split_examples(read(train_file))
     else:
         splits = {"train": read(train_file), "dev": read(dev_file) if dev_file else [],
                   "test": read(test_file) if test_file else []}
         if not splits["dev"]:
             raise BertkitError("give a --dev file to evaluate on during training (or neither --dev nor --test)")
-    if cfg.task == "ner":
+    if cfg.task == "qa":
+        labels = []
+    elif cfg.task == "ner":
         labels = T.tag_list(splits["train"])
         known = set(labels)
         for name, path in (("dev", dev_file), ("test", test_file)):
@@ -325,11 +358,11 @@ def finetune(model_dir: str | Path, out: str | Path, cfg: FinetuneConfig, train_
 
     out = Path(out)
     splits, labels = load_task_data(cfg, train_file, dev_file, test_file, columns)
-    head = "token_classification" if cfg.task == "ner" else "sequence_classification"
-    num_labels = 1 if cfg.problem_type == "regression" and cfg.task != "ner" else len(labels)
+    head = {"ner": "token_classification", "qa": "question_answering"}.get(cfg.task, "sequence_classification")
+    num_labels = 1 if cfg.problem_type == "regression" and cfg.task == "classification" else len(labels)
     torch.manual_seed(cfg.seed)  # the new head's initial weights
-    loaded = load_model(model_dir, task=head, num_labels=num_labels,
-                        problem_type=None if cfg.task == "ner" else cfg.problem_type)
+    loaded = load_model(model_dir, task=head, num_labels=num_labels if cfg.task != "qa" else None,
+                        problem_type=cfg.problem_type if cfg.task == "classification" else None)
     if loaded.tokenizer is None:
         raise BertkitError(f"{model_dir} has no tokenizer files")
     model, tok = loaded.model, loaded.tokenizer
@@ -337,16 +370,28 @@ def finetune(model_dir: str | Path, out: str | Path, cfg: FinetuneConfig, train_
         for note in loaded.notes:
             print(f"note: {note}")
 
+    windows = {}
+
     def encode(part):
+        if cfg.task == "qa":
+            from bertkit.qa import make_windows
+            ws = make_windows(tok, part, cfg.max_length, cfg.doc_stride)
+            windows[id(part)] = ws
+            return [Encoded(w.ids, w.type_ids, (w.start, w.end)) for w in ws]
         if cfg.task == "ner":
             return encode_tagged(tok, part, labels, cfg.max_length)
         return encode_classification(tok, part, labels, cfg.problem_type, cfg.max_length)
 
     enc = {name: encode(part) for name, part in splits.items()}
 
+    def context(name):
+        if cfg.task == "qa":
+            return splits[name], windows[id(splits[name])]
+        return splits[name] if cfg.task == "ner" else None
+
     def evaluate_fn(m, items):
         logits = predict_logits(m, items, tok.pad_id, cfg.task, cfg.eval_batch_size, cfg.problem_type)
-        return score(items, logits, cfg, labels, splits["dev"] if cfg.task == "ner" else None)
+        return score(items, logits, cfg, labels, context("dev"))
 
     task = FinetuneTask(enc["train"], enc["dev"], cfg, tok.pad_id, labels, evaluate_fn)
     steps = max(1, int(round(cfg.epochs * task.steps_per_epoch)))
@@ -355,7 +400,7 @@ def finetune(model_dir: str | Path, out: str | Path, cfg: FinetuneConfig, train_
                 "seed": cfg.seed, "best_metric": _default_metric(cfg)}
     train_cfg = TrainConfig(**{**defaults, **{k: v for k, v in train_cfg_kwargs.items() if v is not None},
                                "max_steps": steps})
-    train(model, task, train_cfg, out, tokenizer=tok, labels=labels if num_labels == len(labels) else None,
+    train(model, task, train_cfg, out, tokenizer=tok, labels=labels if labels and num_labels == len(labels) else None,
           resume=resume, progress_bar=progress)
 
     best = load_model(out / "model")
@@ -364,7 +409,7 @@ def finetune(model_dir: str | Path, out: str | Path, cfg: FinetuneConfig, train_
     for name in ("dev", "test"):
         if enc[name]:
             logits = predict_logits(best.model, enc[name], tok.pad_id, cfg.task, cfg.eval_batch_size, cfg.problem_type)
-            results[name] = score(enc[name], logits, cfg, labels, splits[name] if cfg.task == "ner" else None)
+            results[name] = score(enc[name], logits, cfg, labels, context(name))
     (out / "metrics.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     test = results.get("test", {})
     if "confusion_matrix" in test:
@@ -375,6 +420,6 @@ def finetune(model_dir: str | Path, out: str | Path, cfg: FinetuneConfig, train_
 
 
 def _default_metric(cfg: FinetuneConfig) -> str:
-    if cfg.task == "ner":
+    if cfg.task in ("ner", "qa"):
         return "f1"
     return {"single_label": "macro_f1", "multi_label": "micro_f1", "regression": "pearson"}[cfg.problem_type]
