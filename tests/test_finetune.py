@@ -95,6 +95,10 @@ def test_classification_end_to_end_and_reproducible(data, tmp_path, capsys):
                  "--text", "a dull and tedious film"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [x["label"] for x in lines] == ["pos", "neg"]
+    from bertkit.predict import TextClassifier
+    clf = TextClassifier.load(tmp_path / "a" / "model", max_length=16)
+    long_text = " ".join(review(random.Random(3), True) for _ in range(10))  # longer than 16 tokens
+    assert clf.predict([long_text], window_stride=4)[0]["label"] == "pos"
     assert all(abs(sum(x["probs"].values()) - 1) < 1e-4 for x in lines)
 
 
@@ -194,3 +198,29 @@ def test_question_answering_end_to_end(tmp_path, capsys):
                  "--doc-stride", "8", "--epochs", "8", "--lr", "3e-3", "--batch-size", "16", "-q"]) == 0
     metrics = json.loads((tmp_path / "qa" / "metrics.json").read_text())
     assert metrics["test"]["exact_match"] > 80, metrics["test"]  # contexts span several windows of 32 tokens
+
+
+def test_pool_windows_exact():
+    from bertkit.finetune import Encoded, pool_windows
+    items = [Encoded([1], [0], 0, doc=0), Encoded([1], [0], 0, doc=0), Encoded([1], [0], 1, doc=1)]
+    logits = [torch.tensor([1.0, 3.0]), torch.tensor([3.0, -1.0]), torch.tensor([0.0, 2.0])]
+    docs, mean = pool_windows(items, logits, "mean")
+    assert [d.target for d in docs] == [0, 1]
+    assert [x.tolist() for x in mean] == [[2.0, 1.0], [0.0, 2.0]]
+    _, mx = pool_windows(items, logits, "max")
+    assert [x.tolist() for x in mx] == [[3.0, 3.0], [0.0, 2.0]]
+
+
+def test_long_documents_become_windows(data, tmp_path):
+    from bertkit.data.tasks import Example
+    from bertkit.finetune import encode_classification
+    tok = Tokenizer.load(data["model"])
+    long_text = " ".join(review(random.Random(1), True) for _ in range(12))  # ~70 words
+    items = encode_classification(tok, [Example(long_text, label="pos"), Example("short and dull", label="neg")],
+                                  ["neg", "pos"], "single_label", max_length=16, window_stride=4)
+    first = [it for it in items if it.doc == 0]
+    assert len(first) > 4 and all(len(it.ids) <= 16 and it.target == 1 for it in first)
+    assert [it.doc for it in items].count(1) == 1
+    windows = [tok.decode(it.ids) for it in first]
+    covered = " ".join(windows).split()
+    assert set(long_text.split()) <= set(covered)  # every word lands in some window

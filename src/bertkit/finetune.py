@@ -44,6 +44,11 @@ class FinetuneConfig:
     """QA: tokens shared by consecutive windows over a long context."""
     max_answer_length: int = 30
     """QA: longest answer, in tokens."""
+    window_stride: int = 0
+    """Classification of long documents: texts longer than max_length become windows sharing this many tokens,
+    trained with the document's label and predicted by pooling the windows' logits; 0 truncates instead."""
+    window_pool: str = "mean"
+    """How window logits make a document's: mean or max."""
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -63,16 +68,22 @@ class Encoded:
     type_ids: list[int]
     target: object
     word_ids: list[int | None] | None = None
+    doc: int = -1  # the document a window belongs to (long-document classification)
 
 
 def encode_classification(tokenizer: Tokenizer, examples, labels: list[str], problem_type: str,
-                          max_length: int) -> list[Encoded]:
+                          max_length: int, window_stride: int = 0) -> list[Encoded]:
     texts = [e.text for e in examples]
     pairs = [e.pair or "" for e in examples] if any(e.pair is not None for e in examples) else None
-    encodings = tokenizer.encode_all(texts, pairs, max_length=max_length)
+    if window_stride and pairs is None:  # every window of every text, each tagged with its document
+        pieces = [(d, w) for d, t in enumerate(texts)
+                  for w in tokenizer.encode_windows(t, max_length=max_length, stride=window_stride)]
+    else:
+        pieces = list(enumerate(tokenizer.encode_all(texts, pairs, max_length=max_length)))
     index = {name: i for i, name in enumerate(labels)}
     out = []
-    for e, enc in zip(examples, encodings):
+    for d, enc in pieces:
+        e = examples[d]
         if e.label is None:
             target = None
         elif problem_type == "single_label":
@@ -81,8 +92,23 @@ def encode_classification(tokenizer: Tokenizer, examples, labels: list[str], pro
             target = [1.0 if name in e.label else 0.0 for name in labels]
         else:
             target = float(e.label)
-        out.append(Encoded(enc.ids, enc.type_ids, target))
+        out.append(Encoded(enc.ids, enc.type_ids, target, doc=d))
     return out
+
+
+def pool_windows(items: list[Encoded], logits: list[torch.Tensor], how: str = "mean"):
+    """Windows -> documents: one item and one logit vector per document (the mean or max over its windows)."""
+    if how not in ("mean", "max"):
+        raise BertkitError(f"window pooling must be mean or max, got {how!r}")
+    groups: dict[int, list[int]] = {}
+    for i, it in enumerate(items):
+        groups.setdefault(it.doc, []).append(i)
+    docs, pooled = [], []
+    for d in sorted(groups):
+        stack = torch.stack([logits[i] for i in groups[d]])
+        pooled.append(stack.mean(0) if how == "mean" else stack.max(0).values)
+        docs.append(items[groups[d][0]])
+    return docs, pooled
 
 
 def align_tags(word_ids: list[int | None], word_tags: list[int] | None) -> list[int]:
@@ -267,6 +293,8 @@ def score(items: list[Encoded], logits: list[torch.Tensor], cfg: FinetuneConfig,
                                  allow_no_answer=allow_null)
         gold = {ex.id: [t for t, _ in ex.answers] for ex in examples}
         return M.squad_metrics({k: v["text"] for k, v in answers.items()}, gold)
+    if cfg.task == "classification" and cfg.window_stride:
+        items, logits = pool_windows(items, logits, cfg.window_pool)
     if cfg.task == "ner":
         gold, pred = [], []
         for item, lg, sent in zip(items, logits, sentences):
@@ -380,7 +408,7 @@ def finetune(model_dir: str | Path, out: str | Path, cfg: FinetuneConfig, train_
             return [Encoded(w.ids, w.type_ids, (w.start, w.end)) for w in ws]
         if cfg.task == "ner":
             return encode_tagged(tok, part, labels, cfg.max_length)
-        return encode_classification(tok, part, labels, cfg.problem_type, cfg.max_length)
+        return encode_classification(tok, part, labels, cfg.problem_type, cfg.max_length, cfg.window_stride)
 
     enc = {name: encode(part) for name, part in splits.items()}
 

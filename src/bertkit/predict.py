@@ -14,7 +14,7 @@ import torch
 from bertkit.checkpoint import load_model
 from bertkit.errors import BertkitError
 from bertkit.evaluate.metrics import bio_entities
-from bertkit.finetune import Encoded, predict_logits, predicted_word_tags
+from bertkit.finetune import Encoded, pool_windows, predict_logits, predicted_word_tags
 
 
 class TextClassifier:
@@ -35,13 +35,20 @@ class TextClassifier:
         return cls(loaded.model, loaded.tokenizer, labels, min(max_length, loaded.model.config.max_position_embeddings))
 
     def predict(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64,
-                threshold: float = 0.5) -> list[dict]:
+                threshold: float = 0.5, window_stride: int = 0, window_pool: str = "mean") -> list[dict]:
+        """window_stride > 0: a text longer than max_length is read as windows sharing that many tokens, and
+        their logits pooled (mean or max) — no length limit; otherwise long texts are truncated."""
         for t in texts:
             if not isinstance(t, str) or not t.strip():
                 raise BertkitError("every text to classify must be a non-empty string")
-        enc = self.tokenizer.encode_all(texts, pairs, max_length=self.max_length)
-        items = [Encoded(e.ids, e.type_ids, None) for e in enc]
+        if window_stride and pairs is None:
+            items = [Encoded(w.ids, w.type_ids, None, doc=d) for d, t in enumerate(texts)
+                     for w in self.tokenizer.encode_windows(t, max_length=self.max_length, stride=window_stride)]
+        else:
+            enc = self.tokenizer.encode_all(texts, pairs, max_length=self.max_length)
+            items = [Encoded(e.ids, e.type_ids, None, doc=d) for d, e in enumerate(enc)]
         logits = predict_logits(self.model, items, self.tokenizer.pad_id, "classification", batch_size)
+        _, logits = pool_windows(items, logits, window_pool)
         out = []
         for lg in logits:
             if self.problem_type == "regression":

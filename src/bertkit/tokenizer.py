@@ -269,15 +269,21 @@ class Tokenizer:
             raise BertkitError(f"cannot encode: {str(err).splitlines()[0]}") from None
         return [Encoding._from(e) for e in raw]
 
-    def encode_windows(self, first: str, second: str, *, max_length: int, stride: int) -> list[Encoding]:
-        """[CLS] first [SEP] window of second [SEP], for every window over `second`; consecutive windows share
-        `stride` tokens (question answering and long documents). Offsets of `second`'s tokens index into it."""
-        if self.tokenize(first) and len(self.tokenize(first)) + 3 >= max_length:
+    def encode_windows(self, first: str, second: str | None = None, *, max_length: int,
+                       stride: int) -> list[Encoding]:
+        """Every window of a long text: [CLS] window [SEP] when second is None (long documents), else
+        [CLS] first [SEP] window of second [SEP] (question answering). Consecutive windows share `stride`
+        tokens; offsets index into the windowed text."""
+        if second is not None and len(self.tokenize(first)) + 3 >= max_length:
             raise BertkitError(f"the first text fills the whole max_length {max_length}; no room for windows")
-        self._backend.enable_truncation(max_length, strategy="only_second", stride=stride)
+        if not 0 <= stride < max_length - 3:
+            raise BertkitError(f"stride {stride} must be in [0, max_length - 3)")
+        self._backend.enable_truncation(max_length, strategy="only_second" if second is not None else "longest_first",
+                                        stride=stride)
         self._backend.no_padding()
         try:
-            e = self._backend.encode(_check_text(first), _check_text(second), add_special_tokens=True)
+            e = self._backend.encode(_check_text(first), _check_text(second) if second is not None else None,
+                                     add_special_tokens=True)
         except Exception as err:  # noqa: BLE001
             raise BertkitError(f"cannot encode: {str(err).splitlines()[0]}") from None
         return [Encoding._from(x) for x in [e, *e.overflowing]]
