@@ -71,8 +71,12 @@ def run_hf(model_dir: Path, data: Path, out: Path, args) -> dict:
     def accuracy(p):
         return {"accuracy": float((p.predictions.argmax(-1) == p.label_ids).mean())}
 
+    import inspect
+    # transformers 5 folded warmup_ratio into warmup_steps (a float below 1 is a ratio)
+    warmup = ({"warmup_ratio": 0.06} if "warmup_ratio" in inspect.signature(TrainingArguments).parameters
+              else {"warmup_steps": 0.06})
     targs = TrainingArguments(output_dir=str(out), learning_rate=args.lr, per_device_train_batch_size=args.batch_size,
-                              per_device_eval_batch_size=64, num_train_epochs=args.epochs, warmup_ratio=0.06,
+                              per_device_eval_batch_size=64, num_train_epochs=args.epochs, **warmup,
                               weight_decay=0.01, eval_strategy="epoch", save_strategy="epoch", save_total_limit=1,
                               load_best_model_at_end=True, metric_for_best_model="accuracy", seed=0,
                               report_to=[], disable_tqdm=True, use_cpu=True)
