@@ -137,7 +137,7 @@ def test_bad_task_files(data, tmp_path, capsys):
     assert "no column 'text'" in capsys.readouterr().err
     assert main(["finetune", str(data["model"]), "--task", "ner", "--train", str(data["ner_train"]), "--out",
                  str(tmp_path / "z"), "-q"]) == 2
-    assert "NER needs --dev and --test" in capsys.readouterr().err
+    assert "ner needs --dev (and --test) files" in capsys.readouterr().err
 
 
 def test_align_tags_exact():

@@ -308,8 +308,8 @@ def test_time_budget_stops_and_anneals(corpus_dir, tmp_path):
              progress=False)
     records = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if "loss" in r]
-    assert len(train) > 5
-    assert 3.0 <= train[-1]["elapsed"] < 4.5  # 0.05 minutes, stopped at the first step past it
+    assert len(train) >= 3
+    assert train[-1]["elapsed"] >= 3.0 > train[-2]["elapsed"]  # 0.05 minutes, stopped at the first step past it
     peak = max(r["lr"] for r in train)
     assert peak > 0.5e-3 and train[-1]["lr"] < 0.1 * peak  # the schedule followed the clock down to ~0
 
