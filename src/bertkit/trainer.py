@@ -223,9 +223,12 @@ def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: str | Path
     model.train()
     steps = task.steps(task_state, rank, world)
     t_last = time.perf_counter()
+    last_step_s = 0.0
     while progress_of(prog) < 1.0:
         step = next(steps)
-        p_next = progress_of(Progress(prog.step + 1, prog.tokens + step.tokens, prog.elapsed))
+        # Progress at the end of this step (its duration guessed from the last one), so a budgeted run's final
+        # step already uses the annealed learning rate.
+        p_next = progress_of(Progress(prog.step + 1, prog.tokens + step.tokens, prog.elapsed + last_step_s))
         lr = config.lr * lr_factor(p_next, config.warmup, config.schedule)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -267,7 +270,8 @@ def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: str | Path
             t = torch.tensor([elapsed_step], dtype=torch.float64)
             dist.all_reduce(t, op=dist.ReduceOp.MAX)
             elapsed_step = float(t)
-        prog = Progress(prog.step + 1, prog.tokens + step.tokens, prog.elapsed + elapsed_step)
+        prog = replace(prog, step=prog.step + 1, tokens=prog.tokens + step.tokens, elapsed=prog.elapsed + elapsed_step)
+        last_step_s = elapsed_step
         task_state = step.state
         window_tokens += step.tokens
         if prog.step % 50 == 0 and device.type == "cpu":
