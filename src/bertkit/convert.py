@@ -105,7 +105,7 @@ def config_to_hf(config: BertConfig, task: str, num_labels: int | None = None,
     return hf
 
 
-def _task_from_hf(hf: dict, state_keys: set[str], where: Path) -> str:
+def _task_from_hf(hf: dict, state_keys: set[str]) -> str:
     for arch in hf.get("architectures") or []:
         if arch in ARCHITECTURES:
             return ARCHITECTURES[arch]
@@ -242,7 +242,7 @@ def load_hf(folder: str | Path, task: str | None = None, num_labels: int | None 
     hf = read_json(folder / CONFIG)
     config = config_from_hf(hf, folder / CONFIG)
     hf_state = read_weights(_weights_file(folder))
-    source_task = _task_from_hf(hf, set(_normalise_hf_keys(hf_state)), folder)
+    source_task = _task_from_hf(hf, set(_normalise_hf_keys(hf_state)))
     task = task or source_task
     if task not in TASKS:
         raise BertkitError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")

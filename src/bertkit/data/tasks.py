@@ -10,7 +10,7 @@ Formats, chosen by the file's extension:
 - `.jsonl` / `.json`: one JSON object per line (for SQuAD: the single SQuAD JSON document).
 - anything else, for tagged sentences: CoNLL, `token ... tag` per line, a blank line between sentences.
 
-Files are read line by line in binary (`text._lines`), so a byte that is not UTF-8 is reported with its
+Files are read line by line in binary (`text.read_lines`), so a byte that is not UTF-8 is reported with its
 line, and every mistake in a file becomes a one-line `BertkitError` that starts with `path:line:`.
 """
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bertkit.data.catalog import split_labelled
-from bertkit.data.text import JSON_SUFFIXES, _kind, _lines, json_object
+from bertkit.data.text import JSON_SUFFIXES, json_kind, json_object, read_lines
 from bertkit.errors import BertkitError
 
 PROBLEM_TYPES = ("single_label", "multi_label", "regression")
@@ -86,7 +86,7 @@ Record = tuple[int, str, str | None, object]
 
 def _csv_records(path: Path, dialect: dict, text_column: str, pair_column: str | None, label_column: str,
                  require_labels: bool) -> Iterator[Record]:
-    lines = (line for _, line, _ in _lines(path))  # with their line endings, as csv wants (newline="")
+    lines = (line for _, line, _ in read_lines(path))  # with their line endings, as csv wants (newline="")
     reader = csv.reader(lines, **dialect)
     header: list[str] | None = None
     wanted: dict[str, int] = {}
@@ -140,7 +140,7 @@ def _json_records(path: Path, text_column: str, pair_column: str | None, label_c
 
 def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
     """(line, object) for each non-blank line of a JSON-lines file."""
-    for lineno, line, _ in _lines(path):
+    for lineno, line, _ in read_lines(path):
         if not line.strip():
             continue
         yield lineno, json_object(line, f"{path}:{lineno}")
@@ -151,7 +151,7 @@ def _json_string(record: dict, field: str, where: str) -> str:
         raise BertkitError(f"{where}: no field {field!r} (fields: {', '.join(record)})")
     value = record[field]
     if not isinstance(value, str):
-        raise BertkitError(f"{where}: field {field!r} is {_kind(value)}, not a string")
+        raise BertkitError(f"{where}: field {field!r} is {json_kind(value)}, not a string")
     return value
 
 
@@ -163,7 +163,7 @@ def _parse_label(raw: object, problem_type: str, separator: str, where: str,
         # forgotten label is never read as a negative example.
         return None
     if isinstance(raw, bool) or not isinstance(raw, (str, int, float, list)):
-        raise BertkitError(f"{where}: label ({column!r}) is {_kind(raw)}; expected a string or a number")
+        raise BertkitError(f"{where}: label ({column!r}) is {json_kind(raw)}; expected a string or a number")
     if problem_type == "regression":
         if isinstance(raw, list):
             raise BertkitError(f"{where}: regression label ({column!r}) is an array, not a number")
@@ -179,7 +179,7 @@ def _parse_label(raw: object, problem_type: str, separator: str, where: str,
         labels = []
         for part in parts:
             if isinstance(part, bool) or not isinstance(part, (str, int)):
-                raise BertkitError(f"{where}: a label in {column!r} is {_kind(part)}; expected strings")
+                raise BertkitError(f"{where}: a label in {column!r} is {json_kind(part)}; expected strings")
             label = str(part).strip()
             if not label:
                 raise BertkitError(f"{where}: empty label in {raw!r} (labels are separated by {separator!r})")
@@ -270,7 +270,7 @@ def read_tagged(path: str | Path, *, tokens_field: str = "tokens", tags_field: s
 
 def _tagged_conll(path: Path, tokens_field: str, tags_field: str) -> Iterator[TaggedSentence]:
     current = TaggedSentence([], [])
-    for lineno, line, _ in _lines(path):
+    for lineno, line, _ in read_lines(path):
         line = line.strip(" \t\r\n")
         if line.startswith("-DOCSTART-"):
             continue
@@ -384,13 +384,13 @@ def read_squad(path: str | Path) -> list[QAExample]:
 def _field(obj: object, key: str, kind: type | tuple[type, ...], path: Path, where: str):
     """obj[key], checked to be of `kind`; the error names where in the SQuAD structure it went wrong."""
     if not isinstance(obj, dict):
-        raise BertkitError(f"{path}: {where} is {_kind(obj)}, expected an object; not SQuAD-shaped JSON")
+        raise BertkitError(f"{path}: {where} is {json_kind(obj)}, expected an object; not SQuAD-shaped JSON")
     if key not in obj:
         raise BertkitError(f"{path}: {where} has no key {key!r}; not SQuAD-shaped JSON")
     value = obj[key]
     if isinstance(value, bool) or not isinstance(value, kind):
         expected = {list: "an array", str: "a string", int: "an integer"}.get(kind, "a string or a number")
-        raise BertkitError(f"{path}: {where}.{key} is {_kind(value)}, expected {expected}")
+        raise BertkitError(f"{path}: {where}.{key} is {json_kind(value)}, expected {expected}")
     return value
 
 

@@ -161,7 +161,7 @@ def _read_txt(path: Path, text_field: str) -> Iterator[tuple[list[str], int]]:
     """(document, bytes) in google-research/bert's format; the last document may be empty, to carry bytes."""
     doc: list[str] = []
     n = 0
-    for _, line, size in _lines(path):
+    for _, line, size in read_lines(path):
         n += size
         if line.strip():
             doc += split_sentences(line)
@@ -173,7 +173,7 @@ def _read_txt(path: Path, text_field: str) -> Iterator[tuple[list[str], int]]:
 
 def _read_jsonl(path: Path, text_field: str) -> Iterator[tuple[list[str], int]]:
     n = 0
-    for lineno, line, size in _lines(path):
+    for lineno, line, size in read_lines(path):
         n += size
         if not line.strip():
             continue
@@ -185,7 +185,7 @@ def _read_jsonl(path: Path, text_field: str) -> Iterator[tuple[list[str], int]]:
                                f"choose the field with text_field")
         text = record[text_field]
         if not isinstance(text, str):
-            raise BertkitError(f"{where}: field {text_field!r} is {_kind(text)}, not a string")
+            raise BertkitError(f"{where}: field {text_field!r} is {json_kind(text)}, not a string")
         yield [s for paragraph in text.splitlines() for s in split_sentences(paragraph)], n
         n = 0
     yield [], n
@@ -199,17 +199,17 @@ def json_object(line: str, where: str) -> dict:
         raise BertkitError(f"{where}: invalid JSON ({e.msg} at column {e.colno}); "
                            f"expected one JSON object per line") from None
     if not isinstance(record, dict):
-        raise BertkitError(f"{where}: expected a JSON object, got {_kind(record)}")
+        raise BertkitError(f"{where}: expected a JSON object, got {json_kind(record)}")
     return record
 
 
-def _kind(value) -> str:
+def json_kind(value) -> str:
     names = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
              bool: "a boolean", type(None): "null"}
     return names.get(type(value), type(value).__name__)
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str, int]]:
+def read_lines(path: Path) -> Iterator[tuple[int, str, int]]:
     """(1-based line number, decoded line, its size in bytes in the file), streamed."""
     try:
         f = open(path, "rb")
