@@ -281,7 +281,7 @@ def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: str | Path
         if prog.step % config.log_every == 0 or done:
             tok_s = window_tokens / max(now - window_start, 1e-9)
             window_tokens, window_start = 0, now
-            record = {"step": prog.step, "tokens": prog.tokens, "elapsed": round(prog.elapsed, 3), "lr": lr,
+            record = {"step": prog.step, "tokens": prog.tokens, "elapsed": prog.elapsed, "lr": lr,
                       "loss": loss_sum, **stats, "tokens_per_s": round(tok_s, 1)}
             if grad_norm is not None:
                 record["grad_norm"] = grad_norm
@@ -293,7 +293,7 @@ def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: str | Path
             with torch.no_grad(), autocast:
                 last_eval = task.evaluate(core)
             model.train()
-            log({"step": prog.step, "tokens": prog.tokens, "elapsed": round(prog.elapsed, 3),
+            log({"step": prog.step, "tokens": prog.tokens, "elapsed": prog.elapsed,
                  **{f"eval_{k}": v for k, v in last_eval.items()}})
             if config.best_metric:
                 if config.best_metric not in last_eval:
