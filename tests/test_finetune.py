@@ -125,6 +125,18 @@ def test_baseline(data, tmp_path, capsys):
     assert metrics["method"].startswith("TF-IDF (word") and metrics["test"]["accuracy"] > 0.9
 
 
+def test_ner_baseline(data, tmp_path):
+    from bertkit.baseline import token_features
+    assert token_features(["Ann", "Smith", "ran"], 0) == [
+        "w=ann", "w-1=<s>", "w+1=smith", "w-2=<s>", "w+2=ran", "b-1=<s>|Ann", "b+1=Ann|Smith", "pre3=Ann", "suf3=Ann",
+        "title=True", "upper=False", "digit=False"]
+    assert main(["baseline", "--task", "ner", "--train", str(data["ner_train"]), "--dev", str(data["ner_dev"]),
+                 "--test", str(data["ner_test"]), "--out", str(tmp_path / "bl")]) == 0
+    metrics = json.loads((tmp_path / "bl" / "metrics.json").read_text())
+    # names and places come from closed lists, so a window tagger gets every entity right
+    assert metrics["test"]["f1"] == 1.0 and set(metrics["test"]["per_type"]) == {"LOC", "PER"}
+
+
 def test_bad_task_files(data, tmp_path, capsys):
     bad_dev = write_csv(tmp_path / "dev.csv", [("a great film", "pos"), ("an odd film", "meh")])
     assert main(["finetune", str(data["model"]), "--train", str(data["train"]), "--dev", str(bad_dev),

@@ -167,7 +167,8 @@ def _read_lines(path: str) -> list[str]:
 
 def _baseline(args: argparse.Namespace) -> None:
     from bertkit.baseline import run_baseline
-    r = run_baseline(args.out, args.train, args.dev, args.test, _columns(args), analyzer=args.analyzer, seed=args.seed)
+    r = run_baseline(args.out, args.train, args.dev, args.test, _columns(args), analyzer=args.analyzer, seed=args.seed,
+                     task=args.task)
     print(json.dumps({"method": r["method"], **{k: _headline(r[k]) for k in ("dev", "test") if k in r}}, indent=2))
 
 
@@ -322,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=_predict)
 
     bl = verbs.add_parser("baseline", help="TF-IDF + logistic regression on the same task files")
+    bl.add_argument("--task", default="classification", choices=["classification", "ner"])
     bl.add_argument("--train", required=True)
     bl.add_argument("--dev")
     bl.add_argument("--test")
