@@ -394,6 +394,7 @@ def finetune(model_dir: str | Path, out: str | Path, cfg: FinetuneConfig, train_
     if loaded.tokenizer is None:
         raise BertkitError(f"{model_dir} has no tokenizer files")
     model, tok = loaded.model, loaded.tokenizer
+    model.config.unpad = True  # skip padding in every layer but attention; saved with the model, so inference does too
     if progress:
         for note in loaded.notes:
             print(f"note: {note}")
