@@ -3,6 +3,7 @@
     pip install "transformers[torch]" accelerate        # the Trainer's own requirements
     python benchmarks/finetune_vs_hf.py --data ../shared/data/classify/rt_polarity
     python benchmarks/finetune_vs_hf.py --data ../shared/data/classify/wiki_topics --max-length 256
+    python benchmarks/finetune_vs_hf.py --data ../shared/data/classify/rt_polarity --bf16   # both in bf16
 
 DATA holds train.csv, dev.csv and test.csv (columns text,label). Both fine-tune all-MiniLM-L6-v2 (from the
 catalog) with lr 5e-5, batch 32, 3 epochs, 6% warmup, weight decay 0.01, max length 128, seed 0, evaluating on
@@ -33,7 +34,7 @@ def run_bertkit(model_dir: Path, data: Path, out: Path, args) -> dict:
     cfg = FinetuneConfig(max_length=args.max_length, batch_size=args.batch_size, epochs=args.epochs, seed=0)
     t0 = time.perf_counter()
     results = finetune(model_dir, out, cfg, {"lr": args.lr, "warmup": 0.06, "weight_decay": 0.01,
-                                            "best_metric": "accuracy"},
+                                            "best_metric": "accuracy", "bf16": args.bf16},
                        data / "train.csv", data / "dev.csv", data / "test.csv", progress=False)
     return {"accuracy": results["test"]["accuracy"], "macro_f1": results["test"]["macro_f1"],
             "seconds": time.perf_counter() - t0}
@@ -79,7 +80,7 @@ def run_hf(model_dir: Path, data: Path, out: Path, args) -> dict:
                               per_device_eval_batch_size=64, num_train_epochs=args.epochs, **warmup,
                               weight_decay=0.01, eval_strategy="epoch", save_strategy="epoch", save_total_limit=1,
                               load_best_model_at_end=True, metric_for_best_model="accuracy", seed=0,
-                              report_to=[], disable_tqdm=True, use_cpu=True)
+                              report_to=[], disable_tqdm=True, use_cpu=True, bf16=args.bf16)
     trainer = Trainer(model=model, args=targs, train_dataset=sets["train"], eval_dataset=sets["dev"],
                       data_collator=DataCollatorWithPadding(tok), compute_metrics=accuracy)
     trainer.train()
@@ -98,7 +99,10 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast for both (on a CPU with bf16 instructions)")
     args = ap.parse_args()
+    import torch
+
     from bertkit.baseline import run_baseline
     from bertkit.data.catalog import minilm_l6
     model_dir = args.model or minilm_l6()
@@ -111,7 +115,8 @@ def main() -> None:
     rows["bertkit finetune"] = run_bertkit(model_dir, args.data, work / "bertkit", args)
     rows["transformers Trainer"] = run_hf(model_dir, args.data, work / "hf", args)
     print(f"{args.data.name}: all-MiniLM-L6-v2, lr {args.lr}, batch {args.batch_size}, {args.epochs:g} epochs, "
-          f"max length {args.max_length}, best dev epoch kept")
+          f"max length {args.max_length}, {'bf16 autocast' if args.bf16 else 'fp32'}, best dev epoch kept, "
+          f"{torch.get_num_threads()} threads")
     print("| method | test accuracy | macro-F1 | wall time (s) |")
     print("|---|---|---|---|")
     for name, r in rows.items():

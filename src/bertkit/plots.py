@@ -56,3 +56,21 @@ def plot_training(metrics: Path, png: Path) -> Path | None:
     fig.savefig(png, dpi=110)
     plt.close(fig)
     return png
+
+
+def plot_comparison(scores: dict[str, float], png: Path, title: str = "") -> Path:
+    """Horizontal bars, one per method, labelled with the score in percent."""
+    names = list(scores)
+    fig, ax = plt.subplots(figsize=(9, 0.55 * len(names) + 1.2))
+    bars = ax.barh(range(len(names)), [scores[n] for n in names], color="#4c72b0")
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.bar_label(bars, labels=[f"{scores[n]:.1%}" for n in names], padding=3)
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    png = Path(png)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png

