@@ -133,3 +133,29 @@ def test_unpadded_execution_equals_padded(tiny_config, task):
             torch.testing.assert_close(x, y, atol=1e-5, rtol=0)
     for n in ga:
         torch.testing.assert_close(ga[n], gb[n], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("unpad", [False, True])
+@pytest.mark.parametrize("backend", ["sdpa", "eager"])
+@pytest.mark.parametrize("padding", [True, False])
+def test_cls_only_last_layer_equals_full_encoder(tiny_config, unpad, backend, padding):
+    # A pooled head reads position 0 only, so the last layer computes just that row: same outputs and gradients.
+    torch.manual_seed(0)
+    config = tiny_config.replace(hidden_dropout=0.0, attention_dropout=0.0, unpad=unpad, attention_backend=backend)
+    model = build_model(config, "encoder")
+    ids, mask, types = random_batch(config.vocab_size, B=5, T=16, seed=3)
+    if not padding:
+        mask = torch.ones_like(mask)
+    results = []
+    for cls_only in (False, True):
+        model.zero_grad()
+        out = model(ids, mask, types, cls_only=cls_only)
+        (out.pooled.square().sum() + out.hidden[:, 0].sum()).backward()
+        results.append((out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (full, g_full), (cls, g_cls) = results
+    assert cls.hidden.shape == (5, 1, config.hidden_size)
+    torch.testing.assert_close(cls.hidden[:, 0], full.hidden[:, 0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(cls.pooled, full.pooled, atol=1e-6, rtol=0)
+    assert g_full.keys() == g_cls.keys()
+    for n in g_full:
+        torch.testing.assert_close(g_cls[n], g_full[n], atol=1e-5, rtol=1e-4)

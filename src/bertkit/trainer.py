@@ -136,20 +136,39 @@ def _distributed() -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
+def _libc():
+    """glibc, or None elsewhere."""
+    global _glibc
+    if _glibc is None:
+        try:
+            _glibc = ctypes.CDLL("libc.so.6")
+            _glibc.malloc_trim, _glibc.mallopt  # noqa: B018 (both must exist)
+        except (OSError, AttributeError):
+            _glibc = False
+    return _glibc or None
+
+
+_glibc = None
+
+
+def _reuse_freed_memory() -> None:
+    """Keep freed blocks in the heap for the next step (glibc only; process-wide from then on). glibc hands every
+    block over 32 MB straight back to the OS, so a tensor of that size made each step (the word-embedding gradient:
+    47 MB for 30k x 384) is page-faulted in again every step: a quarter of a MiniLM fine-tuning step in bf16 on 2
+    cores, measured. `_release_freed_memory` still returns what is free, every 50 steps."""
+    libc = _libc()
+    if libc:
+        m_trim_threshold, m_mmap_max = -1, -4
+        libc.mallopt(m_mmap_max, 0)  # big blocks come from the heap, so a freed one is reused
+        libc.mallopt(m_trim_threshold, 1 << 30)  # and freeing one does not shrink the heap at once
+
+
 def _release_freed_memory() -> None:
     """Hand memory that was freed back to the OS (glibc only). Batches of varying shape fragment the heap, and
     without this the resident size of a long CPU run creeps up by tens of MB a step."""
-    global _malloc_trim
-    if _malloc_trim is None:
-        try:
-            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _malloc_trim = False
-    if _malloc_trim:
-        _malloc_trim(0)
-
-
-_malloc_trim = None
+    libc = _libc()
+    if libc:
+        libc.malloc_trim(0)
 
 
 def _checkpoints(run_dir: Path) -> list[Path]:
@@ -163,6 +182,8 @@ def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: str | Path
     run_dir = Path(run_dir)
     rank, world, device = _distributed()
     main = rank == 0
+    if device.type == "cpu":
+        _reuse_freed_memory()
     torch.manual_seed(config.seed)
     model.to(device)
     optimizer = make_optimizer(model, config.lr, config.weight_decay, config.betas, config.eps)

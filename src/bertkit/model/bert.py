@@ -65,11 +65,12 @@ class Attention(nn.Module):
         self.proj = nn.Linear(config.hidden_size, config.hidden_size)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, need_probs: bool = False,
-                keep: torch.Tensor | None = None, shape: tuple[int, int] | None = None):
+                keep: torch.Tensor | None = None, shape: tuple[int, int] | None = None, first_only: bool = False):
         """x (B, T, C), or (N, C) packed real tokens when keep (N,) holds their flat indices into (B, T) = shape;
         mask (B, 1, 1, T) bool, True where a key may be attended, or None for no padding.
 
         Returns the attention output shaped like x and, when asked (eager only), the probabilities (B, H, T, T).
+        first_only: only position 0 ([CLS]) queries; the output is then (B, C).
         """
         H, D = self.num_heads, self.head_dim
         qkv = self.qkv(x)  # (B, T, 3C) or (N, 3C)
@@ -80,6 +81,8 @@ class Attention(nn.Module):
             B, T = x.shape[:2]
         C = H * D
         q, k, v = qkv.view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)  # each (B, H, T, D)
+        if first_only:
+            q = q[:, :, :1]  # (B, H, 1, D)
         dropout_p = self.dropout_p if self.training else 0.0
         # On CPU under bf16 autocast, torch's fused attention kernel is ~3x slower than the three plain ops below
         # (forward + backward, B=32 H=8 T=128 D=64, torch 2.13), so the plain ops are used there.
@@ -93,6 +96,8 @@ class Attention(nn.Module):
                 scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
             probs = scores.softmax(dim=-1)  # (B, H, T, T)
             y = F.dropout(probs, dropout_p, self.training) @ v  # (B, H, T, D)
+        if first_only:
+            return self.proj(y.reshape(B, C)), probs  # (B, C)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         if keep is not None:
             y = y.view(B * T, C).index_select(0, keep)  # (N, C)
@@ -120,8 +125,12 @@ class Block(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, need_probs: bool = False,
-                keep: torch.Tensor | None = None, shape: tuple[int, int] | None = None):
-        a, probs = self.attn(x, mask, need_probs, keep, shape)
+                keep: torch.Tensor | None = None, shape: tuple[int, int] | None = None,
+                first: torch.Tensor | None = None):
+        """first (B,): rows of x holding each sequence's position 0; given, only those rows come out, (B, C)."""
+        a, probs = self.attn(x, mask, need_probs, keep, shape, first_only=first is not None)
+        if first is not None:
+            x = x.reshape(-1, x.shape[-1]).index_select(0, first)  # (B, C)
         x = self.attn_norm(x + self.dropout(a))  # post-LN, as in the paper
         x = self.mlp_norm(x + self.dropout(self.mlp(x)))
         return x, probs
@@ -145,8 +154,14 @@ class Bert(nn.Module):
         *,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        cls_only: bool = False,
     ) -> EncoderOutput:
-        """input_ids (B, T); attention_mask (B, T), 1 for real tokens and 0 for padding; token_type_ids (B, T)."""
+        """input_ids (B, T); attention_mask (B, T), 1 for real tokens and 0 for padding; token_type_ids (B, T).
+
+        cls_only: the caller reads position 0 ([CLS]) only, as a pooled head does, so the last layer computes
+        just that position (its keys and values still come from every token): the same pooled output for about
+        one layer less work. hidden is then (B, 1, C).
+        """
         B, T = input_ids.shape
         if T > self.config.max_position_embeddings:
             raise ValueError(f"sequence of {T} tokens is longer than max_position_embeddings "
@@ -164,13 +179,23 @@ class Bert(nn.Module):
             x = x.view(B * T, -1).index_select(0, keep)  # (N, C)
         hidden_states = [x] if output_hidden_states else None
         attentions = [] if output_attentions else None
-        for block in self.blocks:
-            x, probs = block(x, mask, output_attentions, keep, (B, T))
+        first = None
+        if cls_only and not (output_attentions or output_hidden_states) and (
+                attention_mask is None or bool(attention_mask[:, 0].all())):
+            # rows of x at position 0: b * T in the (B, T) layout; with padding removed, the real tokens before b
+            first = torch.arange(B, device=x.device) * T
+            if keep is not None:
+                first = torch.searchsorted(keep, first)  # keep is sorted and holds every b * T
+        for i, block in enumerate(self.blocks):
+            last = first if i == len(self.blocks) - 1 else None
+            x, probs = block(x, mask, output_attentions, keep, (B, T), last)
             if hidden_states is not None:
                 hidden_states.append(x)
             if attentions is not None:
                 attentions.append(probs)
-        if keep is not None:
+        if first is not None:
+            x = x.unsqueeze(1)  # (B, 1, C)
+        elif keep is not None:
             x = x.new_zeros(B * T, x.shape[-1]).index_copy(0, keep, x).view(B, T, -1)  # (B, T, C), zeros at padding
         pooled = torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None  # (B, C)
         return EncoderOutput(x, pooled, hidden_states, attentions)

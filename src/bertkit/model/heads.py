@@ -109,7 +109,7 @@ class BertForSequenceClassification(nn.Module):
         init_weights(self, config.initializer_range)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
-        pooled = self.bert(input_ids, attention_mask, token_type_ids).pooled  # (B, C)
+        pooled = self.bert(input_ids, attention_mask, token_type_ids, cls_only=True).pooled  # (B, C)
         return self.classifier(self.dropout(pooled))  # (B, L)
 
 
