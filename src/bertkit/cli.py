@@ -106,7 +106,8 @@ def _finetune(args: argparse.Namespace) -> None:
     cfg = FinetuneConfig(task=args.task, problem_type=args.problem_type, max_length=args.max_length,
                          batch_size=args.batch_size, accum=args.accum, epochs=args.epochs,
                          group_by_length=not args.no_group_by_length, class_weights=args.class_weights, seed=args.seed,
-                         doc_stride=args.doc_stride, window_stride=args.window_stride, window_pool=args.window_pool)
+                         doc_stride=args.doc_stride, max_answer_length=args.max_answer_length,
+                         window_stride=args.window_stride, window_pool=args.window_pool)
     train_kwargs = {"lr": args.lr, "warmup": args.warmup, "weight_decay": args.weight_decay, "bf16": args.bf16,
                     "best_metric": args.best_metric, "patience": args.patience, "eval_every": args.eval_every}
     results = finetune(args.model, args.out, cfg, train_kwargs, args.train, args.dev, args.test,
@@ -321,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--out", required=True, help="run directory: metrics.jsonl, metrics.json, PNGs, model/")
     ft.add_argument("--task", default="classification", choices=["classification", "ner", "qa"])
     ft.add_argument("--doc-stride", type=int, default=128, help="qa: tokens shared by consecutive context windows")
+    ft.add_argument("--max-answer-length", type=int, default=30, help="qa: longest answer, in tokens")
     ft.add_argument("--window-stride", type=int, default=0, help="long documents: split texts longer than "
                     "--max-length into windows sharing this many tokens (0: truncate)")
     ft.add_argument("--window-pool", default="mean", choices=["mean", "max"], help="how windows vote")
