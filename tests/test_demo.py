@@ -26,6 +26,12 @@ def test_demo_smoke_english(tmp_path, minilm_dir, capsys):
     assert "| rt-polarity: TF-IDF + logistic regression | accuracy" in out
     assert "| rt-polarity: TF-IDF + logistic regression | accuracy" in (tmp_path / "report.md").read_text()
 
+    # the same command again continues from the checkpoints it finds: finished stages take no more steps
+    assert main(["demo", "--smoke", "--out", str(tmp_path), "--model", str(minilm_dir)]) == 0
+    again = json.loads((tmp_path / "results.json").read_text())
+    assert again["pretrain"]["steps"] == 30 and again["pretrain"]["held_out"] == results["pretrain"]["held_out"]
+    assert [m["score"] for m in again["methods"].values()] == [m["score"] for m in methods.values()]
+
 
 def test_demo_smoke_chinese(tmp_path):
     assert main(["demo", "--smoke", "--lang", "zh", "--out", str(tmp_path)]) == 0

@@ -174,6 +174,12 @@ def _write_ner(splits: dict, folder: Path) -> dict:
     return {"kind": "ner", "paths": paths, "splits": {k: {"n": len(v)} for k, v in splits.items()}}
 
 
+def _resumable(folder: Path) -> bool:
+    """Whether an earlier run of this demo left checkpoints here: running the same command again continues an
+    interrupted stage from its last checkpoint (and a finished one does no more steps)."""
+    return any((folder / "checkpoints").glob("step_*"))
+
+
 def _pretrain(p: DemoPlan, prepared: Path, out: Path, bf16: bool) -> dict:
     from bertkit.config import BertConfig
     from bertkit.data.corpus import Corpus
@@ -187,9 +193,10 @@ def _pretrain(p: DemoPlan, prepared: Path, out: Path, bf16: bool) -> dict:
                             budget_minutes=None if p.pretrain_steps else p.budget_minutes, bf16=bf16,
                             eval_every=every, save_every=every)
     t0 = time.perf_counter()
-    held_out = pretrain(prepared, out, config, cfg, train_cfg)
+    pretrain(prepared, out, config, cfg, train_cfg, resume=_resumable(out))
     from bertkit.plots import read_metrics
-    train_records, _ = read_metrics(out / "metrics.jsonl")
+    train_records, evals = read_metrics(out / "metrics.jsonl")
+    held_out = {k.removeprefix("eval_"): v for k, v in evals[-1].items() if k.startswith("eval_")}
     r = {"seconds": round(time.perf_counter() - t0, 1), "steps": train_records[-1]["step"],
          "tokens": train_records[-1]["tokens"], "held_out": held_out}
     print("      held-out: " + ", ".join(f"{k.replace('_', ' ')} {v:.4g}" for k, v in held_out.items()))
@@ -203,7 +210,8 @@ def _finetune(p: DemoPlan, model: Path, files: dict, out: Path, kind: str, lr: f
     cfg = FinetuneConfig(task=kind, epochs=epochs, batch_size=32, max_length=256 if kind == "ner" else 128)
     paths = files["paths"]
     t0 = time.perf_counter()
-    r = finetune(model, out, cfg, {"lr": lr, "bf16": bf16}, paths["train"], paths["dev"], paths["test"])
+    r = finetune(model, out, cfg, {"lr": lr, "bf16": bf16}, paths["train"], paths["dev"], paths["test"],
+                 resume=_resumable(out))
     return _row(r["test"], kind, time.perf_counter() - t0, out)
 
 
