@@ -81,9 +81,8 @@ def run_demo(out: str | Path, lang: str = "en", budget_minutes: float = 10.0, sm
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     bf16 = _bf16_ok()
-    per_task = 3 if lang == "en" else 2  # fine-tune ours (+ MiniLM in English) + baseline
-    n_tasks = 1 if lang == "en" else 2
-    say = _Stepper(3 + n_tasks * per_task + 1)  # data, vocabulary, pre-training; the tasks; the report
+    # data, vocabulary, pre-training; per task: ours (+ MiniLM in English) and the baseline; the report
+    say = _Stepper(3 + (1 * 3 if lang == "en" else 2 * 2) + 1)
     results: dict = {"lang": lang, "smoke": smoke, "bf16": bf16, "tasks": {}}
     t_all = time.perf_counter()
 
@@ -108,7 +107,7 @@ def run_demo(out: str | Path, lang: str = "en", budget_minutes: float = 10.0, sm
 
     what = f"{p.pretrain_steps} steps" if p.pretrain_steps else f"a {p.budget_minutes:g}-minute budget"
     say(f"pre-train BERT-{p.preset} from scratch, MLM + NSP, {what}{', bf16' if bf16 else ''}")
-    results["pretrain"] = _pretrain(p, prepared, out / "pretrain", bf16)
+    results["pretrain"] = _pretrain(p, prepared, tok.vocab_size, out / "pretrain", bf16)
     scratch = out / "pretrain" / "model"
 
     rows: dict[str, dict] = {}
@@ -150,28 +149,23 @@ def _fetch(p: DemoPlan, folder: Path) -> tuple[dict, str]:
     tasks = {}
     if p.lang == "en":
         rt = {k: _slice(v, p.limit) for k, v in catalog.rt_polarity().items()}
-        tasks["rt-polarity"] = _write_classification(rt, folder / "rt-polarity")
+        tasks["rt-polarity"] = _task_files("classification", rt, folder / "rt-polarity")
         reviews = [t for t, _ in rt["train"]]
         # reviews are one sentence each; ten to a block gives NSP a document to draw a next sentence from
         blocks = ["\n".join(reviews[i:i + 10]) for i in range(0, len(reviews), 10)]
         text = _documents(catalog.wiki_leads(), p.text_limit) + "\n" + "\n\n".join(blocks) + "\n"
     else:
         reviews = {k: _slice(v, p.limit) for k, v in catalog.zh_reviews().items()}
-        tasks["zh-reviews"] = _write_classification(reviews, folder / "zh-reviews")
+        tasks["zh-reviews"] = _task_files("classification", reviews, folder / "zh-reviews")
         ner = {k: _slice(v, p.limit) for k, v in catalog.peoples_daily_ner().items()}
-        tasks["peoples-daily-ner"] = _write_ner(ner, folder / "peoples-daily-ner")
+        tasks["peoples-daily-ner"] = _task_files("ner", ner, folder / "peoples-daily-ner")
         text = _documents(catalog.peoples_daily_text(), p.text_limit)
     return tasks, text
 
 
-def _write_classification(splits: dict, folder: Path) -> dict:
-    paths = catalog.write_classification(splits, folder)
-    return {"kind": "classification", "paths": paths, "splits": {k: {"n": len(v)} for k, v in splits.items()}}
-
-
-def _write_ner(splits: dict, folder: Path) -> dict:
-    paths = catalog.write_ner(splits, folder)
-    return {"kind": "ner", "paths": paths, "splits": {k: {"n": len(v)} for k, v in splits.items()}}
+def _task_files(kind: str, splits: dict, folder: Path) -> dict:
+    write = {"classification": catalog.write_classification, "ner": catalog.write_ner}[kind]
+    return {"kind": kind, "paths": write(splits, folder), "splits": {k: {"n": len(v)} for k, v in splits.items()}}
 
 
 def _resumable(folder: Path) -> bool:
@@ -180,12 +174,10 @@ def _resumable(folder: Path) -> bool:
     return any((folder / "checkpoints").glob("step_*"))
 
 
-def _pretrain(p: DemoPlan, prepared: Path, out: Path, bf16: bool) -> dict:
+def _pretrain(p: DemoPlan, prepared: Path, vocab: int, out: Path, bf16: bool) -> dict:
     from bertkit.config import BertConfig
-    from bertkit.data.corpus import Corpus
     from bertkit.pretrain import PretrainConfig, pretrain
     from bertkit.trainer import TrainConfig
-    vocab = Corpus(prepared).tokenizer.vocab_size
     config = BertConfig.preset(p.preset, vocab_size=vocab, unpad=True)
     cfg = PretrainConfig(batch_size=p.pretrain_batch, eval_instances=64 if p.pretrain_steps else 1000)
     every = 10 if p.pretrain_steps else 250
