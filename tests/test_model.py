@@ -159,3 +159,41 @@ def test_cls_only_last_layer_equals_full_encoder(tiny_config, unpad, backend, pa
     assert g_full.keys() == g_cls.keys()
     for n in g_full:
         torch.testing.assert_close(g_cls[n], g_full[n], atol=1e-5, rtol=1e-4)
+
+
+def test_fast_cpu_dropout_statistics_and_gradient():
+    """bertkit's CPU dropout: drop rate p (to 8e-6) over 2M elements, kept values scaled to keep the mean, the
+    gradient masked and scaled the same way, masks fixed by torch's seed."""
+    from bertkit.model.bert import dropout
+    p = 0.1
+    x = torch.ones(2000, 1000, requires_grad=True)
+    torch.manual_seed(3)
+    y = dropout(x, p, True)
+    dropped = (y == 0).double().mean().item()
+    n = x.numel()
+    assert abs(dropped - p) < 5 * math.sqrt(p * (1 - p) / n), dropped  # 5 sigma = 0.0011
+    scale = 65536 / (65536 - round(p * 65536))
+    values = y.unique().tolist()
+    assert values[0] == 0.0 and values[1:] == [pytest.approx(scale, rel=1e-7)]
+    assert abs(y.mean().item() - 1.0) < 5 * math.sqrt(p / (1 - p) / n)  # unbiased: E[y] = x
+    y.backward(torch.full_like(y, 2.0))
+    torch.testing.assert_close(x.grad, 2.0 * y.detach(), atol=0, rtol=0)
+    torch.manual_seed(3)
+    again = dropout(torch.ones(2000, 1000), p, True)
+    assert torch.equal(again, y.detach())
+    assert not torch.equal(dropout(torch.ones(2000, 1000), p, True), y.detach())  # the next draw differs
+    # bf16 keeps its dtype; eval and p = 0 are the identity; p = 1 drops everything
+    assert dropout(torch.ones(7, 5, dtype=torch.bfloat16), p, True).dtype == torch.bfloat16
+    z = torch.randn(3, 4)
+    assert dropout(z, p, False) is z and dropout(z, 0.0, True) is z
+    assert dropout(z, 1.0, True).abs().sum() == 0
+
+
+def test_dropout_is_independent_across_positions():
+    """Neighbouring 16-bit words come from one 64-bit draw: their masks must still be uncorrelated."""
+    from bertkit.model.bert import dropout
+    torch.manual_seed(0)
+    kept = (dropout(torch.ones(1_000_000), 0.5, True) != 0).double()
+    a, b = kept[0::2], kept[1::2]  # pairs inside one word
+    corr = torch.corrcoef(torch.stack([a, b]))[0, 1].item()
+    assert abs(corr) < 5 / math.sqrt(a.numel()), corr

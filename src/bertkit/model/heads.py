@@ -14,7 +14,7 @@ from torch import nn
 
 from bertkit.config import BertConfig
 from bertkit.errors import BertkitError
-from bertkit.model.bert import Bert, EncoderOutput, activation, init_weights
+from bertkit.model.bert import Bert, Dropout, EncoderOutput, activation, init_weights
 
 PROBLEM_TYPES = ("single_label", "multi_label", "regression")
 
@@ -104,7 +104,7 @@ class BertForSequenceClassification(nn.Module):
         self.num_labels = num_labels
         self.problem_type = problem_type
         self.bert = Bert(config, pooler=True)
-        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.dropout = Dropout(_classifier_dropout(config))
         self.classifier = nn.Linear(config.hidden_size, num_labels)
         init_weights(self, config.initializer_range)
 
@@ -123,7 +123,7 @@ class BertForTokenClassification(nn.Module):
         self.config = config
         self.num_labels = num_labels
         self.bert = Bert(config, pooler=False)
-        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.dropout = Dropout(_classifier_dropout(config))
         self.classifier = nn.Linear(config.hidden_size, num_labels)
         init_weights(self, config.initializer_range)
 
