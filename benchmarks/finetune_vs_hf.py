@@ -80,7 +80,8 @@ def run_hf(model_dir: Path, data: Path, out: Path, args) -> dict:
                               per_device_eval_batch_size=64, num_train_epochs=args.epochs, **warmup,
                               weight_decay=0.01, eval_strategy="epoch", save_strategy="epoch", save_total_limit=1,
                               load_best_model_at_end=True, metric_for_best_model="accuracy", seed=0,
-                              report_to=[], disable_tqdm=True, use_cpu=True, bf16=args.bf16)
+                              report_to=[], disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
+                              bf16=args.bf16)
     trainer = Trainer(model=model, args=targs, train_dataset=sets["train"], eval_dataset=sets["dev"],
                       data_collator=DataCollatorWithPadding(tok), compute_metrics=accuracy)
     trainer.train()
@@ -116,7 +117,7 @@ def main() -> None:
     rows["transformers Trainer"] = run_hf(model_dir, args.data, work / "hf", args)
     print(f"{args.data.name}: all-MiniLM-L6-v2, lr {args.lr}, batch {args.batch_size}, {args.epochs:g} epochs, "
           f"max length {args.max_length}, {'bf16 autocast' if args.bf16 else 'fp32'}, best dev epoch kept, "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.cuda.get_device_name() if torch.cuda.is_available() else f'{torch.get_num_threads()} threads'}")
     print("| method | test accuracy | macro-F1 | wall time (s) |")
     print("|---|---|---|---|")
     for name, r in rows.items():

@@ -45,14 +45,19 @@ def default_corpus(workdir: Path) -> Path:
     return prepare([text], Tokenizer.load(minilm_l6()), workdir / "prepared", heldout_percent=1, progress=False)
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10, device=torch.device("cpu")) -> float:
+    if device.type == "cuda":
+        n = 8192
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(3):
         a @ b
     times = []
     for _ in range(reps):
+        sync()
         t = time.perf_counter()
         a @ b
+        sync()
         times.append(time.perf_counter() - t)
     return 2 * n ** 3 / statistics.median(times)
 
@@ -68,7 +73,9 @@ def main() -> None:
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--padded", action="store_true", help="bertkit keeps padding tokens (no unpadding)")
     ap.add_argument("--compile", action="store_true", help="torch.compile both models")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     args = ap.parse_args()
+    device = torch.device(args.device)
     transformers.logging.set_verbosity_error()
 
     workdir = Path(tempfile.mkdtemp(prefix="bertkit-bench-"))
@@ -79,21 +86,23 @@ def main() -> None:
                                attention_dropout=0.0, unpad=not args.padded)
     task = PretrainTask(corpus, PretrainConfig(max_len=args.max_len, batch_size=args.batch_size, eval_instances=0))
     steps = task.steps(None, 0, 1)
-    batches = [next(steps).micro[0] for _ in range(args.warmup_steps + args.steps)]
+    batches = [{k: v.to(device) for k, v in next(steps).micro[0].items()}
+               for _ in range(args.warmup_steps + args.steps)]
 
     torch.manual_seed(0)
-    ours = build_model(config, "pretraining").train()
+    ours = build_model(config, "pretraining").to(device).train()
     hf_config = transformers.BertConfig(**{k: v for k, v in config_to_hf(config, "pretraining").items()
                                            if k != "architectures"})
     hf_config._attn_implementation = "sdpa"
-    theirs = getattr(transformers, TASK_TO_ARCH["pretraining"])(hf_config).train()
+    theirs = getattr(transformers, TASK_TO_ARCH["pretraining"])(hf_config).to(device).train()
     theirs.load_state_dict(state_to_hf(ours.state_dict(), config, "pretraining"))
     opt_ours = make_optimizer(ours, 1e-4)
     opt_theirs = make_optimizer(theirs, 1e-4)  # the same (fused) AdamW for both
     if args.compile:
         ours = torch.compile(ours, dynamic=True)
         theirs = torch.compile(theirs, dynamic=True)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def step_ours(b):
         with autocast:
@@ -122,8 +131,9 @@ def main() -> None:
     tokens = []
     for i, b in enumerate(batches):
         for name, fn in (("bertkit", step_ours), ("transformers", step_theirs)):
+            sync()
             t = time.perf_counter()
-            loss = fn(b)
+            loss = fn(b)  # float(loss) waits for the device
             dt = time.perf_counter() - t
             losses[name].append(loss)
             if i >= args.warmup_steps:
@@ -136,14 +146,15 @@ def main() -> None:
         with FlopCounterMode(display=False) as counter:
             fn(batches[-1])
         flops[name] = counter.get_total_flops()
-    peak = matmul_peak(torch.bfloat16 if args.bf16 else torch.float32)
+    peak = matmul_peak(torch.bfloat16 if args.bf16 else torch.float32, device=device)
 
     tok_s = {k: statistics.median(n / t for n, t in zip(tokens, v)) for k, v in times.items()}
     step_s = {k: statistics.median(v) for k, v in times.items()}
     diff = max(abs(a - b) for a, b in zip(losses["bertkit"], losses["transformers"]))
     prec = ("bf16 autocast" if args.bf16 else "fp32") + (", torch.compile" if args.compile else "")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     print(f"preset {args.preset} ({config.num_layers}L/{config.hidden_size}H, vocab {config.vocab_size}), seq "
-          f"{args.max_len}, batch {args.batch_size}, {prec}, {torch.get_num_threads()} threads, "
+          f"{args.max_len}, batch {args.batch_size}, {prec}, {where}, "
           f"{args.steps} timed steps after {args.warmup_steps}")
     print(f"matmul peak measured now: {peak / 1e9:.0f} GFLOP/s")
     print("| library | tokens/s | step (s) | GFLOP per step | utilisation of peak |")

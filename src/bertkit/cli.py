@@ -127,7 +127,7 @@ def _headline(m: dict) -> dict:
 
 def _evaluate(args: argparse.Namespace) -> None:
     from bertkit.evaluate.runner import evaluate_file
-    results = evaluate_file(args.model, args.input, args.out, _columns(args))
+    results = evaluate_file(args.model, args.input, args.out, _columns(args), precision=args.precision)
     print(json.dumps(_headline(results), indent=2))
     if args.out:
         print(f"all metrics: {Path(args.out) / 'metrics.json'}")
@@ -140,12 +140,12 @@ def _predict(args: argparse.Namespace) -> None:
         raise BertkitError("give --text or --input")
     task = load_model(args.model).model.task
     if task == "token_classification":
-        tagger = TokenTagger.load(args.model)
+        tagger = TokenTagger.load(args.model, precision=args.precision)
         texts = args.text or [line.rstrip("\n") for line in _read_lines(args.input) if line.strip()]
         for text, r in zip(texts, tagger.predict(texts)):
             print(json.dumps({"text": text, "entities": r["entities"]}, ensure_ascii=False))
         return
-    clf = TextClassifier.load(args.model)
+    clf = TextClassifier.load(args.model, precision=args.precision)
     if args.text:
         texts, pairs = args.text, None
     else:
@@ -156,6 +156,18 @@ def _predict(args: argparse.Namespace) -> None:
         pairs = [e.pair or "" for e in examples] if args.pair_column else None
     for text, r in zip(texts, clf.predict(texts, pairs)):
         print(json.dumps({"text": text, **r}, ensure_ascii=False))
+
+
+def _export(args: argparse.Namespace) -> None:
+    from bertkit.export import export_onnx
+    out = export_onnx(args.model, args.out, optimize=not args.no_optimize, int8=args.int8, opset=args.opset)
+    print(f"wrote {', '.join(sorted(p.name for p in out.glob('*.onnx')))} to {out}")
+
+
+def _add_precision(p: argparse.ArgumentParser) -> None:
+    from bertkit.model.precision import PRECISIONS
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="inference precision: bf16 (CPU with bf16 instructions, GPU) or int8 (CPU) run faster")
 
 
 def _read_lines(path: str) -> list[str]:
@@ -351,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--input", required=True)
     ev.add_argument("--out", help="directory for metrics.json and confusion.png")
     _add_columns(ev)
+    _add_precision(ev)
     ev.set_defaults(func=_evaluate)
 
     pr = verbs.add_parser("predict", help="labels (or entities) for texts, as JSON lines")
@@ -358,7 +371,17 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--text", action="append", help="a text (repeatable)")
     pr.add_argument("--input", help="a CSV/TSV/JSON-lines file (classification) or a text per line (ner)")
     _add_columns(pr)
+    _add_precision(pr)
     pr.set_defaults(func=_predict)
+
+    ex = verbs.add_parser("export", help="a model directory as ONNX for ONNX Runtime (fused; int8 optional)")
+    ex.add_argument("model", help="a bertkit or Hugging Face BERT directory")
+    ex.add_argument("out", help="output directory: model.onnx (+ model.int8.onnx), tokenizer, labels, config")
+    ex.add_argument("--onnx", action="store_true", required=True, help="export to ONNX (the one format so far)")
+    ex.add_argument("--int8", action="store_true", help="also write a dynamically quantised model.int8.onnx")
+    ex.add_argument("--no-optimize", action="store_true", help="skip ONNX Runtime's BERT graph fusions")
+    ex.add_argument("--opset", type=int, default=17)
+    ex.set_defaults(func=_export)
 
     bl = verbs.add_parser("baseline", help="TF-IDF + logistic regression on the same task files")
     bl.add_argument("--task", default="classification", choices=["classification", "ner"])

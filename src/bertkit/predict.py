@@ -15,6 +15,7 @@ from bertkit.checkpoint import load_model
 from bertkit.errors import BertkitError
 from bertkit.evaluate.metrics import bio_entities
 from bertkit.finetune import Encoded, pool_windows, predict_logits, predicted_word_tags
+from bertkit.model.precision import for_inference
 
 
 class TextClassifier:
@@ -25,14 +26,16 @@ class TextClassifier:
         self.problem_type = model.problem_type
 
     @classmethod
-    def load(cls, folder: str | Path, max_length: int = 512) -> TextClassifier:
+    def load(cls, folder: str | Path, max_length: int = 512, precision: str = "fp32") -> TextClassifier:
+        """precision: fp32, bf16 or int8 (CPU; see bertkit.model.precision)."""
         loaded = load_model(folder)
         if loaded.model.task != "sequence_classification":
             raise BertkitError(f"{folder} holds a {loaded.model.task} model, not a text classifier")
         if loaded.tokenizer is None:
             raise BertkitError(f"{folder} has no tokenizer files")
         labels = loaded.labels or [f"LABEL_{i}" for i in range(loaded.model.num_labels)]
-        return cls(loaded.model, loaded.tokenizer, labels, min(max_length, loaded.model.config.max_position_embeddings))
+        return cls(for_inference(loaded.model, precision), loaded.tokenizer, labels,
+                   min(max_length, loaded.model.config.max_position_embeddings))
 
     def predict(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64,
                 threshold: float = 0.5, window_stride: int = 0, window_pool: str = "mean") -> list[dict]:
@@ -71,11 +74,11 @@ class TokenTagger:
         self.model, self.tokenizer, self.tags, self.max_length = model.eval(), tokenizer, tags, max_length
 
     @classmethod
-    def load(cls, folder: str | Path, max_length: int = 512) -> TokenTagger:
+    def load(cls, folder: str | Path, max_length: int = 512, precision: str = "fp32") -> TokenTagger:
         loaded = load_model(folder)
         if loaded.model.task != "token_classification" or not loaded.labels:
             raise BertkitError(f"{folder} holds no token-classification model with a tag list")
-        return cls(loaded.model, loaded.tokenizer, loaded.labels,
+        return cls(for_inference(loaded.model, precision), loaded.tokenizer, loaded.labels,
                    min(max_length, loaded.model.config.max_position_embeddings))
 
     @torch.no_grad()

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bertkit.config import BertConfig
+from bertkit.model.padding import Packing, first_rows, pad, packing, unpad
 
 
 class EncoderOutput(NamedTuple):
@@ -96,53 +97,100 @@ class Attention(nn.Module):
         self.head_dim = config.head_dim
         self.backend = config.attention_backend
         self.dropout_p = config.attention_dropout
+        self.varlen = True  # on packed tokens: attend per sequence (True) or in the padded layout (False)
         # One matmul for q, k and v: fewer kernel launches and a larger, faster GEMM.
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.proj = nn.Linear(config.hidden_size, config.hidden_size)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, need_probs: bool = False,
-                keep: torch.Tensor | None = None, shape: tuple[int, int] | None = None, first_only: bool = False):
-        """x (B, T, C), or (N, C) packed real tokens when keep (N,) holds their flat indices into (B, T) = shape;
-        mask (B, 1, 1, T) bool, True where a key may be attended, or None for no padding.
+                packed: Packing | None = None, first_only: bool = False):
+        """x (B, T, C), or (N, C) real tokens packed as `packed` says; mask (B, 1, 1, T) bool, True where a key may
+        be attended, or None for no padding. first_only: only position 0 ([CLS]) queries; the output is (B, C).
 
         Returns the attention output shaped like x and, when asked (eager only), the probabilities (B, H, T, T).
-        first_only: only position 0 ([CLS]) queries; the output is then (B, C).
         """
         H, D = self.num_heads, self.head_dim
+        C = H * D
         qkv = self.qkv(x)  # (B, T, 3C) or (N, 3C)
-        if keep is not None:  # only attention needs the padded layout: scatter in, attend, gather out
-            B, T = shape
-            qkv = qkv.new_zeros(B * T, qkv.shape[-1]).index_copy(0, keep, qkv)  # (B*T, 3C)
+        if packed is not None and packed.starts is not None and self.varlen:
+            q, k, v = qkv.view(-1, 3, H, D).unbind(1)  # each (N, H, D)
+            if x.device.type == "cpu":
+                y = self._attend_per_sequence(q, k, v, packed, first_only)
+                return self.proj(y.reshape(-1, C)), None  # (N, C), or (B, C) when first_only
+            if _flash_varlen is not None and q.dtype in (torch.bfloat16, torch.float16) and not (
+                    self.training and self.dropout_p > 0):
+                # Flash attention on the packed tokens (GPU): no padding anywhere.
+                y = _flash_varlen(q, k, v, packed, first_only)
+                return self.proj(y.reshape(-1, C)), None
+        if packed is not None:  # attend in the padded layout: scatter in, attend, gather out
+            B, T = packed.shape
+            qkv = pad(qkv, packed).view(B, T, -1)  # (B, T, 3C)
         else:
             B, T = x.shape[:2]
-        C = H * D
         q, k, v = qkv.view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)  # each (B, H, T, D)
         if first_only:
             q = q[:, :, :1]  # (B, H, 1, D)
-        dropout_p = self.dropout_p if self.training else 0.0
-        # On CPU the three plain ops below beat F.scaled_dot_product_attention under bf16 autocast (its fused kernel
-        # is ~3x slower there: forward + backward, B=32 H=8 T=128 D=64, torch 2.13) and with dropout (it falls
-        # back to the same plain ops, with torch's slow dropout), so they are used there.
-        plain_cpu = x.device.type == "cpu" and (torch.is_autocast_enabled("cpu") or dropout_p > 0)
-        if self.backend == "sdpa" and not need_probs and not plain_cpu:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)  # (B, H, T, D)
-            probs = None
-        else:
-            scores = (q @ k.transpose(-2, -1)) / math.sqrt(D)  # (B, H, T, T)
-            if mask is not None:
-                scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-            probs = scores.softmax(dim=-1)  # (B, H, T, T)
-            if dropout_p > 0 and x.device.type == "cpu":  # scale v (T*D values) rather than the probs (T*T)
-                drop, scale = dropout_mask(probs.shape, dropout_p)
-                y = probs.masked_fill(drop, 0) @ (v * scale)  # (B, H, T, D)
-            else:
-                y = dropout(probs, dropout_p, self.training) @ v  # (B, H, T, D)
+        y, probs = self._attend(q, k, v, mask, need_probs)  # (B, H, T or 1, D)
         if first_only:
             return self.proj(y.reshape(B, C)), probs  # (B, C)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
-        if keep is not None:
-            y = y.view(B * T, C).index_select(0, keep)  # (N, C)
+        if packed is not None:
+            y = unpad(y, packed)  # (N, C)
         return self.proj(y), probs
+
+    def _attend_per_sequence(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, packed: Packing,
+                             first_only: bool) -> torch.Tensor:
+        """q, k, v (N, H, D) packed -> (N, H, D), or (B, H, D) when first_only: one sequence at a time, so no
+        query or key is ever padding. On CPU the loop's overhead (~20 us a sequence) is small against the work."""
+        q, k, v = (t.transpose(0, 1) for t in (q, k, v))  # each (H, N, D)
+        ys = []
+        for s, n in zip(packed.starts, packed.lengths):
+            y, _ = self._attend(q[:, s:s + (1 if first_only else n)], k[:, s:s + n], v[:, s:s + n], None)
+            ys.append(y)  # (H, n or 1, D)
+        return torch.cat(ys, dim=1).transpose(0, 1)  # (N or B, H, D)
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                need_probs: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """softmax(q k^T / sqrt(D)) v with dropout: q (..., Tq, D), k and v (..., T, D) -> (..., Tq, D), and the
+        probabilities (..., Tq, T) when computed by the plain ops."""
+        dropout_p = self.dropout_p if self.training else 0.0
+        # On CPU the three plain ops below beat F.scaled_dot_product_attention in bf16 (its fused kernel is ~3x
+        # slower there: forward + backward, B=32 H=8 T=128 D=64, torch 2.13) and with dropout (it falls back to the
+        # same plain ops, with torch's slow dropout), so they are used there.
+        plain_cpu = q.device.type == "cpu" and (torch.is_autocast_enabled("cpu") or q.dtype == torch.bfloat16
+                                                or dropout_p > 0)
+        if self.backend == "sdpa" and not need_probs and not plain_cpu:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p), None
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (..., Tq, T)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        probs = scores.softmax(dim=-1)  # (..., Tq, T)
+        if dropout_p > 0 and q.device.type == "cpu":  # scale v (T*D values) rather than the probs (Tq*T)
+            drop, scale = dropout_mask(probs.shape, dropout_p)
+            return probs.masked_fill(drop, 0) @ (v * scale), probs
+        return dropout(probs, dropout_p, self.training) @ v, probs
+
+
+def _flash_varlen_fn():
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:  # torch < 2.10
+        return None
+
+    def attend(q, k, v, packed: Packing, first_only: bool) -> torch.Tensor:
+        """q, k, v (N, H, D) bf16/fp16 on a GPU -> (N, H, D), or (B, H, D) when first_only."""
+        cu = packed.cu_seqlens.to(device=q.device, dtype=torch.int32)
+        longest = max(packed.lengths)
+        if first_only:
+            q = q.index_select(0, cu[:-1])  # (B, H, D): each sequence's [CLS] query
+            cu_q = torch.arange(len(packed.lengths) + 1, device=q.device, dtype=torch.int32)
+            return varlen_attn(q, k, v, cu_q, cu, 1, longest)
+        return varlen_attn(q, k, v, cu, cu, longest, longest)
+
+    return attend
+
+
+_flash_varlen = _flash_varlen_fn()
 
 
 class MLP(nn.Module):
@@ -166,10 +214,9 @@ class Block(nn.Module):
         self.dropout = Dropout(config.hidden_dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, need_probs: bool = False,
-                keep: torch.Tensor | None = None, shape: tuple[int, int] | None = None,
-                first: torch.Tensor | None = None):
+                packed: Packing | None = None, first: torch.Tensor | None = None):
         """first (B,): rows of x holding each sequence's position 0; given, only those rows come out, (B, C)."""
-        a, probs = self.attn(x, mask, need_probs, keep, shape, first_only=first is not None)
+        a, probs = self.attn(x, mask, need_probs, packed, first_only=first is not None)
         if first is not None:
             x = x.reshape(-1, x.shape[-1]).index_select(0, first)  # (B, C)
         x = self.attn_norm(x + self.dropout(a))  # post-LN, as in the paper
@@ -213,31 +260,29 @@ class Bert(nn.Module):
         if attention_mask is not None and not bool(attention_mask.all()):
             mask = attention_mask.bool().view(B, 1, 1, T)  # (B, 1, 1, T) broadcast over heads and queries
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, C)
-        keep = None
+        packed = None
         if self.config.unpad and mask is not None and not (output_attentions or output_hidden_states):
             # Every layer but attention works per token: run them on the N real tokens only.
-            keep = attention_mask.flatten().nonzero().squeeze(1)  # (N,)
-            x = x.view(B * T, -1).index_select(0, keep)  # (N, C)
+            packed = packing(attention_mask)
+            x = unpad(x, packed)  # (N, C)
         hidden_states = [x] if output_hidden_states else None
         attentions = [] if output_attentions else None
         first = None
         if cls_only and not (output_attentions or output_hidden_states) and (
                 attention_mask is None or bool(attention_mask[:, 0].all())):
-            # rows of x at position 0: b * T in the (B, T) layout; with padding removed, the real tokens before b
-            first = torch.arange(B, device=x.device) * T
-            if keep is not None:
-                first = torch.searchsorted(keep, first)  # keep is sorted and holds every b * T
+            # rows of x at position 0: b * T in the (B, T) layout, or where sequence b starts among packed tokens
+            first = first_rows(packed) if packed is not None else torch.arange(B, device=x.device) * T
         for i, block in enumerate(self.blocks):
             last = first if i == len(self.blocks) - 1 else None
-            x, probs = block(x, mask, output_attentions, keep, (B, T), last)
+            x, probs = block(x, mask, output_attentions, packed, last)
             if hidden_states is not None:
                 hidden_states.append(x)
             if attentions is not None:
                 attentions.append(probs)
         if first is not None:
             x = x.unsqueeze(1)  # (B, 1, C)
-        elif keep is not None:
-            x = x.new_zeros(B * T, x.shape[-1]).index_copy(0, keep, x).view(B, T, -1)  # (B, T, C), zeros at padding
+        elif packed is not None:
+            x = pad(x, packed)  # (B, T, C), zeros at padding
         pooled = torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None  # (B, C)
         return EncoderOutput(x, pooled, hidden_states, attentions)
 

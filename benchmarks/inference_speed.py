@@ -1,0 +1,198 @@
+"""Inference speed: bertkit vs Hugging Face `transformers` vs ONNX Runtime, same weights, one process run.
+
+    pip install -e ".[test]"                       # transformers, onnx, onnxruntime
+    python benchmarks/inference_speed.py --preset base
+    python benchmarks/inference_speed.py --preset mini --batches 8
+
+Workloads (random token ids, seed 0; lengths count [CLS] and [SEP]):
+- fixed: every sequence --fixed-len tokens (128), no padding;
+- mixed: lengths uniform in [16, 256], batches of --batch-size in random order, each padded to its longest,
+  as a server batching requests as they come would have them.
+Methods, each on the same padded batches (input_ids, attention_mask, token_type_ids):
+- transformers BertModel, sdpa attention, fp32; and with bf16 weights;
+- ONNX Runtime on transformers' model exported with torch.onnx and fused by onnxruntime.transformers (the
+  fastest ONNX Runtime setup for BERT: fused Attention, SkipLayerNorm, BiasGelu); and that graph quantised
+  to int8 (dynamic, QInt8 weights);
+- bertkit: every layer on real tokens only, attention per sequence; fp32, bf16 weights, int8 (dynamic).
+Prints real tokens/s (the median of --repeats passes over the workload), each method's largest difference
+from transformers fp32 on real tokens (last hidden state), and the ratios the speed issue sets targets on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+
+from bertkit import BertConfig, build_model
+from bertkit.convert import config_to_hf, state_to_hf
+from bertkit.model.precision import for_inference
+
+
+def workload(kind: str, n_batches: int, batch_size: int, vocab: int, fixed_len: int, seed: int = 0):
+    """A list of padded batches (ids, mask, types), int64."""
+    rng = np.random.default_rng(seed)
+    batches = []
+    for _ in range(n_batches):
+        if kind == "fixed":
+            lengths = [fixed_len] * batch_size
+        else:
+            lengths = rng.integers(16, 257, batch_size).tolist()
+        T = max(lengths)
+        ids = torch.zeros(batch_size, T, dtype=torch.long)
+        mask = torch.zeros(batch_size, T, dtype=torch.long)
+        for i, n in enumerate(lengths):
+            ids[i, :n] = torch.from_numpy(rng.integers(5, vocab, n))
+            ids[i, 0], ids[i, n - 1] = 2, 3
+            mask[i, :n] = 1
+        types = torch.zeros_like(ids)
+        batches.append((ids, mask, types))
+    return batches
+
+
+def timed(run, batches, repeats: int) -> tuple[float, list]:
+    """(median real tokens/s over repeats, outputs of the first pass)."""
+    tokens = sum(int(m.sum()) for _, m, _ in batches)
+    sync = torch.cuda.synchronize if batches[0][0].is_cuda else (lambda: None)
+    run(*batches[0])  # warm-up (allocations, oneDNN primitives, CUDA kernels)
+    speeds, outputs = [], None
+    for r in range(repeats):
+        sync()
+        t = time.perf_counter()
+        outs = [run(*b) for b in batches]
+        sync()
+        speeds.append(tokens / (time.perf_counter() - t))
+        outputs = outputs or outs
+    return statistics.median(speeds), outputs
+
+
+class _LastHidden(torch.nn.Module):
+    def __init__(self, hf_model):
+        super().__init__()
+        self.hf = hf_model
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        return self.hf(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+
+
+def export_hf_onnx(hf_model, workdir: Path, config: BertConfig) -> tuple[Path, Path]:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers.optimizer import optimize_model
+    import onnx
+    raw, fused, int8 = workdir / "hf.onnx", workdir / "hf.fused.onnx", workdir / "hf.int8.onnx"
+    ids, mask, types = workload("mixed", 1, 2, config.vocab_size, 8)[0]
+    axes = {n: {0: "b", 1: "t"} for n in ("input_ids", "attention_mask", "token_type_ids", "last_hidden_state")}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_LastHidden(hf_model), (ids, mask, types), str(raw), dynamo=False, opset_version=17,
+                          input_names=["input_ids", "attention_mask", "token_type_ids"],
+                          output_names=["last_hidden_state"], dynamic_axes=axes)
+    optimize_model(str(raw), model_type="bert", num_heads=config.num_heads,
+                   hidden_size=config.hidden_size).save_model_to_file(str(fused))
+    quantize_dynamic(str(fused), str(int8), weight_type=QuantType.QInt8,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    return fused, int8
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", default="base")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batches", type=int, default=4, help="batches per workload")
+    ap.add_argument("--repeats", type=int, default=3, help="timed passes over each workload (median reported)")
+    ap.add_argument("--fixed-len", type=int, default=128)
+    ap.add_argument("--workloads", default="mixed,fixed")
+    ap.add_argument("--skip", default="", help="comma-separated methods to leave out")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda (transformers and bertkit in fp32 and bf16 only)")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    cpu = device.type == "cpu"
+    transformers.logging.set_verbosity_error()
+
+    torch.manual_seed(0)
+    config = BertConfig.preset(args.preset, vocab_size=30522, unpad=True)
+    ours = build_model(config, "encoder").eval()
+    hf_config = transformers.BertConfig(**{k: v for k, v in config_to_hf(config, "encoder").items()
+                                           if k != "architectures"})
+    hf_config._attn_implementation = "sdpa"
+    hf = transformers.BertModel(hf_config, add_pooling_layer=True).eval()
+    result = hf.load_state_dict(state_to_hf(ours.state_dict(), config, "encoder"), strict=False)
+    assert not result.missing_keys and not result.unexpected_keys, result
+    methods = {}
+    if cpu:
+        import onnxruntime as ort
+        workdir = Path(tempfile.mkdtemp(prefix="bertkit-infer-bench-"))
+        # Export a copy with eager attention: ONNX Runtime's attention fusion matches that graph, and tracing leaves
+        # a transformers model unfit for further use (its later outputs change), so the timed one is not traced.
+        hf_config_eager = copy.deepcopy(hf_config)
+        hf_config_eager._attn_implementation = "eager"
+        to_export = transformers.BertModel(hf_config_eager, add_pooling_layer=True).eval()
+        to_export.load_state_dict(hf.state_dict())
+        fused, int8 = export_hf_onnx(to_export, workdir, config)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        sessions = {p: ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in (fused, int8)}
+    hf_bf16 = transformers.BertModel(hf_config, add_pooling_layer=True).eval()
+    hf_bf16.load_state_dict(hf.state_dict())
+    hf, hf_bf16, ours = hf.to(device), hf_bf16.to(device, torch.bfloat16), ours.to(device)
+    ours_bf16 = for_inference(ours, "bf16")
+
+    def run_hf(model):
+        return lambda ids, mask, types: model(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+
+    def run_ort(session):
+        return lambda ids, mask, types: torch.from_numpy(session.run(None, {
+            "input_ids": ids.numpy(), "attention_mask": mask.numpy(), "token_type_ids": types.numpy()})[0])
+
+    def run_ours(model):
+        return lambda ids, mask, types: model(ids, mask, types).hidden
+
+    methods = {"transformers fp32": run_hf(hf), "transformers bf16": run_hf(hf_bf16)}
+    if cpu:
+        methods |= {"ONNX Runtime fp32 (fused)": run_ort(sessions[fused]), "ONNX Runtime int8": run_ort(sessions[int8])}
+    methods |= {"bertkit fp32": run_ours(ours), "bertkit bf16": run_ours(ours_bf16)}
+    if cpu:
+        methods["bertkit int8"] = run_ours(for_inference(ours, "int8"))
+    skip = set(filter(None, args.skip.split(",")))
+    where = torch.cuda.get_device_name(device) if not cpu else f"{torch.get_num_threads()} threads"
+    print(f"preset {args.preset} ({config.num_layers}L/{config.hidden_size}H), batch {args.batch_size}, "
+          f"{args.batches} batches a workload, median of {args.repeats} passes, {where}, torch {torch.__version__}, "
+          f"transformers {transformers.__version__}" + (f", onnxruntime {ort.__version__}" if cpu else ""))
+    table = {}
+    for kind in args.workloads.split(","):
+        batches = [tuple(t.to(device) for t in b)
+                   for b in workload(kind, args.batches, args.batch_size, config.vocab_size, args.fixed_len)]
+        real = sum(int(m.sum()) for _, m, _ in batches)
+        padded = sum(m.numel() for _, m, _ in batches)
+        print(f"\n{kind}: {real:,} real tokens, {1 - real / padded:.1%} of the padded batch is padding")
+        print("| method | real tokens/s | max abs diff vs transformers fp32 (real tokens) |")
+        print("|---|---|---|")
+        reference = None
+        for name, run in methods.items():
+            if name in skip:
+                continue
+            with torch.inference_mode():
+                speed, outs = timed(run, batches, args.repeats)
+            if reference is None:
+                reference = outs
+            diff = max(float((o.float()[m.bool()] - r[m.bool()]).abs().max())
+                       for o, r, (_, m, _) in zip(outs, reference, batches))
+            table[kind, name] = speed
+            print(f"| {name} | {speed:,.0f} | {diff:.1e} |", flush=True)
+    print("\nratios (mixed lengths):")
+    for ours_name, theirs in [("bertkit fp32", "transformers fp32"), ("bertkit bf16", "transformers bf16"),
+                              ("bertkit int8", "ONNX Runtime int8"), ("bertkit fp32", "ONNX Runtime fp32 (fused)")]:
+        if ("mixed", ours_name) in table and ("mixed", theirs) in table:
+            print(f"  {ours_name} / {theirs}: {table['mixed', ours_name] / table['mixed', theirs]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""`bertkit export --onnx`: a model directory as an ONNX graph that ONNX Runtime runs and fuses.
+
+The folder written holds `model.onnx` (fp32; with `optimize`, ONNX Runtime's BERT fusions already applied:
+LayerNorm, SkipLayerNorm, BiasGelu, ...), optionally `model.int8.onnx` (dynamic int8 quantisation of the
+MatMuls), and the tokenizer files, labels and config of the source, so nothing else is needed to serve it.
+Inputs: input_ids, attention_mask, token_type_ids, each (batch, sequence) int64, both axes dynamic.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bertkit.checkpoint import LABELS, load_model, model_meta, write_atomically
+from bertkit.errors import BertkitError
+
+OUTPUTS = {
+    "encoder": ["last_hidden_state", "pooler_output"],
+    "pretraining": ["prediction_logits", "seq_relationship_logits"],
+    "masked_lm": ["logits"],
+    "sequence_classification": ["logits"],
+    "token_classification": ["logits"],
+    "question_answering": ["start_logits", "end_logits"],
+}
+INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
+
+
+class _Tensors(nn.Module):
+    """The model's outputs as a flat tuple of tensors, as the ONNX exporter wants them."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        out = self.model(input_ids, attention_mask, token_type_ids)
+        if self.model.task == "encoder":
+            return out.hidden, out.pooled
+        return out
+
+
+def _require(module: str):
+    try:
+        return __import__(module, fromlist=["_"])
+    except ImportError:
+        raise BertkitError(f"ONNX export needs {module.split('.')[0]}: pip install 'bertkit[onnx]'") from None
+
+
+def export_onnx(model_dir: str | Path, out: str | Path, *, optimize: bool = True, int8: bool = False,
+                opset: int = 17) -> Path:
+    """Write an ONNX model folder for the bertkit or Hugging Face BERT model in model_dir; returns out."""
+    _require("onnx")
+    ort = _require("onnxruntime")
+    loaded = load_model(model_dir)
+    model = loaded.model.eval()
+    # The graph runs padded batches: no unpadding (data-dependent shapes), the attention mask always applied.
+    model.config = model.bert.config = replace(model.config, unpad=False)
+    for block in model.bert.blocks:  # plain ops, the pattern ONNX Runtime's attention fusion looks for
+        block.attn.backend = "eager"
+    C, H = model.config.hidden_size, model.config.num_heads
+    names = OUTPUTS[model.task]
+    ids = torch.tensor([[2, 5, 6, 7, 3], [2, 8, 3, 0, 0]]).clamp(max=model.config.vocab_size - 1)
+    mask = (torch.arange(5) < torch.tensor([[5], [3]])).long()
+    types = torch.tensor([[0, 0, 0, 1, 1], [0, 0, 0, 0, 0]])
+    axes = {n: {0: "batch", 1: "sequence"} for n in INPUTS}
+    axes |= {n: ({0: "batch"} if n in ("pooler_output", "seq_relationship_logits") or
+                 model.task == "sequence_classification" else {0: "batch", 1: "sequence"}) for n in names}
+
+    def write(tmp: Path) -> None:
+        raw = tmp / "model.raw.onnx"
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # tracer notes about the Python-side checks it folds
+            torch.onnx.export(_Tensors(model), (ids, mask, types), str(raw), dynamo=False, input_names=INPUTS,
+                              output_names=names, dynamic_axes=axes, opset_version=opset)
+        if optimize:
+            from onnxruntime.transformers.optimizer import optimize_model
+            fused = optimize_model(str(raw), model_type="bert", num_heads=H, hidden_size=C, opt_level=1)
+            fused.save_model_to_file(str(tmp / "model.onnx"))
+            raw.unlink()
+        else:
+            raw.rename(tmp / "model.onnx")
+        if int8:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+            onnx = _require("onnx")  # fused nodes carry no inferred type: say the weights' one
+            quantize_dynamic(str(tmp / "model.onnx"), str(tmp / "model.int8.onnx"), weight_type=QuantType.QInt8,
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        meta = model_meta(loaded.model, loaded.labels) | {"onnx": {"inputs": INPUTS, "outputs": names,
+                                                                    "opset": opset, "onnxruntime": ort.__version__}}
+        (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        if loaded.tokenizer is not None:
+            loaded.tokenizer.save(tmp)
+        if loaded.labels is not None:
+            (tmp / LABELS).write_text(json.dumps({"labels": loaded.labels}, indent=2, ensure_ascii=False) + "\n",
+                                      encoding="utf-8")
+
+    out = Path(out)
+    if out.resolve() == Path(model_dir).resolve():
+        raise BertkitError("write the ONNX export to another folder than the model's")
+    write_atomically(out, write)
+    return out
+
+
+def onnx_session(folder: str | Path, int8: bool = False):
+    """An onnxruntime.InferenceSession on an exported folder (CPU)."""
+    ort = _require("onnxruntime")
+    path = Path(folder) / ("model.int8.onnx" if int8 else "model.onnx")
+    if not path.is_file():
+        raise BertkitError(f"{path}: no such file (export with bertkit export --onnx{' --int8' if int8 else ''})")
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -1,0 +1,41 @@
+"""Inference precision: the same model in fp32, bf16 or int8.
+
+- fp32: as trained.
+- bf16: weights and activations in bfloat16 (no autocast, so no casts at run time). Twice fp32's matmul speed
+  on a CPU with bf16 instructions (AVX512-BF16, AMX) and on GPUs; logits move by about 1e-2.
+- int8: every Linear layer dynamically quantised (torch.ao: int8 weights per tensor, activations quantised per
+  batch as they come), CPU only; the embeddings, LayerNorms and attention stay fp32. The accuracy cost on a
+  real task is measured in benchmarks/inference_speed.py and the README.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import torch
+from torch import nn
+
+from bertkit.errors import BertkitError
+
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+def for_inference(model: nn.Module, precision: str = "fp32") -> nn.Module:
+    """An eval-mode model in `precision` (a copy for bf16 and int8; the given model is left as it is)."""
+    if precision not in PRECISIONS:
+        raise BertkitError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    model.eval()
+    if precision == "fp32":
+        return model
+    device = next(model.parameters()).device
+    if precision == "bf16":
+        return copy.deepcopy(model).to(torch.bfloat16).eval()
+    if device.type != "cpu":
+        raise BertkitError("int8 inference runs on CPU only; use bf16 on a GPU")
+    if "x86" not in torch.backends.quantized.supported_engines and "fbgemm" not in torch.backends.quantized.supported_engines:
+        raise BertkitError("this torch build has no x86 int8 engine; use fp32 or bf16")
+    with warnings.catch_warnings():  # torch.ao's quantised tensors are deprecated in favour of torchao, still here
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import quantize_dynamic
+        return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8).eval()

@@ -1,0 +1,72 @@
+"""ONNX export: ONNX Runtime gives bertkit's outputs (fp32 within 1e-4; int8 close), for every head."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bertkit import BertkitError, build_model, load_model, save_model
+from bertkit.cli import main
+from bertkit.export import OUTPUTS, export_onnx, onnx_session
+from conftest import random_batch
+
+pytest.importorskip("onnxruntime")
+
+
+def _reference(model, ids, mask, types):
+    with torch.no_grad():
+        out = model(ids, mask, types)
+    if model.task == "encoder":
+        return [out.hidden, out.pooled]
+    return list(out) if isinstance(out, tuple) else [out]
+
+
+@pytest.mark.parametrize("task", list(OUTPUTS))
+def test_onnx_runtime_matches_bertkit(tmp_path, tiny_config, task):
+    torch.manual_seed(0)
+    model = build_model(tiny_config, task, 3).eval()
+    save_model(tmp_path / "m", model)
+    export_onnx(tmp_path / "m", tmp_path / "onnx", int8=task == "sequence_classification")
+    ids, mask, types = random_batch(tiny_config.vocab_size, B=4, T=12)
+    feeds = {"input_ids": ids.numpy(), "attention_mask": mask.numpy(), "token_type_ids": types.numpy()}
+    real = mask.bool()
+    for int8 in ([False, True] if task == "sequence_classification" else [False]):
+        outs = onnx_session(tmp_path / "onnx", int8).run(None, feeds)
+        assert len(outs) == len(OUTPUTS[task])
+        for got, want in zip(outs, _reference(model, ids, mask, types)):
+            got = torch.from_numpy(got)
+            assert got.shape == want.shape
+            if got.dim() >= 2 and got.shape[:2] == real.shape:  # per-token outputs: padding positions feed nothing
+                got, want = got[real], want[real]
+            diff = float((got - want).abs().max())
+            assert diff <= (0.05 if int8 else 1e-4), (task, int8, diff)
+    meta = json.loads((tmp_path / "onnx" / "config.json").read_text())
+    assert meta["task"] == task and meta["onnx"]["outputs"] == OUTPUTS[task]
+
+
+def test_export_keeps_tokenizer_and_labels_and_other_lengths_work(tmp_path, tiny_config):
+    from bertkit import Tokenizer
+    tok = Tokenizer.train(["the cat sat on the mat", "a dog and a log"] * 20, vocab_size=60, min_frequency=1,
+                          show_progress=False)
+    torch.manual_seed(0)
+    model = build_model(tiny_config.replace(vocab_size=tok.vocab_size), "sequence_classification", 2).eval()
+    save_model(tmp_path / "m", model, tok, labels=["neg", "pos"])
+    assert main(["export", str(tmp_path / "m"), str(tmp_path / "onnx"), "--onnx"]) == 0
+    loaded = load_model(tmp_path / "m")
+    assert (tmp_path / "onnx" / "tokenizer.json").is_file()
+    assert json.loads((tmp_path / "onnx" / "labels.json").read_text())["labels"] == ["neg", "pos"]
+    session = onnx_session(tmp_path / "onnx")
+    batch = tok.encode_batch(["the cat", "a dog and a log sat on the mat"], max_length=32)
+    feeds = {k: batch[k].numpy() for k in ("input_ids", "attention_mask", "token_type_ids")}
+    got = session.run(None, feeds)[0]
+    with torch.no_grad():
+        want = loaded.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+
+
+def test_export_errors_are_one_line(tmp_path, capsys, tiny_config):
+    assert main(["export", str(tmp_path / "missing"), str(tmp_path / "o"), "--onnx"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    with pytest.raises(BertkitError, match="no such file"):
+        onnx_session(tmp_path)  # no model.onnx there
