@@ -242,7 +242,7 @@ def test_per_sequence_attention_equals_padded_layout_in_training(tiny_config):
                 out = model(ids, mask, types)
             loss = out.float()[mask.bool()].square().mean()
             loss.backward()
-            results.append((float(loss), {n: p.grad.float().clone() for n, p in model.named_parameters()}))
+            results.append((float(loss.detach()), {n: p.grad.float().clone() for n, p in model.named_parameters()}))
         (la, ga), (lb, gb) = results
         if bf16:  # the same maths in another order; bf16 rounding differs a little
             assert abs(la - lb) <= 2e-2 * abs(la)

@@ -113,10 +113,10 @@ class Attention(nn.Module):
         C = H * D
         qkv = self.qkv(x)  # (B, T, 3C) or (N, 3C)
         if packed is not None and packed.starts is not None and self.varlen:
-            q, k, v = qkv.view(-1, 3, H, D).unbind(1)  # each (N, H, D)
             if x.device.type == "cpu":
-                y = self._attend_per_sequence(q, k, v, packed, first_only)
+                y = self._attend_per_sequence(qkv.view(-1, 3, H, D), packed, first_only)
                 return self.proj(y.reshape(-1, C)), None  # (N, C), or (B, C) when first_only
+            q, k, v = qkv.view(-1, 3, H, D).unbind(1)  # each (N, H, D)
             if _flash_varlen is not None and q.dtype in (torch.bfloat16, torch.float16) and not (
                     self.training and self.dropout_p > 0):
                 # Flash attention on the packed tokens (GPU): no padding anywhere.
@@ -138,28 +138,34 @@ class Attention(nn.Module):
             y = unpad(y, packed)  # (N, C)
         return self.proj(y), probs
 
-    def _attend_per_sequence(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, packed: Packing,
-                             first_only: bool) -> torch.Tensor:
-        """q, k, v (N, H, D) packed -> (N, H, D), or (B, H, D) when first_only: one sequence at a time, so no
-        query or key is ever padding. On CPU the loop's overhead (~20 us a sequence) is small against the work."""
-        q, k, v = (t.transpose(0, 1) for t in (q, k, v))  # each (H, N, D)
+    def _attend_per_sequence(self, qkv: torch.Tensor, packed: Packing, first_only: bool) -> torch.Tensor:
+        """qkv (N, 3, H, D) packed -> (N, H, D), or (B, H, D) when first_only: one sequence at a time, so no
+        query or key is ever padding. CPU only: the loop's overhead (~20 us a sequence) is small against the work.
+
+        The products run in fp32 (MKL) whatever the model's precision: in bf16 every new sequence length compiles
+        a oneDNN primitive, which the capped primitive cache (see bertkit/__init__.py) evicts again; fp32 is as
+        fast here and never compiles (measured: mini in bf16 on mixed lengths went from 20k to 38k tokens/s)."""
         ys = []
-        for s, n in zip(packed.starts, packed.lengths):
-            y, _ = self._attend(q[:, s:s + (1 if first_only else n)], k[:, s:s + n], v[:, s:s + n], None)
-            ys.append(y)  # (H, n or 1, D)
-        return torch.cat(ys, dim=1).transpose(0, 1)  # (N or B, H, D)
+        with torch.autocast("cpu", enabled=False):
+            for s, n in zip(packed.starts, packed.lengths):
+                # each sequence's q, k, v as dense (H, n, D) blocks: CPU bmm on strided slices is ~1.7x slower
+                q, k, v = qkv[s:s + n].float().permute(1, 2, 0, 3).contiguous()  # each (H, n, D)
+                y, _ = self._attend(q[:, :1] if first_only else q, k, v, None, plain=True)
+                ys.append(y)  # (H, n or 1, D)
+        return torch.cat(ys, dim=1).transpose(0, 1).to(qkv.dtype)  # (N or B, H, D)
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-                need_probs: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                need_probs: bool = False, plain: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """softmax(q k^T / sqrt(D)) v with dropout: q (..., Tq, D), k and v (..., T, D) -> (..., Tq, D), and the
-        probabilities (..., Tq, T) when computed by the plain ops."""
+        probabilities (..., Tq, T) when computed by the plain ops (always when `plain`)."""
         dropout_p = self.dropout_p if self.training else 0.0
         # On CPU the three plain ops below beat F.scaled_dot_product_attention in bf16 (its fused kernel is ~3x
-        # slower there: forward + backward, B=32 H=8 T=128 D=64, torch 2.13) and with dropout (it falls back to the
-        # same plain ops, with torch's slow dropout), so they are used there.
-        plain_cpu = q.device.type == "cpu" and (torch.is_autocast_enabled("cpu") or q.dtype == torch.bfloat16
-                                                or dropout_p > 0)
-        if self.backend == "sdpa" and not need_probs and not plain_cpu:
+        # slower there: forward + backward, B=32 H=8 T=128 D=64, torch 2.13), with dropout (it falls back to the
+        # same plain ops, with torch's slow dropout) and one sequence at a time (~1.35x, inference), so they are
+        # used there.
+        plain = plain or q.device.type == "cpu" and (torch.is_autocast_enabled("cpu") or q.dtype == torch.bfloat16
+                                                     or dropout_p > 0)
+        if self.backend == "sdpa" and not need_probs and not plain:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p), None
         scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (..., Tq, T)
         if mask is not None:
