@@ -110,7 +110,7 @@ def main() -> None:
         loss.backward()
         opt_ours.step()
         opt_ours.zero_grad(set_to_none=True)
-        return float(loss)
+        return float(loss.detach())
 
     def step_theirs(b):
         labels = b["labels"]
@@ -124,7 +124,7 @@ def main() -> None:
         loss.backward()
         opt_theirs.step()
         opt_theirs.zero_grad(set_to_none=True)
-        return float(loss)
+        return float(loss.detach())
 
     times = {"bertkit": [], "transformers": []}
     losses = {"bertkit": [], "transformers": []}

@@ -236,3 +236,32 @@ def test_long_documents_become_windows(data, tmp_path):
     windows = [tok.decode(it.ids) for it in first]
     covered = " ".join(windows).split()
     assert set(long_text.split()) <= set(covered)  # every word lands in some window
+
+
+def test_inference_precisions_agree_with_fp32(data, tmp_path, capsys):
+    """evaluate / predict --precision bf16 and int8 give (nearly) the fp32 predictions; a bad precision is one line."""
+    from bertkit.model.precision import for_inference
+    from bertkit.predict import TextClassifier
+    assert main(finetune_args(data, tmp_path / "run")) == 0
+    model_dir = tmp_path / "run" / "model"
+    capsys.readouterr()
+    accuracy = {}
+    for precision in ("fp32", "bf16", "int8"):
+        assert main(["evaluate", str(model_dir), "--input", str(data["test"]), "--precision", precision]) == 0
+        accuracy[precision] = json.loads(capsys.readouterr().out)["accuracy"]
+    assert abs(accuracy["bf16"] - accuracy["fp32"]) <= 0.05 and abs(accuracy["int8"] - accuracy["fp32"]) <= 0.05
+    texts = [review(random.Random(i), i % 2 == 0) for i in range(20)]
+    fp32 = TextClassifier.load(model_dir).predict(texts)
+    for precision in ("bf16", "int8"):
+        other = TextClassifier.load(model_dir, precision=precision).predict(texts)
+        for a, b in zip(fp32, other):
+            assert abs(a["probs"]["pos"] - b["probs"]["pos"]) < 0.05
+    model = TextClassifier.load(model_dir).model
+    assert for_inference(model, "fp32") is model  # fp32 is the model itself; the others are copies
+    assert next(for_inference(model, "bf16").parameters()).dtype == torch.bfloat16
+    assert next(model.parameters()).dtype == torch.float32
+    with pytest.raises(SystemExit):  # argparse: usage and a one-line error
+        main(["predict", str(model_dir), "--text", "great film", "--precision", "fp16"])
+    assert "invalid choice" in capsys.readouterr().err
+    with pytest.raises(BertkitError, match="precision must be one of"):
+        for_inference(model, "fp16")

@@ -113,14 +113,17 @@ class Attention(nn.Module):
         C = H * D
         qkv = self.qkv(x)  # (B, T, 3C) or (N, 3C)
         if packed is not None and packed.starts is not None and self.varlen:
-            if x.device.type == "cpu":
+            # CPU: per sequence, except when training under bf16 autocast, where batched bf16 products in the
+            # padded layout beat the fp32 per-sequence ones (BERT-small pre-training: 2,966 vs 2,684 tokens/s; in
+            # fp32 per sequence wins, 1,532 vs 1,431; in inference by up to 2.4x).
+            bf16_training = torch.is_grad_enabled() and torch.is_autocast_enabled("cpu")
+            if x.device.type == "cpu" and not bf16_training:
                 y = self._attend_per_sequence(qkv.view(-1, 3, H, D), packed, first_only)
                 return self.proj(y.reshape(-1, C)), None  # (N, C), or (B, C) when first_only
-            q, k, v = qkv.view(-1, 3, H, D).unbind(1)  # each (N, H, D)
-            if _flash_varlen is not None and q.dtype in (torch.bfloat16, torch.float16) and not (
-                    self.training and self.dropout_p > 0):
+            flash = x.device.type == "cuda" and _flash_varlen is not None and not (self.training and self.dropout_p > 0)
+            if flash and qkv.dtype in (torch.bfloat16, torch.float16):
                 # Flash attention on the packed tokens (GPU): no padding anywhere.
-                y = _flash_varlen(q, k, v, packed, first_only)
+                y = _flash_varlen(*qkv.view(-1, 3, H, D).unbind(1), packed, first_only)  # q, k, v each (N, H, D)
                 return self.proj(y.reshape(-1, C)), None
         if packed is not None:  # attend in the padded layout: scatter in, attend, gather out
             B, T = packed.shape
