@@ -1,6 +1,6 @@
 """Fine-tuning: bertkit vs Hugging Face `Trainer`, same checkpoint, same hyperparameters, one run; plus TF-IDF.
 
-    pip install "transformers[torch]" accelerate        # the Trainer's own requirements
+    pip install -e ".[bench]"        # transformers, accelerate (the Trainer needs it), onnxruntime
     python benchmarks/finetune_vs_hf.py --data ../shared/data/classify/rt_polarity
     python benchmarks/finetune_vs_hf.py --data ../shared/data/classify/wiki_topics --max-length 256
     python benchmarks/finetune_vs_hf.py --data ../shared/data/classify/rt_polarity --bf16   # both in bf16

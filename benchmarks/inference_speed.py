@@ -1,6 +1,6 @@
 """Inference speed: bertkit vs Hugging Face `transformers` vs ONNX Runtime, same weights, one process run.
 
-    pip install -e ".[test]"                       # transformers, onnx, onnxruntime
+    pip install -e ".[bench]"                      # transformers, onnx, onnxruntime
     python benchmarks/inference_speed.py --preset base
     python benchmarks/inference_speed.py --preset mini --batches 8
 
