@@ -245,3 +245,25 @@ def test_per_sequence_attention_equals_padded_layout_in_training(tiny_config):
     assert la == pytest.approx(lb, abs=1e-6)
     for n in ga:
         torch.testing.assert_close(ga[n], gb[n], atol=1e-5, rtol=1e-4)
+
+
+def test_sparse_mlm_loss_equals_dense(tiny_config):
+    """Decoding only the masked positions gives the dense decoder's MLM loss and the same gradients."""
+    config = tiny_config.replace(unpad=True, hidden_dropout=0.0, attention_dropout=0.0)
+    ids, mask, types = random_batch(config.vocab_size, B=4, T=12, seed=2)
+    g = torch.Generator().manual_seed(0)
+    masked = (torch.rand(ids.shape, generator=g) < 0.3) & mask.bool()
+    labels = torch.where(masked, ids, torch.full_like(ids, IGNORE_INDEX))
+    results = []
+    for sparse in (True, False):
+        torch.manual_seed(0)
+        model = build_model(config, "masked_lm")
+        logits = model(ids, mask, types, mlm_mask=masked if sparse else None)
+        loss = mlm_loss(logits, labels[masked] if sparse else labels)
+        loss.backward()
+        results.append((float(loss.detach()), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (ls, gs), (ld, gd) = results
+    assert logits.shape == (*ids.shape, config.vocab_size)  # the dense run decoded every position
+    assert ls == pytest.approx(ld, abs=1e-6)
+    for n in gs:
+        torch.testing.assert_close(gs[n], gd[n], atol=1e-6, rtol=1e-5)
