@@ -9,6 +9,7 @@ Inputs: input_ids, attention_mask, token_type_ids, each (batch, sequence) int64,
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -87,8 +88,14 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, optimize: bool = True
         if int8:
             from onnxruntime.quantization import QuantType, quantize_dynamic
             onnx = _require("onnx")  # fused nodes carry no inferred type: say the weights' one
-            quantize_dynamic(str(tmp / "model.onnx"), str(tmp / "model.int8.onnx"), weight_type=QuantType.QInt8,
-                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+            root = logging.getLogger()
+            level = root.level
+            root.setLevel(logging.ERROR)  # the quantiser advises its pre-processing step on the root logger
+            try:
+                quantize_dynamic(str(tmp / "model.onnx"), str(tmp / "model.int8.onnx"), weight_type=QuantType.QInt8,
+                                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+            finally:
+                root.setLevel(level)
         meta = model_meta(loaded.model, loaded.labels) | {"onnx": {"inputs": INPUTS, "outputs": names,
                                                                     "opset": opset, "onnxruntime": ort.__version__}}
         (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
