@@ -59,6 +59,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, optimize: bool = True
     ort = _require("onnxruntime")
     loaded = load_model(model_dir)
     model = loaded.model.eval()
+    meta = model_meta(model, loaded.labels)  # the model as saved, before the export-only changes below
     # The graph runs padded batches: no unpadding (data-dependent shapes), the attention mask always applied.
     model.config = model.bert.config = replace(model.config, unpad=False)
     for block in model.bert.blocks:  # plain ops, the pattern ONNX Runtime's attention fusion looks for
@@ -96,9 +97,8 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, optimize: bool = True
                                  extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
             finally:
                 root.setLevel(level)
-        meta = model_meta(loaded.model, loaded.labels) | {"onnx": {"inputs": INPUTS, "outputs": names,
-                                                                    "opset": opset, "onnxruntime": ort.__version__}}
-        (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        onnx_meta = {"onnx": {"inputs": INPUTS, "outputs": names, "opset": opset, "onnxruntime": ort.__version__}}
+        (tmp / "config.json").write_text(json.dumps(meta | onnx_meta, indent=2) + "\n", encoding="utf-8")
         if loaded.tokenizer is not None:
             loaded.tokenizer.save(tmp)
         if loaded.labels is not None:
