@@ -68,8 +68,13 @@ def write_model_files(folder: Path, model: nn.Module, tokenizer: Tokenizer | Non
     if tokenizer is not None:
         tokenizer.save(folder)
     if labels is not None:
-        (folder / LABELS).write_text(json.dumps({"labels": list(labels)}, indent=2, ensure_ascii=False) + "\n",
-                                     encoding="utf-8")
+        write_labels(folder, labels)
+
+
+def write_labels(folder: Path, labels: list[str]) -> None:
+    """labels.json: the label (or tag) of each output, in order."""
+    (folder / LABELS).write_text(json.dumps({"labels": list(labels)}, indent=2, ensure_ascii=False) + "\n",
+                                 encoding="utf-8")
 
 
 def write_atomically(folder: Path, write) -> Path:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bertkit.checkpoint import LABELS, load_model, model_meta, write_atomically
+from bertkit.checkpoint import load_model, model_meta, write_atomically, write_labels
 from bertkit.errors import BertkitError
 
 OUTPUTS = {
@@ -57,12 +57,15 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, optimize: bool = True
     """Write an ONNX model folder for the bertkit or Hugging Face BERT model in model_dir; returns out."""
     _require("onnx")
     ort = _require("onnxruntime")
+    out = Path(out)
+    if out.resolve() == Path(model_dir).resolve():
+        raise BertkitError("write the ONNX export to another folder than the model's")
     loaded = load_model(model_dir)
     model = loaded.model.eval()
     meta = model_meta(model, loaded.labels)  # the model as saved, before the export-only changes below
     # The graph runs padded batches: no unpadding (data-dependent shapes), the attention mask always applied.
     model.config = model.bert.config = replace(model.config, unpad=False)
-    for block in model.bert.blocks:  # plain ops, the pattern ONNX Runtime's attention fusion looks for
+    for block in model.bert.blocks:  # plain matmul-softmax-matmul: a smaller graph than SDPA's decomposition
         block.attn.backend = "eager"
     C, H = model.config.hidden_size, model.config.num_heads
     names = OUTPUTS[model.task]
@@ -102,12 +105,8 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, optimize: bool = True
         if loaded.tokenizer is not None:
             loaded.tokenizer.save(tmp)
         if loaded.labels is not None:
-            (tmp / LABELS).write_text(json.dumps({"labels": loaded.labels}, indent=2, ensure_ascii=False) + "\n",
-                                      encoding="utf-8")
+            write_labels(tmp, loaded.labels)
 
-    out = Path(out)
-    if out.resolve() == Path(model_dir).resolve():
-        raise BertkitError("write the ONNX export to another folder than the model's")
     write_atomically(out, write)
     return out
 
