@@ -164,7 +164,7 @@ def test_cls_only_last_layer_equals_full_encoder(tiny_config, unpad, backend, pa
 def test_fast_cpu_dropout_statistics_and_gradient():
     """bertkit's CPU dropout: drop rate p (to 8e-6) over 2M elements, kept values scaled to keep the mean, the
     gradient masked and scaled the same way, masks fixed by torch's seed."""
-    from bertkit.model.bert import dropout
+    from bertkit.model.bert import dropout, keep_mask
     p = 0.1
     x = torch.ones(2000, 1000, requires_grad=True)
     torch.manual_seed(3)
@@ -182,6 +182,11 @@ def test_fast_cpu_dropout_statistics_and_gradient():
     again = dropout(torch.ones(2000, 1000), p, True)
     assert torch.equal(again, y.detach())
     assert not torch.equal(dropout(torch.ones(2000, 1000), p, True), y.detach())  # the next draw differs
+    # half-precision masks are the same draw, built from 16-bit patterns: exactly 0 or 1
+    for dtype in (torch.bfloat16, torch.float16):
+        torch.manual_seed(3)
+        keep, s = keep_mask((2000, 1000), p, dtype)
+        assert keep.dtype == dtype and s == scale and torch.equal(keep.float(), (y.detach() != 0).float())
     # bf16 keeps its dtype; eval and p = 0 are the identity; p = 1 drops everything
     assert dropout(torch.ones(7, 5, dtype=torch.bfloat16), p, True).dtype == torch.bfloat16
     z = torch.randn(3, 4)

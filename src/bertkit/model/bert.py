@@ -52,19 +52,32 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
         return x
     if x.device.type != "cpu" or p >= 1.0:
         return F.dropout(x, p, training)
-    drop, scale = dropout_mask(x.shape, p)
-    return x.masked_fill(drop, 0).mul_(scale)
+    keep, scale = keep_mask(x.shape, p, x.dtype)
+    return (x * keep).mul_(scale)
 
 
-def dropout_mask(shape: torch.Size, p: float) -> tuple[torch.Tensor, float]:
-    """(drop, scale) for `dropout` on CPU: a bool tensor of `shape`, True where an element is dropped, and the
-    factor for the kept ones."""
+_ONE_BITS = {torch.bfloat16: 0x3F80, torch.float16: 0x3C00}  # 1.0 as the 16-bit pattern of each half type
+
+
+def keep_mask(shape: torch.Size, p: float, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, float]:
+    """(keep, scale) for `dropout` on CPU: a tensor of `shape` and `dtype` holding exactly 1 where an element is
+    kept and 0 where it is dropped, and the factor for the kept ones.
+
+    A 0/1 tensor of the data's own dtype, applied by multiplication, because torch's boolean kernels on CPU
+    (comparison to bool, masked_fill, bool -> bf16) are not vectorised: a bf16 multiply by the mask takes 0.6 ms
+    against masked_fill's 4.4 ms on a (32, 12, 128, 128) attention map, and numpy makes the mask 2x faster than
+    torch's comparison. The scale is applied separately, so kept values are scaled by the exact factor rather
+    than by a rounded bf16 copy of it (which would bias the expectation by up to 0.4%)."""
     threshold = round(p * 65536)  # drop a 16-bit word below this (as unsigned)
     n = math.prod(shape)
     seed = int(torch.randint(0, 2**63 - 1, (1,)))
     words = np.random.Generator(np.random.SFC64(seed)).bit_generator.random_raw(-(-n // 4))
-    bits = torch.from_numpy(words.view(np.int16)[:n]).view(shape)  # uniform over int16
-    return bits < threshold - 32768, 65536 / (65536 - threshold)
+    kept = words.view(np.uint16)[:n] >= threshold  # (n,) bool, numpy's vectorised compare
+    if dtype in _ONE_BITS:  # build the 16-bit pattern of 1.0 or 0 and reinterpret it: no float conversion pass
+        keep = torch.from_numpy(np.multiply(kept, np.uint16(_ONE_BITS[dtype]), dtype=np.uint16)).view(dtype)
+    else:
+        keep = torch.from_numpy(kept.astype(np.float32)).to(dtype)
+    return keep.view(shape), 65536 / (65536 - threshold)
 
 
 class Dropout(nn.Dropout):
@@ -170,13 +183,14 @@ class Attention(nn.Module):
                                                      or dropout_p > 0)
         if self.backend == "sdpa" and not need_probs and not plain:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p), None
-        scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (..., Tq, T)
+        # scaling q (Tq*D values) rather than the scores (Tq*T) also hands the product a contiguous operand
+        scores = (q * (1.0 / math.sqrt(self.head_dim))) @ k.transpose(-2, -1)  # (..., Tq, T)
         if mask is not None:
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         probs = scores.softmax(dim=-1)  # (..., Tq, T)
         if dropout_p > 0 and q.device.type == "cpu":  # scale v (T*D values) rather than the probs (Tq*T)
-            drop, scale = dropout_mask(probs.shape, dropout_p)
-            return probs.masked_fill(drop, 0) @ (v * scale), probs
+            keep, scale = keep_mask(probs.shape, dropout_p, probs.dtype)
+            return (probs * keep) @ (v * scale), probs
         return dropout(probs, dropout_p, self.training) @ v, probs
 
 
