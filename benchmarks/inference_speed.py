@@ -12,7 +12,7 @@ Methods, each on the same padded batches (input_ids, attention_mask, token_type_
 - transformers BertModel, sdpa attention, fp32; and with bf16 weights;
 - ONNX Runtime on transformers' model exported with torch.onnx and fused by onnxruntime.transformers (the
   fastest ONNX Runtime setup for BERT: fused Attention, SkipLayerNorm, BiasGelu); and that graph quantised
-  to int8 (dynamic, QInt8 weights);
+  to int8 (dynamic, QInt8 weights); and the same two from `bertkit export --onnx --int8` of bertkit's model;
 - bertkit: every layer on real tokens only, attention per sequence; fp32, bf16 weights, int8 (dynamic).
 Prints real tokens/s (the median of --repeats passes over the workload), each method's largest difference
 from transformers fp32 on real tokens (last hidden state), and the ratios the speed issue sets targets on.
@@ -139,7 +139,13 @@ def main() -> None:
         fused, int8 = export_hf_onnx(to_export, workdir, config)
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
-        sessions = {p: ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in (fused, int8)}
+        # bertkit's own `bertkit export --onnx --int8` of the same weights
+        from bertkit import save_model
+        from bertkit.export import export_onnx
+        save_model(workdir / "bertkit", ours)
+        ours_onnx = export_onnx(workdir / "bertkit", workdir / "bertkit-onnx", int8=True)
+        paths = (fused, int8, ours_onnx / "model.onnx", ours_onnx / "model.int8.onnx")
+        sessions = {p: ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in paths}
     hf_bf16 = transformers.BertModel(hf_config, add_pooling_layer=True).eval()
     hf_bf16.load_state_dict(hf.state_dict())
     hf, hf_bf16, ours = hf.to(device), hf_bf16.to(device, torch.bfloat16), ours.to(device)
@@ -157,7 +163,9 @@ def main() -> None:
 
     methods = {"transformers fp32": run_hf(hf), "transformers bf16": run_hf(hf_bf16)}
     if cpu:
-        methods |= {"ONNX Runtime fp32 (fused)": run_ort(sessions[fused]), "ONNX Runtime int8": run_ort(sessions[int8])}
+        methods |= {"ONNX Runtime fp32 (fused)": run_ort(sessions[fused]), "ONNX Runtime int8": run_ort(sessions[int8]),
+                    "ONNX Runtime fp32, bertkit export": run_ort(sessions[paths[2]]),
+                    "ONNX Runtime int8, bertkit export": run_ort(sessions[paths[3]])}
     methods |= {"bertkit fp32": run_ours(ours), "bertkit bf16": run_ours(ours_bf16)}
     if cpu:
         methods["bertkit int8"] = run_ours(for_inference(ours, "int8"))

@@ -45,6 +45,26 @@ def test_onnx_runtime_matches_bertkit(tmp_path, tiny_config, task):
     assert meta["task"] == task and meta["onnx"]["outputs"] == OUTPUTS[task]
 
 
+@pytest.mark.parametrize("task", ["encoder", "sequence_classification"])
+def test_onnx_runtime_fuses_attention(tmp_path, tiny_config, task):
+    """The optimised graph holds onnxruntime's fused Attention node in every layer (but the [CLS]-only last layer
+    of a classifier), and still matches bertkit on a batch without padding."""
+    onnx = pytest.importorskip("onnx")
+    torch.manual_seed(0)
+    model = build_model(tiny_config, task, 3).eval()
+    save_model(tmp_path / "m", model)
+    export_onnx(tmp_path / "m", tmp_path / "onnx")
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "onnx" / "model.onnx")).graph.node]
+    layers = tiny_config.num_layers
+    assert ops.count("Attention") == (layers - 1 if task == "sequence_classification" else layers), ops
+    ids, _, types = random_batch(tiny_config.vocab_size, B=3, T=9)
+    mask = torch.ones_like(ids)
+    got = onnx_session(tmp_path / "onnx").run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy(),
+                                                      "token_type_ids": types.numpy()})
+    for g, w in zip(got, _reference(model, ids, mask, types)):
+        assert float((torch.from_numpy(g) - w).abs().max()) <= 1e-4
+
+
 def test_export_keeps_tokenizer_and_labels_and_other_lengths_work(tmp_path, tiny_config):
     from bertkit import Tokenizer
     tok = Tokenizer.train(["the cat sat on the mat", "a dog and a log"] * 20, vocab_size=60, min_frequency=1,

@@ -1,7 +1,7 @@
 """`bertkit export --onnx`: a model directory as an ONNX graph that ONNX Runtime runs and fuses.
 
 The folder written holds `model.onnx` (fp32; with `optimize`, ONNX Runtime's BERT fusions already applied:
-LayerNorm, SkipLayerNorm, BiasGelu, ...), optionally `model.int8.onnx` (dynamic int8 quantisation of the
+Attention, SkipLayerNorm, BiasGelu, ...), optionally `model.int8.onnx` (dynamic int8 quantisation of the
 MatMuls), and the tokenizer files, labels and config of the source, so nothing else is needed to serve it.
 Inputs: input_ids, attention_mask, token_type_ids, each (batch, sequence) int64, both axes dynamic.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -34,15 +35,48 @@ INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
 class _Tensors(nn.Module):
     """The model's outputs as a flat tuple of tensors, as the ONNX exporter wants them."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, masks: dict):
         super().__init__()
         self.model = model
+        self.masks = masks
 
     def forward(self, input_ids, attention_mask, token_type_ids):
+        # BERT's additive mask (B, 1, 1, T), built from the input the way onnxruntime's optimiser looks for it
+        self.masks["additive"] = (1.0 - attention_mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
         out = self.model(input_ids, attention_mask, token_type_ids)
         if self.model.task == "encoder":
             return out.hidden, out.pooled
         return out
+
+
+class _SplitAttention(nn.Module):
+    """Export-only attention: separate q, k and v projections, matmul, scale, additive mask, softmax, matmul -- the
+    pattern onnxruntime's BERT optimiser fuses into one Attention node (bertkit's fused qkv projection does not
+    match it). Same numbers as the Attention it wraps, which still serves the [CLS]-only last layer."""
+
+    def __init__(self, attn: nn.Module, masks: dict):
+        super().__init__()
+        self.attn = attn
+        self.masks = masks
+        C = attn.qkv.in_features
+        self.q, self.k, self.v = (nn.Linear(C, C) for _ in range(3))
+        with torch.no_grad():
+            for i, part in enumerate((self.q, self.k, self.v)):
+                part.weight.copy_(attn.qkv.weight[i * C:(i + 1) * C])
+                part.bias.copy_(attn.qkv.bias[i * C:(i + 1) * C])
+
+    def forward(self, x, mask, need_probs=False, packed=None, first_only=False):
+        if first_only:
+            return self.attn(x, mask, need_probs, packed, first_only)
+        H, D = self.attn.num_heads, self.attn.head_dim
+
+        def heads(t):  # (B, T, C) -> (B, H, T, D)
+            return t.view(t.size()[:-1] + (H, D)).permute(0, 2, 1, 3)
+
+        scores = heads(self.q(x)) @ heads(self.k(x)).transpose(-1, -2) / math.sqrt(D)  # (B, H, T, T)
+        y = (scores + self.masks["additive"]).softmax(-1) @ heads(self.v(x))  # (B, H, T, D)
+        y = y.permute(0, 2, 1, 3)
+        return self.attn.proj(y.reshape(y.size()[:-2] + (H * D,))), None  # (B, T, C)
 
 
 def _require(module: str):
@@ -65,8 +99,10 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, optimize: bool = True
     meta = model_meta(model, loaded.labels)  # the model as saved, before the export-only changes below
     # The graph runs padded batches: no unpadding (data-dependent shapes), the attention mask always applied.
     model.config = model.bert.config = replace(model.config, unpad=False)
+    masks: dict = {}
     for block in model.bert.blocks:  # plain matmul-softmax-matmul: a smaller graph than SDPA's decomposition
         block.attn.backend = "eager"
+        block.attn = _SplitAttention(block.attn, masks)
     C, H = model.config.hidden_size, model.config.num_heads
     names = OUTPUTS[model.task]
     ids = torch.tensor([[2, 5, 6, 7, 3], [2, 8, 3, 0, 0]]).clamp(max=model.config.vocab_size - 1)
@@ -80,7 +116,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, optimize: bool = True
         raw = tmp / "model.raw.onnx"
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer notes about the Python-side checks it folds
-            torch.onnx.export(_Tensors(model), (ids, mask, types), str(raw), dynamo=False, input_names=INPUTS,
+            torch.onnx.export(_Tensors(model, masks), (ids, mask, types), str(raw), dynamo=False, input_names=INPUTS,
                               output_names=names, dynamic_axes=axes, opset_version=opset)
         if optimize:
             from onnxruntime.transformers.optimizer import optimize_model
