@@ -13,7 +13,8 @@ Methods, each on the same padded batches (input_ids, attention_mask, token_type_
 - ONNX Runtime on transformers' model exported with torch.onnx and fused by onnxruntime.transformers (the
   fastest ONNX Runtime setup for BERT: fused Attention, SkipLayerNorm, BiasGelu); and that graph quantised
   to int8 (dynamic, QInt8 weights); and the same two from `bertkit export --onnx --int8` of bertkit's model;
-- bertkit: every layer on real tokens only, attention per sequence; fp32, bf16 weights, int8 (dynamic).
+- bertkit: every layer on real tokens only, attention per sequence; fp32, bf16 weights, int8 (dynamic);
+  with --compile also fp32 and bf16 under torch.compile, padded to lengths in steps of 32 (ShapeStable).
 Prints real tokens/s (the median of --repeats passes over the workload), each method's largest difference
 from transformers fp32 on real tokens (last hidden state), and the ratios the speed issue sets targets on.
 """
@@ -58,11 +59,13 @@ def workload(kind: str, n_batches: int, batch_size: int, vocab: int, fixed_len: 
     return batches
 
 
-def timed(run, batches, repeats: int) -> tuple[float, list]:
-    """(median real tokens/s over repeats, outputs of the first pass)."""
+def timed(run, batches, repeats: int, warm_all: bool = False) -> tuple[float, list]:
+    """(median real tokens/s over repeats, outputs of the first pass). warm_all: a warm-up pass over every batch
+    (compiled models: each new shape compiles), else over the first one."""
     tokens = sum(int(m.sum()) for _, m, _ in batches)
     sync = torch.cuda.synchronize if batches[0][0].is_cuda else (lambda: None)
-    run(*batches[0])  # warm-up (allocations, oneDNN primitives, CUDA kernels)
+    for b in batches if warm_all else batches[:1]:
+        run(*b)  # warm-up (allocations, oneDNN primitives, CUDA kernels, compilation)
     speeds, outputs = [], None
     for r in range(repeats):
         sync()
@@ -111,6 +114,8 @@ def main() -> None:
     ap.add_argument("--fixed-len", type=int, default=128)
     ap.add_argument("--workloads", default="mixed,fixed")
     ap.add_argument("--skip", default="", help="comma-separated methods to leave out")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time bertkit fp32/bf16 under torch.compile (bertkit.model.compiled.ShapeStable)")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda (transformers and bertkit in fp32 and bf16 only)")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -169,6 +174,9 @@ def main() -> None:
     methods |= {"bertkit fp32": run_ours(ours), "bertkit bf16": run_ours(ours_bf16)}
     if cpu:
         methods["bertkit int8"] = run_ours(for_inference(ours, "int8"))
+    if args.compile:  # compiled at first use of each shape: warm-up passes in `timed` absorb it
+        methods["bertkit fp32 compiled"] = run_ours(for_inference(ours, "fp32", compile=True, batch_size=args.batch_size))
+        methods["bertkit bf16 compiled"] = run_ours(for_inference(ours, "bf16", compile=True, batch_size=args.batch_size))
     skip = set(filter(None, args.skip.split(",")))
     where = torch.cuda.get_device_name(device) if not cpu else f"{torch.get_num_threads()} threads"
     print(f"preset {args.preset} ({config.num_layers}L/{config.hidden_size}H), batch {args.batch_size}, "
@@ -188,7 +196,7 @@ def main() -> None:
             if name in skip:
                 continue
             with torch.inference_mode():
-                speed, outs = timed(run, batches, args.repeats)
+                speed, outs = timed(run, batches, args.repeats, warm_all="compiled" in name)
             if reference is None:
                 reference = outs
             diff = max(float((o.float()[m.bool()] - r[m.bool()]).abs().max())

@@ -265,3 +265,9 @@ def test_inference_precisions_agree_with_fp32(data, tmp_path, capsys):
     assert "invalid choice" in capsys.readouterr().err
     with pytest.raises(BertkitError, match="precision must be one of"):
         for_inference(model, "fp16")
+    # the compiled, shape-stable model predicts the same (fp32: to float rounding)
+    compiled = TextClassifier.load(model_dir, compile=True).predict(texts)
+    for a, b in zip(fp32, compiled):
+        assert a["label"] == b["label"] and abs(a["probs"]["pos"] - b["probs"]["pos"]) < 1e-5
+    assert main(["predict", str(model_dir), "--text", "great film", "--precision", "int8", "--compile"]) == 2
+    assert "not int8" in capsys.readouterr().err

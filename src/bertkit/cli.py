@@ -127,7 +127,8 @@ def _headline(m: dict) -> dict:
 
 def _evaluate(args: argparse.Namespace) -> None:
     from bertkit.evaluate.runner import evaluate_file
-    results = evaluate_file(args.model, args.input, args.out, _columns(args), precision=args.precision)
+    results = evaluate_file(args.model, args.input, args.out, _columns(args), precision=args.precision,
+                            compile=args.compile)
     print(json.dumps(_headline(results), indent=2))
     if args.out:
         print(f"all metrics: {Path(args.out) / 'metrics.json'}")
@@ -140,12 +141,12 @@ def _predict(args: argparse.Namespace) -> None:
         raise BertkitError("give --text or --input")
     task = load_model(args.model).model.task
     if task == "token_classification":
-        tagger = TokenTagger.load(args.model, precision=args.precision)
+        tagger = TokenTagger.load(args.model, precision=args.precision, compile=args.compile)
         texts = args.text or [line.rstrip("\n") for line in _read_lines(args.input) if line.strip()]
         for text, r in zip(texts, tagger.predict(texts)):
             print(json.dumps({"text": text, "entities": r["entities"]}, ensure_ascii=False))
         return
-    clf = TextClassifier.load(args.model, precision=args.precision)
+    clf = TextClassifier.load(args.model, precision=args.precision, compile=args.compile)
     if args.text:
         texts, pairs = args.text, None
     else:
@@ -168,6 +169,8 @@ def _add_precision(p: argparse.ArgumentParser) -> None:
     from bertkit.model.precision import PRECISIONS
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="inference precision: bf16 (CPU with bf16 instructions, GPU) or int8 (CPU) run faster")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model on a few fixed shapes (fp32, bf16; ~10 s a shape, cached on disk)")
 
 
 def _read_lines(path: str) -> list[str]:

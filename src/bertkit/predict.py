@@ -26,15 +26,17 @@ class TextClassifier:
         self.problem_type = model.problem_type
 
     @classmethod
-    def load(cls, folder: str | Path, max_length: int = 512, precision: str = "fp32") -> TextClassifier:
-        """precision: fp32, bf16 or int8 (CPU; see bertkit.model.precision)."""
+    def load(cls, folder: str | Path, max_length: int = 512, precision: str = "fp32",
+             compile: bool = False) -> TextClassifier:
+        """precision: fp32, bf16 or int8 (CPU; see bertkit.model.precision); compile: torch.compile on a few
+        fixed shapes (bertkit.model.compiled), for long-running use: compiling takes ~10 s a shape."""
         loaded = load_model(folder)
         if loaded.model.task != "sequence_classification":
             raise BertkitError(f"{folder} holds a {loaded.model.task} model, not a text classifier")
         if loaded.tokenizer is None:
             raise BertkitError(f"{folder} has no tokenizer files")
         labels = loaded.labels or [f"LABEL_{i}" for i in range(loaded.model.num_labels)]
-        return cls(for_inference(loaded.model, precision), loaded.tokenizer, labels,
+        return cls(for_inference(loaded.model, precision, compile), loaded.tokenizer, labels,
                    min(max_length, loaded.model.config.max_position_embeddings))
 
     def predict(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64,
@@ -74,11 +76,12 @@ class TokenTagger:
         self.model, self.tokenizer, self.tags, self.max_length = model.eval(), tokenizer, tags, max_length
 
     @classmethod
-    def load(cls, folder: str | Path, max_length: int = 512, precision: str = "fp32") -> TokenTagger:
+    def load(cls, folder: str | Path, max_length: int = 512, precision: str = "fp32",
+             compile: bool = False) -> TokenTagger:
         loaded = load_model(folder)
         if loaded.model.task != "token_classification" or not loaded.labels:
             raise BertkitError(f"{folder} holds no token-classification model with a tag list")
-        return cls(for_inference(loaded.model, precision), loaded.tokenizer, loaded.labels,
+        return cls(for_inference(loaded.model, precision, compile), loaded.tokenizer, loaded.labels,
                    min(max_length, loaded.model.config.max_position_embeddings))
 
     @torch.no_grad()

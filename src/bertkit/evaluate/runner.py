@@ -12,12 +12,13 @@ from bertkit.finetune import FinetuneConfig, encode_classification, encode_tagge
 
 
 def evaluate_file(model_dir: str | Path, path: str | Path, out: str | Path | None = None,
-                  columns: dict | None = None, max_length: int = 512, precision: str = "fp32") -> dict:
+                  columns: dict | None = None, max_length: int = 512, precision: str = "fp32",
+                  compile: bool = False) -> dict:
     """precision: fp32, bf16 or int8 (see bertkit.model.precision), to measure what a faster model costs."""
     from bertkit.data import tasks as T
     from bertkit.model.precision import for_inference
     loaded = load_model(model_dir)
-    model, tok, labels = for_inference(loaded.model, precision), loaded.tokenizer, loaded.labels
+    model, tok, labels = for_inference(loaded.model, precision, compile), loaded.tokenizer, loaded.labels
     if model.task not in ("sequence_classification", "token_classification"):
         raise BertkitError(f"{model_dir} holds a {model.task} model; evaluate scores fine-tuned classifiers and taggers")
     if tok is None:

@@ -22,10 +22,19 @@ from bertkit.errors import BertkitError
 PRECISIONS = ("fp32", "bf16", "int8")
 
 
-def for_inference(model: nn.Module, precision: str = "fp32") -> nn.Module:
-    """An eval-mode model in `precision` (a copy for bf16 and int8; the given model is left as it is)."""
+def for_inference(model: nn.Module, precision: str = "fp32", compile: bool = False,
+                  batch_size: int = 64) -> nn.Module:
+    """An eval-mode model in `precision` (a copy for bf16 and int8; the given model is left as it is).
+
+    compile: torch.compile it on a bounded set of shapes (bertkit.model.compiled.ShapeStable, batches of
+    `batch_size` rows, lengths in steps of 32): fp32 and bf16 only."""
     if precision not in PRECISIONS:
         raise BertkitError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if compile:
+        if precision == "int8":
+            raise BertkitError("--compile works with fp32 and bf16, not int8")
+        from bertkit.model.compiled import ShapeStable
+        return ShapeStable(for_inference(model, precision), batch_size=batch_size)
     model.eval()
     if precision == "fp32":
         return model
