@@ -164,6 +164,52 @@ def _export(args: argparse.Namespace) -> None:
     print(f"wrote {', '.join(sorted(p.name for p in out.glob('*.onnx')))} to {out}")
 
 
+def _explain(args: argparse.Namespace) -> None:
+    from bertkit.interpret import evaluate, explain, format_table
+    from bertkit.interpret.explain import classifier
+    if (args.text is None) == (args.evaluate is None):
+        raise BertkitError("give --text (explain one input) or --evaluate FILE (faithfulness over a data set)")
+    options = {"methods": args.method, "steps": args.steps, "ig_batch_size": args.ig_batch_size,
+               "lime_samples": args.lime_samples, "max_words": args.max_words, "seed": args.seed}
+    out = Path(args.out)
+    if args.text is not None:
+        e = explain(args.model, args.text, args.pair, target=args.target, faithfulness=not args.no_faithfulness,
+                    **options)
+        e.save(out)
+        for note in e.notes:
+            print(f"note: {note}")
+        print(f"explaining {e.target!r}: " + ", ".join(f"{k} {v:.4f}" for k, v in e.outputs.items()))
+        for name, scores in e.word_scores.items():
+            top = sorted(zip(scores, (w.text for w in e.words)), key=lambda sw: -sw[0])[:5]
+            line = f"{name:>10}: " + "  ".join(f"{w} {s:+.3g}" for s, w in top)
+            if e.faithfulness:
+                line += f"   (deletion AOPC {e.faithfulness[name]['aopc_deletion']:.4f})"
+            print(line)
+        if e.faithfulness:
+            print(f"{'random':>10}: deletion AOPC {e.faithfulness['random']['aopc_deletion']:.4f}")
+        if e.completeness:
+            print(f"integrated gradients completeness error {e.completeness['error']:.2e} "
+                  f"(sum {e.completeness['sum']:.5f} vs f(x) - f(reference) {e.completeness['delta']:.5f})")
+        print(f"wrote {out / 'explanation.html'}, explanation.png, scores.json")
+        return
+    from bertkit.data.tasks import read_examples
+    loaded = classifier(args.model)  # fail on a bad model before reading the data
+    examples = read_examples(args.evaluate, text_column=args.text_column, pair_column=args.pair_column,
+                             require_labels=False)
+    if len(examples) > args.limit:
+        import random
+        picked = sorted(random.Random(args.seed).sample(range(len(examples)), args.limit))
+        examples = [examples[i] for i in picked]
+    pairs = [x.pair for x in examples] if args.pair_column else None
+    result = evaluate(loaded, [x.text for x in examples], pairs, progress=not args.quiet, **options)
+    table = format_table(result)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "faithfulness.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    (out / "faithfulness.md").write_text(table + "\n", encoding="utf-8")
+    print(table)
+    print(f"wrote {out / 'faithfulness.json'} and faithfulness.md")
+
+
 def _add_precision(p: argparse.ArgumentParser) -> None:
     from bertkit.model.precision import PRECISIONS
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
@@ -373,6 +419,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_columns(pr)
     _add_precision(pr)
     pr.set_defaults(func=_predict)
+
+    xp = verbs.add_parser("explain", help="why a classifier says what it says: attributions, attention, "
+                          "faithfulness (HTML, PNG, JSON)")
+    xp.add_argument("model", help="a sequence-classification model directory")
+    xp.add_argument("--text", help="the text to explain")
+    xp.add_argument("--pair", help="its second text, for sentence-pair models")
+    xp.add_argument("--target", help="the label to explain (default: the predicted one)")
+    xp.add_argument("--method", default="ig,gxi,saliency,occlusion,lime,attention",
+                    help="comma-separated: ig, gxi, saliency, occlusion, lime, attention (default: all)")
+    xp.add_argument("--out", default="explanation", help="output directory (default ./explanation)")
+    xp.add_argument("--evaluate", metavar="FILE", help="instead of --text: faithfulness (AOPC) of each method "
+                    "over a sample of this CSV/TSV/JSON-lines file, as a table")
+    xp.add_argument("--limit", type=int, default=100, help="with --evaluate: inputs sampled (default 100)")
+    xp.add_argument("--steps", type=int, default=50, help="integrated-gradients steps (default 50)")
+    xp.add_argument("--ig-batch-size", type=int, default=10,
+                    help="integrated-gradients steps run at once: bounds memory (default 10)")
+    xp.add_argument("--lime-samples", type=int, default=300, help="masked variants LIME fits on (default 300)")
+    xp.add_argument("--max-words", type=int, default=10, help="faithfulness: top 1..N words masked (default 10)")
+    xp.add_argument("--no-faithfulness", action="store_true", help="skip the deletion/insertion curves")
+    xp.add_argument("--seed", type=int, default=0)
+    xp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_columns(xp)
+    xp.set_defaults(func=_explain)
 
     ex = verbs.add_parser("export", help="a model directory as ONNX for ONNX Runtime (fused; int8 optional)")
     ex.add_argument("model", help="a bertkit or Hugging Face BERT directory")
