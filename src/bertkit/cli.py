@@ -165,8 +165,7 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _explain(args: argparse.Namespace) -> None:
-    from bertkit.interpret import evaluate, explain, format_table
-    from bertkit.interpret.explain import classifier
+    from bertkit.interpret import evaluate_file, explain, format_table
     if (args.text is None) == (args.evaluate is None):
         raise BertkitError("give --text (explain one input) or --evaluate FILE (faithfulness over a data set)")
     options = {"methods": args.method, "steps": args.steps, "ig_batch_size": args.ig_batch_size,
@@ -176,37 +175,15 @@ def _explain(args: argparse.Namespace) -> None:
         e = explain(args.model, args.text, args.pair, target=args.target, faithfulness=not args.no_faithfulness,
                     **options)
         e.save(out)
-        for note in e.notes:
-            print(f"note: {note}")
-        print(f"explaining {e.target!r}: " + ", ".join(f"{k} {v:.4f}" for k, v in e.outputs.items()))
-        for name, scores in e.word_scores.items():
-            top = sorted(zip(scores, (w.text for w in e.words)), key=lambda sw: -sw[0])[:5]
-            line = f"{name:>10}: " + "  ".join(f"{w} {s:+.3g}" for s, w in top)
-            if e.faithfulness:
-                line += f"   (deletion AOPC {e.faithfulness[name]['aopc_deletion']:.4f})"
-            print(line)
-        if e.faithfulness:
-            print(f"{'random':>10}: deletion AOPC {e.faithfulness['random']['aopc_deletion']:.4f}")
-        if e.completeness:
-            print(f"integrated gradients completeness error {e.completeness['error']:.2e} "
-                  f"(sum {e.completeness['sum']:.5f} vs f(x) - f(reference) {e.completeness['delta']:.5f})")
+        print(e.summary())
         print(f"wrote {out / 'explanation.html'}, explanation.png, scores.json")
         return
-    from bertkit.data.tasks import read_examples
-    loaded = classifier(args.model)  # fail on a bad model before reading the data
-    examples = read_examples(args.evaluate, text_column=args.text_column, pair_column=args.pair_column,
-                             require_labels=False)
-    if len(examples) > args.limit:
-        import random
-        picked = sorted(random.Random(args.seed).sample(range(len(examples)), args.limit))
-        examples = [examples[i] for i in picked]
-    pairs = [x.pair for x in examples] if args.pair_column else None
-    result = evaluate(loaded, [x.text for x in examples], pairs, progress=not args.quiet, **options)
-    table = format_table(result)
+    result = evaluate_file(args.model, args.evaluate, limit=args.limit, text_column=args.text_column,
+                           pair_column=args.pair_column, progress=not args.quiet, **options)
     out.mkdir(parents=True, exist_ok=True)
     (out / "faithfulness.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    (out / "faithfulness.md").write_text(table + "\n", encoding="utf-8")
-    print(table)
+    (out / "faithfulness.md").write_text(format_table(result) + "\n", encoding="utf-8")
+    print(format_table(result))
     print(f"wrote {out / 'faithfulness.json'} and faithfulness.md")
 
 

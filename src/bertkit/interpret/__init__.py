@@ -6,6 +6,6 @@ attention.py (maps, rollout), faithfulness.py (deletion/insertion AOPC), explain
 data set), report.py (HTML and PNG).
 """
 
-from bertkit.interpret.explain import METHODS, Explanation, evaluate, explain, format_table
+from bertkit.interpret.explain import METHODS, Explanation, evaluate, evaluate_file, explain, format_table
 
-__all__ = ["METHODS", "Explanation", "evaluate", "explain", "format_table"]
+__all__ = ["METHODS", "Explanation", "evaluate", "evaluate_file", "explain", "format_table"]

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +61,24 @@ class Explanation:
                            "tokens": list(w.tokens)} for w in self.words],
                 "word_scores": self.word_scores, "token_scores": self.token_scores,
                 "completeness": self.completeness, "lime_fit": self.lime_fit, "faithfulness": self.faithfulness}
+
+    def summary(self, top: int = 5) -> str:
+        """A few lines for a terminal: the output, each method's top words and AOPC, IG's completeness."""
+        lines = [f"note: {n}" for n in self.notes]
+        lines.append(f"explaining {self.target!r}: " + ", ".join(f"{k} {v:.4f}" for k, v in self.outputs.items()))
+        for name, scores in self.word_scores.items():
+            best = sorted(zip(scores, (w.text for w in self.words)), key=lambda sw: -sw[0])[:top]
+            line = f"{name:>10}: " + "  ".join(f"{w} {s:+.3g}" for s, w in best)
+            if self.faithfulness:
+                line += f"   (deletion AOPC {self.faithfulness[name]['aopc_deletion']:.4f})"
+            lines.append(line)
+        if self.faithfulness:
+            lines.append(f"{'random':>10}: deletion AOPC {self.faithfulness['random']['aopc_deletion']:.4f}")
+        if self.completeness:
+            c = self.completeness
+            lines.append(f"integrated gradients completeness error {c['error']:.2e} (sum {c['sum']:.5f} vs "
+                         f"f(x) - f(reference) {c['delta']:.5f})")
+        return "\n".join(lines)
 
     def save(self, out: str | Path) -> Path:
         """explanation.html (self-contained), explanation.png, attention.png (with attention) and scores.json."""
@@ -185,6 +204,18 @@ def evaluate(model: str | Path | Loaded, texts: list[str], pairs: list[str] | No
     for row in table.values():
         row["deletion_over_random"] = row["aopc_deletion"] - rand
     return {"n": n, "max_words": max_words, "methods": table}
+
+
+def evaluate_file(model: str | Path | Loaded, path: str | Path, *, limit: int = 100, seed: int = 0,
+                  text_column: str = "text", pair_column: str | None = None, **kwargs) -> dict:
+    """`evaluate` on a seeded sample of `limit` inputs of a CSV/TSV/JSON-lines file (labels not needed)."""
+    from bertkit.data.tasks import read_examples
+    loaded = classifier(model)  # a bad model fails before the data is read
+    examples = read_examples(path, text_column=text_column, pair_column=pair_column, require_labels=False)
+    if len(examples) > limit:
+        examples = [examples[i] for i in sorted(random.Random(seed).sample(range(len(examples)), limit))]
+    pairs = [x.pair for x in examples] if pair_column else None
+    return evaluate(loaded, [x.text for x in examples], pairs, seed=seed, **kwargs)
 
 
 def format_table(result: dict) -> str:
