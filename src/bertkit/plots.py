@@ -74,3 +74,25 @@ def plot_comparison(scores: dict[str, float], png: Path, title: str = "") -> Pat
     fig.savefig(png, dpi=110)
     plt.close(fig)
     return png
+
+
+def plot_points(xy, labels: list[str], png: Path, title: str = "") -> Path:
+    """A 2-D scatter (t-SNE of embeddings, say), a colour per label."""
+    fig, ax = plt.subplots(figsize=(7, 6))
+    names = sorted(set(labels))
+    colours = plt.cm.tab10 if len(names) <= 10 else plt.cm.tab20
+    for i, name in enumerate(names[:20]):  # beyond 20 labels colours stop meaning anything
+        pts = [p for p, y in zip(xy, labels) if y == name]
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=6, alpha=0.7, color=colours(i), label=name)
+    if len(names) > 20:
+        pts = [p for p, y in zip(xy, labels) if y not in names[:20]]
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=6, alpha=0.5, color="grey", label="(other labels)")
+    ax.legend(markerscale=3, fontsize=8)
+    ax.set_title(title, fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    png = Path(png)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png
