@@ -9,13 +9,18 @@ DATA holds train.csv, dev.csv and test.csv (columns text,label). Both fine-tune 
 catalog) with lr 5e-5, batch 32, 3 epochs, 6% warmup, weight decay 0.01, max length 128, seed 0, evaluating on
 dev every epoch and keeping the best epoch; each library does it the way its own documentation recommends
 (Trainer: dynamic padding with DataCollatorWithPadding; bertkit: its defaults, which group batches by length).
-Prints test accuracy, macro-F1 and wall time per method, and the wall-time ratio as the last line.
+Prints test accuracy, macro-F1 and wall time per method, and the wall-time ratio as the last line. Each library
+runs in a fresh Python process of its own (one after the other), so neither inherits the other's allocator
+state, thread pools or caches (bertkit's trainer changes glibc's malloc settings process-wide, for one).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -101,7 +106,15 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast for both (on a CPU with bf16 instructions)")
+    ap.add_argument("--only", choices=["bertkit", "hf"], help=argparse.SUPPRESS)  # one library, in a child process
+    ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.only:
+        from bertkit.data.catalog import minilm_l6
+        run = run_bertkit if args.only == "bertkit" else run_hf
+        result = run(args.model or minilm_l6(), args.data, args.work / args.only, args)
+        print("RESULT " + json.dumps(result))
+        return
     import torch
 
     from bertkit.baseline import run_baseline
@@ -113,8 +126,10 @@ def main() -> None:
     base = run_baseline(work / "tfidf", args.data / "train.csv", args.data / "dev.csv", args.data / "test.csv")
     rows["TF-IDF + logistic regression"] = {"accuracy": base["test"]["accuracy"], "macro_f1": base["test"]["macro_f1"],
                                             "seconds": time.perf_counter() - t0}
-    rows["bertkit finetune"] = run_bertkit(model_dir, args.data, work / "bertkit", args)
-    rows["transformers Trainer"] = run_hf(model_dir, args.data, work / "hf", args)
+    for name, only in (("bertkit finetune", "bertkit"), ("transformers Trainer", "hf")):
+        child = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--only", only, "--work", str(work),
+                                "--model", str(model_dir)], stdout=subprocess.PIPE, text=True, check=True)
+        rows[name] = json.loads(child.stdout.rsplit("RESULT ", 1)[1])
     print(f"{args.data.name}: all-MiniLM-L6-v2, lr {args.lr}, batch {args.batch_size}, {args.epochs:g} epochs, "
           f"max length {args.max_length}, {'bf16 autocast' if args.bf16 else 'fp32'}, best dev epoch kept, "
           f"{torch.cuda.get_device_name() if torch.cuda.is_available() else f'{torch.get_num_threads()} threads'}")
