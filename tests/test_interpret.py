@@ -148,13 +148,28 @@ def test_explain_pair_all_methods_and_files(model_dir, tmp_path):
 
 
 def test_a_600_token_text_renders(model_dir, tmp_path):
+    """Longer than the model reads: windows cover every word (default), or truncation greys the rest."""
     rng = random.Random(1)
     text = " ".join(rng.choice(VOCAB) for _ in range(600))
-    e = explain(model_dir, text, methods="ig,occlusion,attention", steps=8, max_words=5)
-    assert e.notes and "truncated" in e.notes[0]
-    assert len(e.tokens) == 512 and sum(len(w.tokens) for w in e.words) == 510  # every token but [CLS]/[SEP]
+    loaded = load_model(model_dir)
+    all_words = words_of(loaded.tokenizer.encode(text, truncation=None), text)
+    e = explain(loaded, text, methods="ig,occlusion,attention", steps=8, max_words=5)
+    assert e.notes and "windows" in e.notes[0]
+    assert [w.text for w in e.words] == [w.text for w in all_words]  # every word of the text, once
+    assert all(len(s) == len(all_words) for s in e.word_scores.values())
+    assert e.completeness["windows"] >= 2 and e.completeness["error"] < 1e-3
     page = e.save(tmp_path / "long") / "explanation.html"
+    assert 'class="cut"' not in page.read_text()
+    cut = explain(loaded, text, methods="ig,occlusion,attention", steps=8, max_words=5, window_stride=0)
+    assert cut.notes and "truncated" in cut.notes[0]
+    assert len(cut.tokens) == 512 and sum(len(w.tokens) for w in cut.words) == 510  # every token but [CLS]/[SEP]
+    page = cut.save(tmp_path / "cut") / "explanation.html"
     assert 'class="cut"' in page.read_text()  # the part the model did not read, greyed
+    # a window's scores are that window's own explanation: the first word's occlusion score equals the first
+    # window's, where only that window holds it
+    first = explain(loaded, text, methods="occlusion", steps=8, max_words=5, window_stride=0,
+                    target=e.target, faithfulness=False)
+    assert e.word_scores["occlusion"][0] == pytest.approx(first.word_scores["occlusion"][0])
 
 
 def test_evaluate_reports_each_method_and_random(model_dir, tmp_path, capsys):

@@ -170,7 +170,8 @@ def _explain(args: argparse.Namespace) -> None:
     if (args.text is None) == (args.evaluate is None):
         raise BertkitError("give --text (explain one input) or --evaluate FILE (faithfulness over a data set)")
     options = {"methods": args.method, "steps": args.steps, "ig_batch_size": args.ig_batch_size,
-               "lime_samples": args.lime_samples, "max_words": args.max_words, "seed": args.seed}
+               "lime_samples": args.lime_samples, "max_words": args.max_words, "seed": args.seed,
+               "window_stride": args.window_stride}
     out = Path(args.out)
     if args.text is not None:
         e = explain(args.model, args.text, args.pair, target=args.target, faithfulness=not args.no_faithfulness,
@@ -459,6 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
     xp.add_argument("--lime-samples", type=int, default=300, help="masked variants LIME fits on (default 300)")
     xp.add_argument("--max-words", type=int, default=10, help="faithfulness: top 1..N words masked (default 10)")
     xp.add_argument("--no-faithfulness", action="store_true", help="skip the deletion/insertion curves")
+    xp.add_argument("--window-stride", type=int, default=128, help="a text longer than the model reads is "
+                    "explained as windows sharing this many tokens (default 128); 0 truncates it instead")
     xp.add_argument("--seed", type=int, default=0)
     xp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_columns(xp)

@@ -112,10 +112,14 @@ def parse_methods(methods) -> list[str]:
 def explain(model: str | Path | Loaded, text: str, pair: str | None = None, *, target: str | None = None,
             methods=METHODS, steps: int = 50, ig_batch_size: int = 10, lime_samples: int = 300, seed: int = 0,
             faithfulness: bool = True, max_words: int = 10, random_orders: int = 5,
-            max_length: int | None = None) -> Explanation:
+            max_length: int | None = None, window_stride: int = 128) -> Explanation:
     """Explain a classification model's output for `target` (default: the predicted label) on one text or pair.
 
-    Inputs longer than the model reads (max_length, default its position limit) are truncated, with a note.
+    A text longer than the model reads (max_length, default its position limit) is read as windows sharing
+    `window_stride` tokens, as `TextClassifier.predict(window_stride=...)` reads it: the prediction is the mean of
+    the windows' logits, every window is explained for the same target, and a word's score is the mean over the
+    windows holding it (faithfulness AOPCs: the mean over windows). window_stride=0, or a sentence pair, truncates
+    instead, with a note.
     faithfulness: also score each method by deletion/insertion AOPC against random rankings (max_words words).
     """
     loaded = classifier(model)
@@ -125,48 +129,97 @@ def explain(model: str | Path | Loaded, text: str, pair: str | None = None, *, t
         raise BertkitError("the text to explain is empty")
     if pair is not None and not pair.strip():
         raise BertkitError("the pair text is empty")
+    if window_stride < 0:
+        raise BertkitError(f"window_stride must be 0 (truncate) or positive, got {window_stride}")
     limit = min(max_length or m.config.max_position_embeddings, m.config.max_position_embeddings)
     enc = tok.encode(text, pair, max_length=limit)
     notes = []
     full = len(tok.encode(text, pair, truncation=None).ids)
-    if full > len(enc.ids):
+    encodings = [enc]
+    if full > len(enc.ids) and pair is None and window_stride > 0:
+        stride = min(window_stride, limit - 4)
+        encodings = tok.encode_windows(text, max_length=limit, stride=stride)
+        notes.append(f"the input has {full} tokens but the model reads at most {limit}: it was read as "
+                     f"{len(encodings)} windows sharing {stride} tokens; the prediction is the mean of their logits, "
+                     "a word's score the mean over the windows holding it (attention, per-token scores and curves "
+                     "shown: the first window)")
+    elif full > len(enc.ids):
         notes.append(f"the input has {full} tokens but the model reads at most {limit}: the explanation covers "
                      f"the first {len(enc.ids)} tokens (the rest was truncated, shown greyed)")
-    words = words_of(enc, text, pair)
-    if not words:
+    windows = [(e, words_of(e, text, pair)) for e in encodings]
+    if not any(words for _, words in windows):
         raise BertkitError("the text has no words the tokenizer keeps")
-    ids, type_ids = enc.ids, enc.type_ids
     device = next(m.parameters()).device
     with torch.no_grad():
-        logits = m(torch.tensor([ids], device=device), None, torch.tensor([type_ids], device=device))[0].float()
+        logits = torch.stack([m(torch.tensor([e.ids], device=device), None,
+                                torch.tensor([e.type_ids], device=device))[0].float() for e in encodings]).mean(0)
     outputs = _outputs(m, logits)
     t = _target_index(target, labels, logits, m)
+    options = dict(steps=steps, ig_batch_size=ig_batch_size, lime_samples=lime_samples, seed=seed,
+                   faithfulness=faithfulness, max_words=max_words, random_orders=random_orders)
+    parts = [_explain_window(m, tok, e, words, t, methods, **options) for e, words in windows if words]
+    first = parts[0]
+    e = Explanation(text, pair, encodings[0].tokens, first["words"], labels, dict(zip(labels, outputs)), labels[t],
+                    first["word_scores"], first["token_scores"], first["completeness"], first["lime_fit"],
+                    first["attention"], first["faithfulness"], notes)
+    if len(parts) > 1:
+        _merge_windows(e, parts, words_of(tok.encode(text, truncation=None), text))
+    return e
+
+
+def _explain_window(m, tok, enc, words: list[Word], t: int, methods: list[str], *, steps: int, ig_batch_size: int,
+                    lime_samples: int, seed: int, faithfulness: bool, max_words: int, random_orders: int) -> dict:
+    """Every method on one encoded input (one window) for target index t."""
+    ids, type_ids = enc.ids, enc.type_ids
     scorer = Scorer(m, type_ids, t)
     token_scores: dict[str, np.ndarray] = {}
-    e = Explanation(text, pair, enc.tokens, words, labels, dict(zip(labels, outputs)), labels[t], {}, notes=notes)
+    out = {"words": words, "word_scores": {}, "completeness": None, "lime_fit": None, "attention": None,
+           "faithfulness": None}
     if "ig" in methods:
         keep = (tok.cls_id, tok.sep_id)
-        token_scores["ig"], e.completeness = integrated_gradients(
+        token_scores["ig"], out["completeness"] = integrated_gradients(
             scorer, ids, baseline_ids(ids, keep, tok.pad_id), steps=steps, batch_size=ig_batch_size)
     if "gxi" in methods or "saliency" in methods:
         gxi, saliency = gradient_attributions(scorer, ids)
         token_scores.update({k: v for k, v in (("gxi", gxi), ("saliency", saliency)) if k in methods})
     if "attention" in methods:
-        e.attention = attention_maps(m, ids, type_ids)
-        token_scores["attention"] = rollout(e.attention)[0].double().numpy()
+        out["attention"] = attention_maps(m, ids, type_ids)
+        token_scores["attention"] = rollout(out["attention"])[0].double().numpy()
     for name in methods:  # in the order asked
         if name in token_scores:
-            e.word_scores[name] = word_scores(token_scores[name], words)
+            out["word_scores"][name] = word_scores(token_scores[name], words)
         elif name == "occlusion":
-            e.word_scores[name] = occlusion(scorer, ids, words, tok.mask_id).tolist()
+            out["word_scores"][name] = occlusion(scorer, ids, words, tok.mask_id).tolist()
         elif name == "lime":
-            coef, e.lime_fit = lime(scorer, ids, words, tok.mask_id, samples=lime_samples, seed=seed)
-            e.word_scores[name] = coef.tolist()
-    e.token_scores = {k: v.tolist() for k, v in token_scores.items()}
+            coef, out["lime_fit"] = lime(scorer, ids, words, tok.mask_id, samples=lime_samples, seed=seed)
+            out["word_scores"][name] = coef.tolist()
+    out["token_scores"] = {k: v.tolist() for k, v in token_scores.items()}
     if faithfulness:
-        e.faithfulness = faithfulness_of(scorer, ids, words, e.word_scores, tok.mask_id, max_words=max_words,
-                                         random_orders=random_orders, seed=seed)
-    return e
+        out["faithfulness"] = faithfulness_of(scorer, ids, words, out["word_scores"], tok.mask_id,
+                                              max_words=max_words, random_orders=random_orders, seed=seed)
+    return out
+
+
+def _merge_windows(e: Explanation, parts: list[dict], words: list[Word]) -> None:
+    """Windows' explanations -> one over `words`, every word of the whole text (token positions in its full
+    encoding): word scores averaged over the windows holding the word (a word cut by a window edge counts there
+    with the part that window saw), AOPCs averaged over windows, IG's completeness error the worst window's."""
+    starts = np.array([w.start for w in words])
+    sums = {name: [[] for _ in words] for name in e.word_scores}
+    for part in parts:
+        for i, w in enumerate(part["words"]):
+            j = int(np.searchsorted(starts, w.start, side="right")) - 1  # the word holding this piece's start
+            for name, scores in part["word_scores"].items():
+                sums[name][j].append(scores[i])
+    e.words = words
+    e.word_scores = {name: [float(np.mean(v)) if v else 0.0 for v in by] for name, by in sums.items()}
+    if e.completeness:
+        e.completeness = dict(e.completeness, error=max(p["completeness"]["error"] for p in parts),
+                              windows=len(parts))
+    if e.faithfulness:
+        for name, f in e.faithfulness.items():
+            for key in ("aopc_deletion", "aopc_insertion"):
+                f[key] = float(np.mean([p["faithfulness"][name][key] for p in parts]))
 
 
 def _outputs(model, logits: torch.Tensor) -> list[float]:
