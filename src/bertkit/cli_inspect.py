@@ -76,7 +76,8 @@ def explain(args: argparse.Namespace) -> None:
                     **options)
         e.save(out)
         print(e.summary())
-        print(f"wrote {out / 'explanation.html'}, explanation.png, scores.json")
+        written = [p.name for p in sorted(out.iterdir()) if p.suffix in (".png", ".json") and p.stem != "explanation"]
+        print(f"wrote {out / 'explanation.html'}, explanation.png, {', '.join(written)}")
         return
     result = evaluate_file(args.model, args.evaluate, limit=args.limit, text_column=args.text_column,
                            pair_column=args.pair_column, progress=not args.quiet, **options)

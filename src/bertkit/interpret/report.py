@@ -58,13 +58,15 @@ def plot_word_scores(e, png: Path) -> Path:
 
 
 def plot_attention(attention, tokens: list[str], rolled, png: Path) -> Path:
-    """A grid of every layer's and head's attention map (rows layers, columns heads) and the rollout beside it."""
+    """A grid of every layer's and head's attention map (rows layers, columns heads), and below it the rollout's
+    [CLS] row as bars: how much of each input token reaches [CLS] through all the layers."""
     L, H, T, _ = attention.shape
     size = 1.6 if T > 40 else 2.4
-    fig, axes = plt.subplots(L, H + 1, figsize=(size * (H + 1) + 0.5, size * L + 0.6), squeeze=False)
+    fig = plt.figure(figsize=(size * H + 0.5, size * L + 3.2))
+    grid = fig.add_gridspec(L + 1, H, height_ratios=[1.0] * L + [1.3])
     for l in range(L):
         for h in range(H):
-            ax = axes[l][h]
+            ax = fig.add_subplot(grid[l, h])
             ax.imshow(attention[l, h].numpy(), cmap="viridis", vmin=0, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
@@ -72,17 +74,15 @@ def plot_attention(attention, tokens: list[str], rolled, png: Path) -> Path:
                 ax.set_title(f"head {h}", fontsize=8)
             if h == 0:
                 ax.set_ylabel(f"layer {l}", fontsize=8)
-        axes[l][H].axis("off")
-    ax = axes[0][H]
-    ax.axis("on")
-    ax.imshow(rolled.numpy(), cmap="magma", interpolation="nearest")
-    ax.set_title("rollout", fontsize=8)
-    if T <= 24:
-        ax.set_xticks(range(T), tokens, rotation=90, fontsize=5)
-        ax.set_yticks(range(T), tokens, fontsize=5)
+    ax = fig.add_subplot(grid[L, :])
+    flow = rolled[0].numpy()  # (T,) row of [CLS]
+    ax.bar(range(T), flow, color="#8c2d04")
+    ax.set_xlim(-0.5, T - 0.5)
+    ax.set_ylabel("rollout to [CLS]", fontsize=8)
+    if T <= LABELLED_WORDS:
+        ax.set_xticks(range(T), tokens, rotation=60, ha="right", fontsize=7)
     else:
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set_xlabel(f"token (of {T})", fontsize=8)
     fig.suptitle(f"attention per layer and head ({T} tokens; row: query, column: key)", fontsize=9)
     fig.tight_layout()
     fig.savefig(png, dpi=80)
