@@ -157,7 +157,7 @@ def test_a_600_token_text_renders(model_dir, tmp_path):
     assert e.notes and "windows" in e.notes[0]
     assert [w.text for w in e.words] == [w.text for w in all_words]  # every word of the text, once
     assert all(len(s) == len(all_words) for s in e.word_scores.values())
-    assert e.completeness["windows"] >= 2 and e.completeness["error"] < 1e-3
+    assert e.completeness["windows"] >= 2 and e.completeness["error"] < 0.05  # the worst window, 8 steps
     page = e.save(tmp_path / "long") / "explanation.html"
     assert 'class="cut"' not in page.read_text()
     cut = explain(loaded, text, methods="ig,occlusion,attention", steps=8, max_words=5, window_stride=0)
