@@ -20,9 +20,12 @@ from torch import nn
 class ShapeStable(nn.Module):
     """Wraps an eval-mode bertkit model: same call, same outputs (to float rounding), compiled shapes only."""
 
-    def __init__(self, model: nn.Module, batch_size: int = 32, bucket: int = 32):
+    def __init__(self, model: nn.Module, batch_size: int = 32, bucket: int = 32, copy_model: bool = True):
+        """copy_model=False: `model` is a private copy already (for_inference's bf16 one): its config is changed."""
         super().__init__()
-        model = copy.deepcopy(model).eval()  # the caller's model keeps its own (unpadded) settings
+        if copy_model:
+            model = copy.deepcopy(model)  # the caller's model keeps its own (unpadded) settings
+        model.eval()
         for m in model.modules():
             if hasattr(m, "config") and hasattr(m.config, "unpad"):
                 m.config = replace(m.config, unpad=False)

@@ -34,7 +34,7 @@ def for_inference(model: nn.Module, precision: str = "fp32", compile: bool = Fal
         if precision == "int8":
             raise BertkitError("--compile works with fp32 and bf16, not int8")
         from bertkit.model.compiled import ShapeStable
-        return ShapeStable(for_inference(model, precision), batch_size=batch_size)
+        return ShapeStable(for_inference(model, precision), batch_size=batch_size, copy_model=precision == "fp32")
     model.eval()
     if precision == "fp32":
         return model
