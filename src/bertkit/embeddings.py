@@ -175,6 +175,9 @@ def embed_file(model_dir: str | Path, input_file: str | Path, out: str | Path, *
     seconds = time.perf_counter() - start
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    # meta.json marks a complete directory (load_embeddings requires it): gone while the data files are rewritten,
+    # written last, so an interrupted run never leaves new vectors beside an old run's meta
+    (out / "meta.json").unlink(missing_ok=True)
     np.save(out / "vectors.npy", vectors)
     with open(out / "index.jsonl", "w", encoding="utf-8") as f:
         for i, (t, y) in enumerate(zip(texts, labels)):
