@@ -77,7 +77,7 @@ def test_embed_and_similar_files(model_dir, tmp_path, capsys):
     data.write_text("text,label\n" + "".join(f"{t},{'pos' if i % 2 else 'neg'}\n" for i, t in enumerate(TEXTS)))
     out = tmp_path / "emb"
     assert main(["embed", str(model_dir), "--input", str(data), "--out", str(out), "--layer", "1", "-q"]) == 0
-    assert {p.name for p in out.iterdir()} == {"vectors.npy", "index.jsonl", "meta.json", "tsne.png"}
+    assert {p.name for p in out.iterdir()} == {"vectors.npy", "index.jsonl", "meta.json", "tsne.png", ".bertkit-output"}
     vectors = np.load(out / "vectors.npy")
     assert vectors.shape == (len(TEXTS), 32) and vectors.dtype == np.float32
     records = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]

@@ -211,4 +211,5 @@ def test_cli_explain_writes_the_page(model_dir, tmp_path, capsys):
                  "--out", str(tmp_path / "cli")]) == 0
     out = capsys.readouterr().out
     assert "completeness error" in out and "deletion AOPC" in out
-    assert {p.name for p in (tmp_path / "cli").iterdir()} == {"explanation.html", "explanation.png", "scores.json"}
+    written = {p.name for p in (tmp_path / "cli").iterdir()}
+    assert written == {"explanation.html", "explanation.png", "scores.json", ".bertkit-output"}

@@ -7,8 +7,6 @@ accepts a Hugging Face BERT folder and converts it in memory (see convert.py).
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from torch import nn
 
 from bertkit.config import BertConfig, read_json
 from bertkit.errors import BertkitError
+from bertkit.folders import write_atomically
 from bertkit.model.heads import LABELLED_TASKS, TASKS, build_model
 from bertkit.tokenizer import Tokenizer
 
@@ -77,27 +76,6 @@ def write_labels(folder: Path, labels: list[str]) -> None:
                                  encoding="utf-8")
 
 
-def write_atomically(folder: Path, write) -> Path:
-    """Call write(tmp_dir) and move tmp_dir to folder; a crash leaves the old folder (or nothing) in place."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        write(tmp)
-        if folder.exists():
-            old = folder.parent / f".{folder.name}.old-{os.getpid()}"
-            folder.rename(old)
-            tmp.rename(folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
-
-
 def is_hf_folder(folder: Path) -> bool:
     meta = read_json(folder / CONFIG)
     return "format" not in meta and meta.get("model_type") == "bert"
@@ -122,7 +100,16 @@ def load_model(folder: str | Path, task: str | None = None, num_labels: int | No
     else:
         loaded = _load_bertkit(folder, task, num_labels, problem_type)
     loaded.model.to(device)
+    loaded.model.source = str(folder)  # named by errors about what the model computes (require_finite)
     return loaded
+
+
+def require_finite(model: nn.Module, *outputs: torch.Tensor) -> None:
+    """A model that computes NaN or infinity (damaged weights, a bad config) is an error naming its folder, never
+    a prediction."""
+    if not all(bool(torch.isfinite(t).all()) for t in outputs):
+        raise BertkitError(f"{getattr(model, 'source', 'the model')}: the model computed NaN or infinite outputs; its "
+                           "weights (model.safetensors) or config.json are damaged")
 
 
 def _load_bertkit(folder: Path, task: str | None, num_labels: int | None, problem_type: str | None) -> Loaded:
@@ -220,6 +207,8 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -
         if v.shape != expected[k].shape:
             raise BertkitError(f"{source}: weight {k} has shape {tuple(v.shape)} but config.json implies "
                                f"{tuple(expected[k].shape)}")
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise BertkitError(f"{source}: weight {k} holds NaN or infinite values; the file is damaged")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
 
 

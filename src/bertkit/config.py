@@ -6,12 +6,15 @@ The field names are bertkit's own; `convert.py` maps them to and from Hugging Fa
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from bertkit.errors import BertkitError
+from bertkit.options import at_least, between, check_fields
 
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
+DEFAULT_MAX_LENGTH = 128
+"""Tokens a model reads at once when nothing says otherwise (fewer if the model has fewer positions)."""
 ATTENTION_BACKENDS = ("sdpa", "eager")
 
 # (layers, hidden, heads): the BERT paper's base/large and the compact models of Turc et al. (2019).
@@ -27,33 +30,33 @@ PRESETS: dict[str, tuple[int, int, int]] = {
 
 @dataclass
 class BertConfig:
-    vocab_size: int = 30522
+    vocab_size: int = field(default=30522, metadata=at_least(1))
     """Rows of the word-embedding matrix; must cover every id the tokenizer produces."""
-    hidden_size: int = 768
+    hidden_size: int = field(default=768, metadata=at_least(1))
     """C: width of every token vector."""
-    num_layers: int = 12
+    num_layers: int = field(default=12, metadata=at_least(1))
     """Transformer blocks in the encoder."""
-    num_heads: int = 12
+    num_heads: int = field(default=12, metadata=at_least(1))
     """H: attention heads per block; hidden_size must divide evenly into them."""
-    intermediate_size: int = 0
+    intermediate_size: int = field(default=0, metadata=at_least(0))
     """Feed-forward width; 0 means 4 * hidden_size, as in the paper."""
-    max_position_embeddings: int = 512
+    max_position_embeddings: int = field(default=512, metadata=at_least(1))
     """Longest sequence (in tokens, [CLS] and [SEP] included) the model can take."""
-    type_vocab_size: int = 2
+    type_vocab_size: int = field(default=2, metadata=at_least(1))
     """Segment ids: 0 for sentence A, 1 for sentence B."""
-    hidden_dropout: float = 0.1
+    hidden_dropout: float = field(default=0.1, metadata=between(0.0, 1.0, high_open=True))
     """Dropout after embeddings, attention output and feed-forward output."""
-    attention_dropout: float = 0.1
+    attention_dropout: float = field(default=0.1, metadata=between(0.0, 1.0, high_open=True))
     """Dropout on attention probabilities."""
-    classifier_dropout: float | None = None
+    classifier_dropout: float | None = field(default=None, metadata=between(0.0, 1.0, high_open=True))
     """Dropout before a task classifier; None means hidden_dropout."""
-    layer_norm_eps: float = 1e-12
+    layer_norm_eps: float = field(default=1e-12, metadata=between(0.0, 1.0, low_open=True))
     """LayerNorm epsilon (1e-12 in the original BERT)."""
-    initializer_range: float = 0.02
+    initializer_range: float = field(default=0.02, metadata=at_least(0.0))
     """Std of the truncated-free normal init; 0.02 is what BERT and every checkpoint since used."""
     hidden_act: str = "gelu"
     """Feed-forward activation: gelu (exact, erf), gelu_tanh (the tanh approximation) or relu."""
-    pad_token_id: int = 0
+    pad_token_id: int = field(default=0, metadata=at_least(0))
     """Id of [PAD]; its embedding row starts at zero."""
     attention_backend: str = "sdpa"
     """sdpa (fast, default) or eager (slower, can return attention probabilities)."""
@@ -62,26 +65,20 @@ class BertConfig:
     padded positions are then zero instead of the values transformers computes there)."""
 
     def __post_init__(self) -> None:
+        check_fields(self, "config: ")
         if self.intermediate_size == 0:
             self.intermediate_size = 4 * self.hidden_size
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-                     "max_position_embeddings", "type_vocab_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise BertkitError(f"config: {name} must be a positive integer, got {value!r}")
         if self.hidden_size % self.num_heads:
             raise BertkitError(f"config: hidden_size {self.hidden_size} is not divisible by "
                                f"num_heads {self.num_heads}")
-        for name in ("hidden_dropout", "attention_dropout", "classifier_dropout"):
-            value = getattr(self, name)
-            if value is not None and not 0.0 <= value < 1.0:
-                raise BertkitError(f"config: {name} must be in [0, 1), got {value!r}")
         if self.hidden_act not in ACTIVATIONS:
             raise BertkitError(f"config: hidden_act {self.hidden_act!r} is not one of {ACTIVATIONS}")
         if self.attention_backend not in ATTENTION_BACKENDS:
             raise BertkitError(f"config: attention_backend {self.attention_backend!r} is not one of "
                                f"{ATTENTION_BACKENDS}")
-        if not 0 <= self.pad_token_id < self.vocab_size:
+        if not isinstance(self.unpad, bool):
+            raise BertkitError(f"config: unpad must be true or false, got {self.unpad!r}")
+        if self.pad_token_id >= self.vocab_size:
             raise BertkitError(f"config: pad_token_id {self.pad_token_id} is outside the vocabulary "
                                f"of {self.vocab_size}")
 
@@ -113,6 +110,17 @@ class BertConfig:
             return cls(**data)
         except TypeError as e:  # wrong types that __post_init__ could not phrase
             raise BertkitError(f"config: {e}") from None
+
+
+def reading_length(config: BertConfig, max_length: int | None, where: str | Path = "the model") -> int:
+    """The tokens a model reads at once: max_length, or DEFAULT_MAX_LENGTH (at most the model's positions) when
+    None; a max_length the model cannot read is an error."""
+    positions = config.max_position_embeddings
+    if max_length is None:
+        return min(DEFAULT_MAX_LENGTH, positions)
+    if not 3 <= max_length <= positions:
+        raise BertkitError(f"max_length {max_length} must be in 3..{positions}: {where} reads {positions} positions")
+    return max_length
 
 
 def read_json(path: Path) -> dict:

@@ -15,11 +15,10 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from bertkit.checkpoint import (
-    CONFIG, Loaded, load_into, load_tokenizer, read_weights, write_atomically,
-)
+from bertkit.checkpoint import CONFIG, Loaded, load_into, load_tokenizer, read_weights
 from bertkit.config import BertConfig, read_json
 from bertkit.errors import BertkitError
+from bertkit.folders import write_atomically
 from bertkit.model.heads import LABELLED_TASKS, TASKS, build_model
 from bertkit.tokenizer import Tokenizer
 

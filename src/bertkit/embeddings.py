@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from bertkit.checkpoint import require_finite
+from bertkit.config import reading_length
 from bertkit.errors import BertkitError
 from bertkit.tokenizer import Tokenizer
 
@@ -35,7 +37,7 @@ IVF_FROM = 100_000  # rows from which `build_index` clusters (IVF) instead of sc
 
 @torch.inference_mode()
 def embed_texts(model: nn.Module, tokenizer: Tokenizer, texts: Sequence[str], *, pooling: str = "mean",
-                layer: int | None = None, max_length: int = 128, batch_size: int = 64, normalize: bool = True,
+                layer: int | None = None, max_length: int | None = None, batch_size: int = 64, normalize: bool = True,
                 progress: bool = True) -> torch.Tensor:
     """(N, C) vectors: the mean over real tokens ("mean", as sentence-transformers does) or the [CLS] vector
     ("cls") of the last layer, or of `layer` (0 the embeddings, 1..L the blocks, negative from the end). Texts
@@ -46,6 +48,7 @@ def embed_texts(model: nn.Module, tokenizer: Tokenizer, texts: Sequence[str], *,
     L = bert.config.num_layers
     if layer is not None and not -(L + 1) <= layer <= L:
         raise BertkitError(f"layer {layer} does not exist: the model has layers 0 (embeddings) to {L}")
+    max_length = reading_length(bert.config, max_length)
     bert.eval()
     device = next(bert.parameters()).device
     lengths = [len(t) for t in texts]
@@ -64,6 +67,7 @@ def embed_texts(model: nn.Module, tokenizer: Tokenizer, texts: Sequence[str], *,
                 vec = (hidden * m).sum(1) / m.sum(1).clamp(min=1)  # (B, C)
             else:
                 vec = hidden[:, 0]  # (B, C)
+            require_finite(model, vec)
             out[idx] = vec.float().cpu()
             bar.update(len(idx))
     return F.normalize(out, dim=-1) if normalize else out
@@ -158,7 +162,7 @@ def read_texts(path: str | Path, text_column: str = "text", label_column: str = 
 
 
 def embed_file(model_dir: str | Path, input_file: str | Path, out: str | Path, *, pooling: str = "mean",
-               layer: int | None = None, max_length: int = 128, batch_size: int = 64, text_column: str = "text",
+               layer: int | None = None, max_length: int | None = None, batch_size: int = 64, text_column: str = "text",
                label_column: str = "label", tsne: bool = True, tsne_limit: int = 2000, seed: int = 0,
                progress: bool = True) -> Path:
     """Embed every text of a file into `out`: vectors.npy (N, C) float32 L2-normalised, index.jsonl (row, text,
@@ -170,6 +174,7 @@ def embed_file(model_dir: str | Path, input_file: str | Path, out: str | Path, *
     if loaded.tokenizer is None:
         raise BertkitError(f"{model_dir}: no tokenizer files")
     start = time.perf_counter()
+    max_length = reading_length(loaded.model.config, max_length, model_dir)
     vectors = embed_texts(loaded.model, loaded.tokenizer, texts, pooling=pooling, layer=layer, max_length=max_length,
                           batch_size=batch_size, progress=progress).numpy()
     seconds = time.perf_counter() - start
@@ -178,6 +183,7 @@ def embed_file(model_dir: str | Path, input_file: str | Path, out: str | Path, *
     # meta.json marks a complete directory (load_embeddings requires it): gone while the data files are rewritten,
     # written last, so an interrupted run never leaves new vectors beside an old run's meta
     (out / "meta.json").unlink(missing_ok=True)
+    (out / "tsne.png").unlink(missing_ok=True)  # a plot of an earlier run's vectors is not this run's
     np.save(out / "vectors.npy", vectors)
     with open(out / "index.jsonl", "w", encoding="utf-8") as f:
         for i, (t, y) in enumerate(zip(texts, labels)):

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bertkit.checkpoint import load_model, model_meta, write_atomically, write_labels
+from bertkit.checkpoint import load_model, model_meta, write_labels
+from bertkit.folders import write_atomically
 from bertkit.errors import BertkitError
 
 OUTPUTS = {

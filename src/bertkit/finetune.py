@@ -9,7 +9,7 @@ losses are divided by global counts, so accumulation and torchrun give the same 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +17,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bertkit.checkpoint import require_finite
+from bertkit.config import reading_length
 from bertkit.errors import BertkitError
+from bertkit.options import at_least, check_fields
 from bertkit.objectives import IGNORE_INDEX
 from bertkit.tokenizer import Tokenizer
 from bertkit.trainer import Step
 
 TASKS = ("classification", "ner", "qa")
+PROBLEM_TYPES = ("single_label", "multi_label", "regression")
 
 
 @dataclass
@@ -31,20 +35,22 @@ class FinetuneConfig:
     """classification (a label per text or pair), ner (a BIO tag per word) or qa (an answer span, SQuAD)."""
     problem_type: str = "single_label"
     """For classification: single_label, multi_label or regression."""
-    max_length: int = 128
-    batch_size: int = 32
-    accum: int = 1
-    epochs: float = 3.0
+    max_length: int | None = field(default=None, metadata=at_least(8))
+    """Tokens a model reads at once, [CLS] and [SEP] included, at most the model's max_position_embeddings;
+    None: config.DEFAULT_MAX_LENGTH, or the model's positions if it has fewer."""
+    batch_size: int = field(default=32, metadata=at_least(1))
+    accum: int = field(default=1, metadata=at_least(1))
+    epochs: float = field(default=3.0, metadata=at_least(0.0, open=True))
     group_by_length: bool = True
     class_weights: bool = False
     """Weight the loss by inverse class frequency (imbalanced single-label data)."""
-    eval_batch_size: int = 64
-    seed: int = 0
-    doc_stride: int = 128
+    eval_batch_size: int = field(default=64, metadata=at_least(1))
+    seed: int = field(default=0, metadata=at_least(0))
+    doc_stride: int = field(default=128, metadata=at_least(0))
     """QA: tokens shared by consecutive windows over a long context."""
-    max_answer_length: int = 30
+    max_answer_length: int = field(default=30, metadata=at_least(1))
     """QA: longest answer, in tokens."""
-    window_stride: int = 0
+    window_stride: int = field(default=0, metadata=at_least(0))
     """Classification of long documents: texts longer than max_length become windows sharing this many tokens,
     trained with the document's label and predicted by pooling the windows' logits; 0 truncates instead."""
     window_pool: str = "mean"
@@ -53,10 +59,16 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise BertkitError(f"task must be one of {TASKS}, got {self.task!r}")
-        if self.batch_size <= 0 or self.accum <= 0 or self.batch_size % self.accum:
-            raise BertkitError(f"batch_size {self.batch_size} must be a positive multiple of accum {self.accum}")
-        if self.epochs <= 0:
-            raise BertkitError(f"epochs must be positive, got {self.epochs}")
+        check_fields(self)
+        if self.problem_type not in PROBLEM_TYPES:
+            raise BertkitError(f"problem_type must be one of {PROBLEM_TYPES}, got {self.problem_type!r}")
+        if self.window_pool not in ("mean", "max"):
+            raise BertkitError(f"window_pool must be mean or max, got {self.window_pool!r}")
+        if self.batch_size % self.accum:
+            raise BertkitError(f"batch_size {self.batch_size} must be a multiple of accum {self.accum}")
+        if self.max_length is not None and self.window_stride >= self.max_length - 2:
+            raise BertkitError(f"window_stride {self.window_stride} must be below max_length - 2 "
+                               f"({self.max_length - 2}): windows share that many tokens")
 
 
 @dataclass
@@ -181,6 +193,10 @@ class FinetuneTask:
                  labels: list[str], evaluate_fn):
         self.train, self.dev, self.cfg, self.pad_id, self.labels = train, dev, cfg, pad_id, labels
         self.evaluate_fn = evaluate_fn
+        if len(train) < cfg.batch_size:
+            what = {"qa": "question windows", "ner": "sentences"}.get(cfg.task, "training examples")
+            raise BertkitError(f"{len(train)} {what}, fewer than the batch size {cfg.batch_size}: a step needs a "
+                               f"full batch; lower --batch-size to {len(train)} or less, or give more data")
         self.weights = None
         if cfg.class_weights and cfg.task == "classification" and cfg.problem_type == "single_label":
             counts = np.bincount([x.target for x in train], minlength=len(labels)).astype(np.float64)
@@ -269,6 +285,7 @@ def predict_logits(model: nn.Module, items: list[Encoded], pad_id: int, task: st
         batch = collate([items[i] for i in idx], pad_id, task, problem_type)
         logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device),
                        batch["token_type_ids"].to(device))
+        require_finite(model, *(logits if task == "qa" else [logits]))
         if task == "qa":  # (start, end) per window
             start, end = (x.float().cpu() for x in logits)
             for j, i in enumerate(idx):
@@ -351,6 +368,11 @@ def load_task_data(cfg: FinetuneConfig, train_file, dev_file=None, test_file=Non
         if cfg.task in ("ner", "qa"):
             raise BertkitError(f"{cfg.task} needs --dev (and --test) files; they are not split automatically")
         splits = T.split_examples(read(train_file))
+        if not splits["dev"] or not splits["train"]:
+            empty = "dev" if not splits["dev"] else "train"
+            raise BertkitError(f"{train_file}: the automatic split left the {empty} set empty ("
+                               f"{sum(map(len, splits.values()))} distinct examples; about 10% go to dev, 10% to "
+                               "test); give a --dev file, or more data")
     else:
         splits = {"train": read(train_file), "dev": read(dev_file) if dev_file else [],
                   "test": read(test_file) if test_file else []}
@@ -376,15 +398,22 @@ def load_task_data(cfg: FinetuneConfig, train_file, dev_file=None, test_file=Non
 
 def finetune(model_dir: str | Path, out: str | Path, cfg: FinetuneConfig, train_cfg_kwargs: dict, train_file,
              dev_file=None, test_file=None, columns: dict | None = None, *, resume: bool = False,
-             progress: bool = True) -> dict:
-    """Fine-tune a bertkit or Hugging Face BERT folder; returns (and writes) test metrics."""
+             force: bool = False, progress: bool = True) -> dict:
+    """Fine-tune a bertkit or Hugging Face BERT folder; returns (and writes) test metrics.
+
+    resume: continue the run in `out` from its last checkpoint; the data and options must be those it was
+    started with, unless force (see trainer.check_recipe)."""
     import json
+    import os
+    from dataclasses import asdict
 
     from bertkit.checkpoint import load_model
     from bertkit.evaluate.metrics import plot_confusion
-    from bertkit.trainer import TrainConfig, train
+    from bertkit.trainer import TrainConfig, check_recipe, file_fingerprint, train
 
     out = Path(out)
+    train_kwargs = {k: v for k, v in train_cfg_kwargs.items() if v is not None}
+    TrainConfig(**{"best_metric": _default_metric(cfg), **train_kwargs, "max_steps": 1})  # bad options fail now
     splits, labels = load_task_data(cfg, train_file, dev_file, test_file, columns)
     head = {"ner": "token_classification", "qa": "question_answering"}.get(cfg.task, "sequence_classification")
     num_labels = 1 if cfg.problem_type == "regression" and cfg.task == "classification" else len(labels)
@@ -394,6 +423,7 @@ def finetune(model_dir: str | Path, out: str | Path, cfg: FinetuneConfig, train_
     if loaded.tokenizer is None:
         raise BertkitError(f"{model_dir} has no tokenizer files")
     model, tok = loaded.model, loaded.tokenizer
+    cfg = replace(cfg, max_length=reading_length(model.config, cfg.max_length, model_dir))
     model.config.unpad = True  # skip padding in every layer but attention; saved with the model, so inference does too
     if progress:
         for note in loaded.notes:
@@ -423,12 +453,17 @@ def finetune(model_dir: str | Path, out: str | Path, cfg: FinetuneConfig, train_
         return score(items, logits, cfg, labels, context("dev"))
 
     task = FinetuneTask(enc["train"], enc["dev"], cfg, tok.pad_id, labels, evaluate_fn)
+    if int(os.environ.get("RANK", "0")) == 0 and (resume or not (out / "checkpoints").is_dir()):
+        files = {name: file_fingerprint(path) for name, path in (("train", train_file), ("dev", dev_file),
+                                                                  ("test", test_file))}
+        recipe = {"model": str(Path(model_dir).resolve()), "data": files, "columns": columns or {},
+                  "finetune": asdict(cfg), "train": train_kwargs}
+        check_recipe(out, "finetune_config.json", recipe, resume=resume, force=force)
     steps = max(1, int(round(cfg.epochs * task.steps_per_epoch)))
     defaults = {"lr": 5e-5, "warmup": 0.06, "weight_decay": 0.01, "betas": (0.9, 0.999), "eps": 1e-8,
                 "eval_every": task.steps_per_epoch, "save_every": task.steps_per_epoch, "log_every": 10,
                 "seed": cfg.seed, "best_metric": _default_metric(cfg)}
-    train_cfg = TrainConfig(**{**defaults, **{k: v for k, v in train_cfg_kwargs.items() if v is not None},
-                               "max_steps": steps})
+    train_cfg = TrainConfig(**{**defaults, **train_kwargs, "max_steps": steps})
     train(model, task, train_cfg, out, tokenizer=tok, labels=labels if labels and num_labels == len(labels) else None,
           resume=resume, progress_bar=progress)
 

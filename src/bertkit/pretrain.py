@@ -9,8 +9,8 @@ gradient for the same --batch-size: the distributed test checks exactly that.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+import os
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -22,39 +22,37 @@ from bertkit.data.corpus import Corpus
 from bertkit.data.instances import InstanceStream, Position, collate
 from bertkit.data.masking import continuation_table, mask_tokens
 from bertkit.errors import BertkitError
+from bertkit.options import at_least, between, check_fields
 from bertkit.model.heads import build_model
 from bertkit.objectives import IGNORE_INDEX
-from bertkit.trainer import Step, TrainConfig, train
+from bertkit.trainer import Step, TrainConfig, check_recipe, train
 
 
 @dataclass
 class PretrainConfig:
-    max_len: int = 128
+    max_len: int = field(default=128, metadata=at_least(8))
     """Tokens per instance, [CLS] and [SEP]s included."""
-    batch_size: int = 32
+    batch_size: int = field(default=32, metadata=at_least(1))
     """Instances per optimiser step, all processes and micro-steps together."""
-    accum: int = 1
+    accum: int = field(default=1, metadata=at_least(1))
     """Micro-steps per optimiser step (gradient accumulation)."""
     nsp: bool = True
     """Next-sentence prediction pairs (BERT); False packs contiguous text (RoBERTa/MosaicBERT)."""
-    short_seq_prob: float = 0.1
+    short_seq_prob: float = field(default=0.1, metadata=between(0.0, 1.0))
     """Share of NSP instances given a shorter random target length, as in BERT."""
-    mask_rate: float = 0.15
+    mask_rate: float = field(default=0.15, metadata=between(0.0, 1.0, low_open=True, high_open=True))
     whole_word: bool = False
     """Mask every piece of a word together (whole-word masking)."""
     sparse_mlm: bool = True
     """Run the MLM decoder on masked positions only (same loss, far less work)."""
-    eval_instances: int = 512
-    eval_batch_size: int = 64
-    seed: int = 0
+    eval_instances: int = field(default=512, metadata=at_least(1))
+    eval_batch_size: int = field(default=64, metadata=at_least(1))
+    seed: int = field(default=0, metadata=at_least(0))
 
     def __post_init__(self) -> None:
-        if self.batch_size <= 0 or self.accum <= 0 or self.batch_size % self.accum:
-            raise BertkitError(f"batch_size {self.batch_size} must be a positive multiple of accum {self.accum}")
-        if not 0 < self.mask_rate < 1:
-            raise BertkitError(f"mask_rate must be in (0, 1), got {self.mask_rate}")
-        if self.max_len < 8:
-            raise BertkitError(f"max_len must be at least 8, got {self.max_len}")
+        check_fields(self)
+        if self.batch_size % self.accum:
+            raise BertkitError(f"batch_size {self.batch_size} must be a multiple of accum {self.accum}")
 
 
 class PretrainTask:
@@ -165,8 +163,9 @@ class PretrainTask:
 
 
 def pretrain(data: str | Path, out: str | Path, model_config: BertConfig, cfg: PretrainConfig,
-             train_cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
-    """Pre-train a new model (or resume one) on a prepared corpus; the final model lands in out/model."""
+             train_cfg: TrainConfig, *, resume: bool = False, force: bool = False, progress: bool = True) -> dict:
+    """Pre-train a new model (or resume one) on a prepared corpus; the final model lands in out/model.
+    force: resume even if the data or options differ from the run's start (see trainer.check_recipe)."""
     corpus = Corpus(data)
     out = Path(out)
     vocab = corpus.tokenizer.vocab_size
@@ -176,20 +175,12 @@ def pretrain(data: str | Path, out: str | Path, model_config: BertConfig, cfg: P
     if model_config.max_position_embeddings < cfg.max_len:
         raise BertkitError(f"max_len {cfg.max_len} exceeds the model's max_position_embeddings "
                            f"{model_config.max_position_embeddings}")
-    recipe = {"data": str(Path(data).resolve()), "pretrain": asdict(cfg)}
-    recipe_file = out / "pretrain_config.json"
-    if resume and recipe_file.is_file():
-        saved = json.loads(recipe_file.read_text())
-        if saved["pretrain"] != recipe["pretrain"]:
-            changed = sorted(k for k in recipe["pretrain"] if saved["pretrain"].get(k) != recipe["pretrain"][k])
-            raise BertkitError(f"{out} was pre-trained with other data options ({', '.join(changed)} differ); "
-                               "resume with the same options")
     torch.manual_seed(train_cfg.seed)  # the same initial weights in every process and every rerun
     model = build_model(model_config, "pretraining" if cfg.nsp else "masked_lm")
     task = PretrainTask(corpus, cfg)
-    if not resume and not any((out / "checkpoints").glob("step_*")):
-        out.mkdir(parents=True, exist_ok=True)
-        recipe_file.write_text(json.dumps(recipe, indent=2) + "\n")
+    if int(os.environ.get("RANK", "0")) == 0 and (resume or not any((out / "checkpoints").glob("step_*"))):
+        check_recipe(out, "pretrain_config.json", {"data": str(Path(data).resolve()), "pretrain": asdict(cfg)},
+                     resume=resume, force=force)
     result = train(model, task, train_cfg, out, tokenizer=corpus.tokenizer, resume=resume, progress_bar=progress)
     try:
         from bertkit.plots import plot_training

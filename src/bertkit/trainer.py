@@ -31,57 +31,55 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from bertkit.checkpoint import write_atomically, write_model_files
+from bertkit.checkpoint import write_model_files
+from bertkit.folders import write_atomically
 from bertkit.errors import BertkitError
+from bertkit.options import at_least, between, check_fields
 from bertkit.optim import SCHEDULES, lr_factor, make_optimizer
 
 
 @dataclass
 class TrainConfig:
-    lr: float = 5e-4
+    lr: float = field(default=5e-4, metadata=at_least(0.0, open=True))
     """Peak learning rate."""
-    weight_decay: float = 0.01
+    weight_decay: float = field(default=0.01, metadata=at_least(0.0))
     betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-6
-    warmup: float = 0.06
+    eps: float = field(default=1e-6, metadata=at_least(0.0, open=True))
+    warmup: float = field(default=0.06, metadata=between(0.0, 1.0, high_open=True))
     """Fraction of the run spent warming up linearly from 0."""
     schedule: str = "linear"
     """Decay after warmup: linear, cosine (both to 0 at the end of the run) or constant."""
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = field(default=1.0, metadata=at_least(0.0))
     """Clip the global gradient norm to this; 0 turns clipping off."""
-    max_steps: int | None = None
-    max_tokens: int | None = None
+    max_steps: int | None = field(default=None, metadata=at_least(1))
+    max_tokens: int | None = field(default=None, metadata=at_least(1))
     """Stop after this many real (non-padding) tokens, summed over all processes."""
-    budget_minutes: float | None = None
+    budget_minutes: float | None = field(default=None, metadata=at_least(0.0, open=True))
     """Stop after this much wall-clock training time; the schedule anneals over exactly this budget."""
     bf16: bool = False
     """bfloat16 autocast (CPU or GPU); weights and optimiser stay fp32."""
     compile: bool = False
     """torch.compile the model."""
-    log_every: int = 10
-    eval_every: int = 200
-    save_every: int = 200
-    keep_checkpoints: int = 2
-    seed: int = 0
+    log_every: int = field(default=10, metadata=at_least(1))
+    eval_every: int = field(default=200, metadata=at_least(1))
+    save_every: int = field(default=200, metadata=at_least(1))
+    keep_checkpoints: int = field(default=2, metadata=at_least(1))
+    seed: int = field(default=0, metadata=at_least(0))
     best_metric: str | None = None
     """Evaluation metric that picks the model kept in run_dir/model (e.g. macro_f1, or loss); None: the last."""
-    patience: int = 0
+    patience: int = field(default=0, metadata=at_least(0))
     """Stop after this many evaluations without improving best_metric; 0 never stops early."""
-    max_bad_steps: int = 20
+    max_bad_steps: int = field(default=20, metadata=at_least(1))
     """Stop with an error after this many consecutive steps with a non-finite loss (each is skipped)."""
 
     def __post_init__(self) -> None:
+        check_fields(self)
+        if not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas) or len(self.betas) != 2:
+            raise BertkitError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
         if not (self.max_steps or self.max_tokens or self.budget_minutes):
             raise BertkitError("give at least one stop condition: steps, tokens or a time budget")
         if self.schedule not in SCHEDULES:
             raise BertkitError(f"schedule must be one of {SCHEDULES}")
-        if not 0 <= self.warmup < 1:
-            raise BertkitError(f"warmup is a fraction of the run in [0, 1), got {self.warmup}")
-        if self.lr <= 0:
-            raise BertkitError(f"lr must be positive, got {self.lr}")
-        for name in ("log_every", "eval_every", "save_every"):
-            if getattr(self, name) <= 0:
-                raise BertkitError(f"{name} must be positive")
         if self.patience and not self.best_metric:
             raise BertkitError("early stopping (patience) needs a best_metric to watch")
 
@@ -171,6 +169,53 @@ def _release_freed_memory() -> None:
         libc.malloc_trim(0)
 
 
+def check_recipe(run_dir: Path, name: str, recipe: dict, *, resume: bool, force: bool = False) -> None:
+    """Keep what a run was started with (data, options) in run_dir/name. Resuming with anything else is refused,
+    naming what differs, unless force (then the file records the new recipe). Call before any training."""
+    path = Path(run_dir) / name
+    if resume and path.is_file():
+        from bertkit.config import read_json
+        old, new = _flatten(read_json(path)), _flatten(json.loads(json.dumps(recipe)))
+        changed = [f"{k}: {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}" for k in sorted(set(old) | set(new))
+                   if old.get(k) != new.get(k)]
+        if changed and not force:
+            shown = "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
+            raise BertkitError(f"{run_dir} was started with other data or options ({shown}); resume with the same "
+                               "ones, or add --force to go on with the new ones")
+        if not changed:
+            return
+    elif resume:
+        return  # a run from before recipes were kept
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(recipe, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= _flatten(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def file_fingerprint(path: str | Path | None) -> str | None:
+    """A data file as a run records it: its path, size and content hash (None for no file)."""
+    if path is None:
+        return None
+    import hashlib
+    path = Path(path)
+    h = hashlib.sha1()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError as e:
+        raise BertkitError(f"{path}: cannot read ({e.strerror})") from None
+    return f"{path.resolve()} ({path.stat().st_size} bytes, sha1 {h.hexdigest()[:12]})"
+
+
 def _checkpoints(run_dir: Path) -> list[Path]:
     return sorted((run_dir / "checkpoints").glob("step_*"))
 
@@ -205,6 +250,7 @@ def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: str | Path
                                "another --out")
         run_dir.mkdir(parents=True, exist_ok=True)
         metrics_file.write_text("")
+    if main:  # the options in force (a forced resume may have changed some)
         (run_dir / "train_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
 
     core = model

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from bertkit.checkpoint import write_atomically
+from bertkit.folders import write_atomically
 from bertkit.config import read_json
 from bertkit.data.text import input_files, iter_documents, total_bytes
 from bertkit.errors import BertkitError

@@ -73,7 +73,8 @@ def read_examples(path: str | Path, *, text_column: str = "text", pair_column: s
             raise BertkitError(f"{where}: the second text ({pair_column!r}) is empty")
         parsed = _parse_label(label, problem_type, label_separator, where, label_column)
         if parsed is None and require_labels:
-            raise BertkitError(f"{where}: the label ({label_column!r}) is empty")
+            raise BertkitError(f"{where}: the label ({label_column!r}) is empty or a missing-value marker "
+                               f"({label!r}); give the label or drop the row")
         examples.append(Example(text, pair, parsed, lineno))
     if not examples:
         raise BertkitError(f"{path}: no examples in this file")
@@ -83,10 +84,16 @@ def read_examples(path: str | Path, *, text_column: str = "text", pair_column: s
 # A record before its label is parsed: (line, text, pair or None, label as a CSV string or JSON value or None).
 Record = tuple[int, str, str | None, object]
 
+# What spreadsheet and pandas exports write for an empty cell (pandas' default `na_values`): a label spelled so is
+# a lost value, not a class.
+MISSING = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                     "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
+
 
 def _csv_records(path: Path, dialect: dict, text_column: str, pair_column: str | None, label_column: str,
                  require_labels: bool) -> Iterator[Record]:
     lines = (line for _, line, _ in read_lines(path))  # with their line endings, as csv wants (newline="")
+    csv.field_size_limit(2**31 - 1)  # the csv module's default (131,072 characters) is shorter than a long document
     reader = csv.reader(lines, **dialect)
     header: list[str] | None = None
     wanted: dict[str, int] = {}
@@ -158,7 +165,7 @@ def _json_string(record: dict, field: str, where: str) -> str:
 def _parse_label(raw: object, problem_type: str, separator: str, where: str,
                  column: str) -> str | float | list[str] | None:
     """A label from a CSV field (str) or a JSON value; None when missing or empty."""
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
+    if raw is None or (isinstance(raw, str) and raw.strip() in MISSING) or (isinstance(raw, float) and math.isnan(raw)):
         # An empty multi-label field would mean "none of the labels"; it is refused like the others so that a
         # forgotten label is never read as a negative example.
         return None
@@ -181,8 +188,9 @@ def _parse_label(raw: object, problem_type: str, separator: str, where: str,
             if isinstance(part, bool) or not isinstance(part, (str, int)):
                 raise BertkitError(f"{where}: a label in {column!r} is {json_kind(part)}; expected strings")
             label = str(part).strip()
-            if not label:
-                raise BertkitError(f"{where}: empty label in {raw!r} (labels are separated by {separator!r})")
+            if label in MISSING:
+                raise BertkitError(f"{where}: empty or missing-value label in {raw!r} (labels are separated by "
+                                   f"{separator!r})")
             if label not in labels:
                 labels.append(label)
         return labels or None

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from bertkit.checkpoint import require_finite
+
 
 @dataclass
 class Scorer:
@@ -35,7 +37,9 @@ class Scorer:
     def logits(self, ids: torch.Tensor) -> torch.Tensor:
         """ids (B, T) of this input's length -> logits (B, L)."""
         types = torch.tensor(self.type_ids, dtype=torch.long, device=ids.device).expand(ids.shape[0], -1)
-        return self.model(ids, None, types)
+        logits = self.model(ids, None, types)
+        require_finite(self.model, logits.detach())
+        return logits
 
     @torch.no_grad()
     def __call__(self, variants: list[list[int]]) -> np.ndarray:
