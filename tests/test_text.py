@@ -1,7 +1,9 @@
 import json
+import tracemalloc
 
 import pytest
 
+from bertkit.data import text
 from bertkit.data.text import input_files, iter_documents, split_sentences, total_bytes
 from bertkit.errors import BertkitError
 
@@ -117,6 +119,36 @@ def test_byte_counts_sum_to_total_bytes(tmp_path):
     assert [doc for doc, _ in got] == [["One.", "Two."], ["Three."], ["四。"]]
     assert all(n > 0 for _, n in got)
     assert sum(n for _, n in got) == total_bytes(files) == sum(f.stat().st_size for f in files)
+
+
+def test_a_file_without_blank_lines_is_cut_into_blocks_read_lazily(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(text, "MAX_DOCUMENT_LINES", 100)
+    lines = [f"Sentence number {i} is here." for i in range(3_000)]
+    flat = write(tmp_path / "flat.txt", "\n".join(lines) + "\n")
+    got = list(iter_documents([flat]))
+    assert [doc for doc, _ in got] == [lines[i:i + 100] for i in range(0, 3_000, 100)]
+    assert sum(n for _, n in got) == flat.stat().st_size
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1  # one warning for the file, not one per block
+    assert (f"{flat} has no blank lines between documents for 100+ lines: cutting it into blocks of 100 lines "
+            "(put a blank line between documents)") in err
+
+    # A document of exactly the cap is whole, and says nothing.
+    exact = write(tmp_path / "exact.txt", "\n".join(lines[:100]) + "\n\n" + "\n".join(lines[100:150]))
+    assert documents([exact]) == [lines[:100], lines[100:150]]
+    assert capsys.readouterr().err == ""
+
+    # Memory: a file 10x larger streams in the space of about two blocks (the reader holds one back).
+    big = write(tmp_path / "big.txt", "\n".join(lines * 10) + "\n")  # 30,000 lines, 0.9 MB
+    tracemalloc.start()
+    try:
+        sizes = {len(doc) for doc, _ in iter_documents([big], warn=False)}
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert sizes == {100}
+    assert peak < 200_000, peak  # read whole, it peaks at 2.6 MB
+    assert capsys.readouterr().err == ""
 
 
 def test_input_files_errors(tmp_path):

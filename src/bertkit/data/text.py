@@ -6,7 +6,8 @@ another document, so the corpus reader keeps both levels: a document is a list o
 Two input formats:
 
 - `.txt` (and any extension other than .jsonl/.json): google-research/bert's format. Documents are separated
-  by blank lines; each other line is a sentence or a paragraph and goes through `split_sentences`.
+  by blank lines; each other line is a sentence or a paragraph and goes through `split_sentences`. A document
+  of more than MAX_DOCUMENT_LINES lines is cut into blocks of that many, with a warning.
 - `.jsonl` / `.json`: one JSON object per line, one document each; its text field is split into paragraphs
   on newlines, then into sentences.
 
@@ -20,13 +21,23 @@ import codecs
 import glob
 import json
 import re
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from bertkit.errors import BertkitError
 
 SUFFIXES = (".txt", ".jsonl", ".json")
 JSON_SUFFIXES = (".jsonl", ".json")
+
+MAX_DOCUMENT_LINES = 5_000
+"""Lines of a .txt document beyond which it is cut into blocks of this many. Real documents stay far below (a
+chapter of the project's austen.txt has at most 112 paragraph lines, a People's Daily document 20), so only
+a file without blank lines is cut: whole, it would be one document held in memory (a 50 MB file of one
+sentence a line peaked at 2 GB), with nothing to hold out and NSP's "random" sentences drawn from itself.
+A block is ~0.5 MB of one-sentence lines."""
 
 # Words that end in a period without ending the sentence, as written (case matters: "No." but not "no.").
 ABBREVIATIONS = frozenset("""
@@ -135,9 +146,11 @@ def total_bytes(files: list[Path]) -> int:
     return sum(Path(f).stat().st_size for f in files)
 
 
-def iter_documents(inputs: Sequence[str | Path], text_field: str = "text") -> Iterator[tuple[list[str], int]]:
+def iter_documents(inputs: Sequence[str | Path], text_field: str = "text",
+                   warn: bool = True) -> Iterator[tuple[list[str], int]]:
     """Yield (sentences of one document, number of input bytes consumed since the previous yield) — the byte
-    count feeds a MB/s progress bar.
+    count feeds a MB/s progress bar. warn: say on stderr, once per file, that a file is cut into blocks of
+    MAX_DOCUMENT_LINES lines (off for a second pass over the same files).
 
     Every byte is counted exactly once: blank lines, empty documents and files with no text are added to
     a neighbouring document, so the counts sum to `total_bytes(input_files(inputs))` (when any document
@@ -146,8 +159,11 @@ def iter_documents(inputs: Sequence[str | Path], text_field: str = "text") -> It
     held: tuple[list[str], int] | None = None
     consumed = 0
     for path in input_files(inputs):
-        read = _read_jsonl if path.suffix.lower() in JSON_SUFFIXES else _read_txt
-        for sentences, n in read(path, text_field):
+        if path.suffix.lower() in JSON_SUFFIXES:
+            documents = _read_jsonl(path, text_field)
+        else:
+            documents = _read_txt(path, warn)
+        for sentences, n in documents:
             consumed += n
             if sentences:
                 if held is not None:
@@ -157,17 +173,29 @@ def iter_documents(inputs: Sequence[str | Path], text_field: str = "text") -> It
         yield held[0], held[1] + consumed
 
 
-def _read_txt(path: Path, text_field: str) -> Iterator[tuple[list[str], int]]:
-    """(document, bytes) in google-research/bert's format; the last document may be empty, to carry bytes."""
+def _read_txt(path: Path, warn: bool) -> Iterator[tuple[list[str], int]]:
+    """(document, bytes) in google-research/bert's format; the last document may be empty, to carry bytes.
+    A document never holds more than MAX_DOCUMENT_LINES lines: a longer run is cut into blocks."""
     doc: list[str] = []
-    n = 0
+    lines = n = 0
     for _, line, size in read_lines(path):
-        n += size
-        if line.strip():
-            doc += split_sentences(line)
-        elif doc:
+        if not line.strip():
+            n += size
+            if doc:
+                yield doc, n
+                doc, lines, n = [], 0, 0
+            continue
+        if lines == MAX_DOCUMENT_LINES:
+            if warn:
+                tqdm.write(f"bertkit: warning: {path} has no blank lines between documents for "
+                           f"{MAX_DOCUMENT_LINES:,}+ lines: cutting it into blocks of {MAX_DOCUMENT_LINES:,} lines "
+                           f"(put a blank line between documents)", file=sys.stderr)
+                warn = False
             yield doc, n
-            doc, n = [], 0
+            doc, lines, n = [], 0, 0
+        doc += split_sentences(line)
+        lines += 1
+        n += size
     yield doc, n  # a file's end ends its document
 
 
