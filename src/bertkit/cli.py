@@ -86,7 +86,8 @@ def _pretrain(args: argparse.Namespace) -> None:
     from bertkit.data.corpus import Corpus
     from bertkit.pretrain import PretrainConfig, pretrain
     from bertkit.trainer import TrainConfig
-    claim(args.out, "pretrain", overwrite=args.overwrite, inputs=[args.data], run=True)
+    if _rank() == 0:  # the other processes of a torchrun job would see the folder rank 0 just made
+        claim(args.out, "pretrain", overwrite=args.overwrite, inputs=[args.data], run=True)
     vocab = Corpus(args.data).tokenizer.vocab_size
     if args.model_config:
         model_config = BertConfig.from_dict(read_json(Path(args.model_config)))
@@ -103,9 +104,14 @@ def _pretrain(args: argparse.Namespace) -> None:
                             keep_checkpoints=args.keep, seed=args.seed)
     result = pretrain(args.data, args.out, model_config, cfg, train_cfg, resume=args.resume, force=args.force,
                       progress=not args.quiet)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if _rank() == 0:
         mark(args.out, "pretrain")
         print(json.dumps({"held_out": result, "model": str(Path(args.out) / "model")}, indent=2))
+
+
+def _rank() -> int:
+    """This process's rank in a torchrun job (0 alone)."""
+    return int(os.environ.get("RANK", "0"))
 
 
 def _columns(args: argparse.Namespace) -> dict:
@@ -115,7 +121,8 @@ def _columns(args: argparse.Namespace) -> dict:
 
 def _finetune(args: argparse.Namespace) -> None:
     from bertkit.finetune import FinetuneConfig, finetune
-    claim(args.out, "finetune", overwrite=args.overwrite, inputs=[args.model], run=True)
+    if _rank() == 0:
+        claim(args.out, "finetune", overwrite=args.overwrite, inputs=[args.model], run=True)
     cfg = FinetuneConfig(task=args.task, problem_type=args.problem_type, max_length=args.max_length,
                          batch_size=args.batch_size, accum=args.accum, epochs=args.epochs,
                          group_by_length=not args.no_group_by_length, class_weights=args.class_weights, seed=args.seed,
@@ -126,7 +133,7 @@ def _finetune(args: argparse.Namespace) -> None:
     results = finetune(args.model, args.out, cfg, train_kwargs, args.train, args.dev, args.test,
                        _columns(args) if args.task == "classification" else None, resume=args.resume,
                        force=args.force, progress=not args.quiet)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if _rank() == 0:
         mark(args.out, "finetune")
         print(json.dumps({k: _headline(v) for k, v in results.items() if k in ("dev", "test")}, indent=2))
         print(f"model: {Path(args.out) / 'model'}; all metrics: {Path(args.out) / 'metrics.json'}")
@@ -388,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--test", help="test file")
     ft.add_argument("--out", required=True, help="run directory: metrics.jsonl, metrics.json, PNGs, model/")
     ft.add_argument("--task", default="classification", choices=["classification", "ner", "qa"])
-    ft.add_argument("--doc-stride", type=NON_NEGATIVE_INT, default=128, help="qa: tokens shared by consecutive context windows")
+    ft.add_argument("--doc-stride", type=NON_NEGATIVE_INT, help="qa: tokens shared by consecutive context windows (default: a third of --max-length)")
     ft.add_argument("--max-answer-length", type=POSITIVE_INT, default=30, help="qa: longest answer, in tokens")
     ft.add_argument("--window-stride", type=NON_NEGATIVE_INT, default=0, help="long documents: split texts longer than "
                     "--max-length into windows sharing this many tokens (0: truncate)")

@@ -46,8 +46,9 @@ class FinetuneConfig:
     """Weight the loss by inverse class frequency (imbalanced single-label data)."""
     eval_batch_size: int = field(default=64, metadata=at_least(1))
     seed: int = field(default=0, metadata=at_least(0))
-    doc_stride: int = field(default=128, metadata=at_least(0))
-    """QA: tokens shared by consecutive windows over a long context."""
+    doc_stride: int | None = field(default=None, metadata=at_least(0))
+    """QA: tokens shared by consecutive windows over a long context; None: a third of max_length (128 at 384, as
+    in BERT's SQuAD runs)."""
     max_answer_length: int = field(default=30, metadata=at_least(1))
     """QA: longest answer, in tokens."""
     window_stride: int = field(default=0, metadata=at_least(0))
@@ -66,6 +67,8 @@ class FinetuneConfig:
             raise BertkitError(f"window_pool must be mean or max, got {self.window_pool!r}")
         if self.batch_size % self.accum:
             raise BertkitError(f"batch_size {self.batch_size} must be a multiple of accum {self.accum}")
+        if self.max_length is not None and self.doc_stride is not None and self.doc_stride >= self.max_length - 3:
+            raise BertkitError(f"doc_stride {self.doc_stride} must be below max_length - 3 ({self.max_length - 3})")
         if self.max_length is not None and self.window_stride >= self.max_length - 2:
             raise BertkitError(f"window_stride {self.window_stride} must be below max_length - 2 "
                                f"({self.max_length - 2}): windows share that many tokens")
@@ -423,7 +426,8 @@ def finetune(model_dir: str | Path, out: str | Path, cfg: FinetuneConfig, train_
     if loaded.tokenizer is None:
         raise BertkitError(f"{model_dir} has no tokenizer files")
     model, tok = loaded.model, loaded.tokenizer
-    cfg = replace(cfg, max_length=reading_length(model.config, cfg.max_length, model_dir))
+    max_length = reading_length(model.config, cfg.max_length, model_dir)
+    cfg = replace(cfg, max_length=max_length, doc_stride=max_length // 3 if cfg.doc_stride is None else cfg.doc_stride)
     model.config.unpad = True  # skip padding in every layer but attention; saved with the model, so inference does too
     if progress:
         for note in loaded.notes:

@@ -121,11 +121,17 @@ class Tokenizer:
             for p in paths:
                 if not Path(p).is_file():
                     raise BertkitError(f"{p}: file not found")
-            backend.train(paths, trainer)
+            try:
+                backend.train(paths, trainer)
+            except Exception as e:  # noqa: BLE001 - the Rust side raises a bare Exception without the file's name
+                if "UTF-8" not in str(e):
+                    raise
+                raise BertkitError(f"{_first_non_utf8(paths)}: not UTF-8 text") from None
         else:
             backend.train_from_iterator(_strings(texts), trainer)
         if backend.get_vocab_size() <= len(SPECIAL_TOKENS):
-            raise BertkitError("no vocabulary was learned: the training text is empty")
+            source = f" ({', '.join(map(str, files))})" if files is not None else ""
+            raise BertkitError(f"no vocabulary was learned: the training text{source} is empty")
         return cls(backend)
 
     @classmethod
@@ -356,3 +362,18 @@ def _check_text(text) -> str:
 def _strings(texts: Iterable[str]) -> Iterator[str]:
     for t in texts:
         yield _check_text(t)
+
+
+def _first_non_utf8(paths: Sequence[str]) -> str:
+    """The first of the files that does not decode as UTF-8 (read in blocks, so any size)."""
+    import codecs
+    for p in paths:
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        try:
+            with open(p, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    decoder.decode(block)
+                decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return p
+    return ", ".join(paths)
