@@ -3,7 +3,6 @@
 numeric option and bad files, each must exit 2 with one line on stderr, within a time limit."""
 
 import json
-import os
 import random
 import signal
 import subprocess
