@@ -36,7 +36,9 @@ def read(path: Path) -> tuple[list[str], list[str]]:
 
 def run_bertkit(model_dir: Path, data: Path, out: Path, args) -> dict:
     from bertkit.finetune import FinetuneConfig, finetune
-    cfg = FinetuneConfig(max_length=args.max_length, batch_size=args.batch_size, epochs=args.epochs, seed=0)
+    from bertkit.inference import Reading
+    cfg = FinetuneConfig(reading=Reading(max_length=args.max_length), batch_size=args.batch_size, epochs=args.epochs,
+                         seed=0)
     t0 = time.perf_counter()
     results = finetune(model_dir, out, cfg, {"lr": args.lr, "warmup": 0.06, "weight_decay": 0.01,
                                             "best_metric": "accuracy", "bf16": args.bf16},

@@ -9,7 +9,8 @@ import torch
 
 from bertkit import BertConfig, BertkitError, Tokenizer, build_model, save_model
 from bertkit.cli import main
-from bertkit.finetune import align_tags, length_grouped_order, predicted_word_tags
+from bertkit.data.encoding import align_tags, length_grouped_order
+from bertkit.inference.tokens import word_tags
 from bertkit.objectives import IGNORE_INDEX
 
 GOOD = ["great", "wonderful", "excellent", "moving", "brilliant", "delightful"]
@@ -95,10 +96,10 @@ def test_classification_end_to_end_and_reproducible(data, tmp_path, capsys):
                  "--text", "a dull and tedious film"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [x["label"] for x in lines] == ["pos", "neg"]
-    from bertkit.predict import TextClassifier
-    clf = TextClassifier.load(tmp_path / "a" / "model", max_length=16)
+    from bertkit.inference import TextClassifier
+    clf = TextClassifier.load(tmp_path / "a" / "model", max_length=16, window_stride=4)
     long_text = " ".join(review(random.Random(3), True) for _ in range(10))  # longer than 16 tokens
-    assert clf.predict([long_text], window_stride=4)[0]["label"] == "pos"
+    assert clf.predict([long_text])[0]["label"] == "pos"
     assert all(abs(sum(x["probs"].values()) - 1) < 1e-4 for x in lines)
 
 
@@ -114,8 +115,8 @@ def test_ner_end_to_end_with_character_spans(data, tmp_path, capsys):
     text = "Carol Smith flew to Oslo with the cast"
     assert main(["predict", str(tmp_path / "ner" / "model"), "--text", text]) == 0
     entities = json.loads(capsys.readouterr().out)["entities"]
-    assert {(e["type"], e["text"]) for e in entities} == {("PER", "Carol Smith"), ("LOC", "Oslo")}
-    assert all(text[e["start"]:e["end"]] == e["text"] for e in entities)
+    assert {(e["entity"], e["word"]) for e in entities} == {("PER", "Carol Smith"), ("LOC", "Oslo")}
+    assert all(text[e["start"]:e["end"]] == e["word"] and 0 < e["score"] <= 1 for e in entities)
 
 
 def test_baseline(data, tmp_path, capsys):
@@ -157,7 +158,7 @@ def test_align_tags_exact():
     assert align_tags([None, 0, 0, 0, 1, None], [3, 0]) == [IGNORE_INDEX, 3, IGNORE_INDEX, IGNORE_INDEX, 0, IGNORE_INDEX]
     logits = torch.full((6, 3), -1.0)
     logits[1, 2] = logits[2, 1] = logits[4, 1] = 5.0  # piece 2 disagrees: ignored
-    assert predicted_word_tags([None, 0, 0, 0, 1, None], logits, ["O", "B-PER", "I-PER"], 3) == ["I-PER", "B-PER", "O"]
+    assert [t for t, _ in word_tags([None, 0, 0, 0, 1, None], logits, ["O", "B-PER", "I-PER"], 3)] == ["I-PER", "B-PER", "O"]
 
 
 def test_length_grouped_order_is_a_permutation_of_similar_lengths():
@@ -172,7 +173,7 @@ def test_length_grouped_order_is_a_permutation_of_similar_lengths():
 
 
 def test_predictor_refuses_wrong_models(data):
-    from bertkit.predict import TextClassifier
+    from bertkit.inference import TextClassifier
     with pytest.raises(BertkitError, match="not a text classifier"):
         TextClassifier.load(data["model"])
 
@@ -213,7 +214,7 @@ def test_question_answering_end_to_end(tmp_path, capsys):
 
 
 def test_pool_windows_exact():
-    from bertkit.finetune import Encoded, pool_windows
+    from bertkit.inference.batches import Encoded, pool_windows
     items = [Encoded([1], [0], 0, doc=0), Encoded([1], [0], 0, doc=0), Encoded([1], [0], 1, doc=1)]
     logits = [torch.tensor([1.0, 3.0]), torch.tensor([3.0, -1.0]), torch.tensor([0.0, 2.0])]
     docs, mean = pool_windows(items, logits, "mean")
@@ -225,7 +226,7 @@ def test_pool_windows_exact():
 
 def test_long_documents_become_windows(data, tmp_path):
     from bertkit.data.tasks import Example
-    from bertkit.finetune import encode_classification
+    from bertkit.data.encoding import encode_classification
     tok = Tokenizer.load(data["model"])
     long_text = " ".join(review(random.Random(1), True) for _ in range(12))  # ~70 words
     items = encode_classification(tok, [Example(long_text, label="pos"), Example("short and dull", label="neg")],
@@ -241,7 +242,7 @@ def test_long_documents_become_windows(data, tmp_path):
 def test_inference_precisions_agree_with_fp32(data, tmp_path, capsys):
     """evaluate / predict --precision bf16 and int8 give (nearly) the fp32 predictions; a bad precision is one line."""
     from bertkit.model.precision import for_inference
-    from bertkit.predict import TextClassifier
+    from bertkit.inference import TextClassifier
     assert main(finetune_args(data, tmp_path / "run")) == 0
     model_dir = tmp_path / "run" / "model"
     capsys.readouterr()

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from bertkit import BertConfig, Tokenizer, build_model, save_model
-from bertkit.cli import build_parser, main
+from bertkit.cli import _verbs, build_parser, main
 from bertkit.data.corpus import prepare
 from bertkit.folders import MARKER, write_atomically
 from bertkit.options import Range
@@ -197,7 +197,7 @@ def test_finetune_resume_refuses_changed_data_or_options(world, tmp_path, capsys
     swapped = [other if a == world["train"] else a for a in base]
     one_line_error(swapped + ["--resume"], capsys, "data.train")
     for flag, value, key in (("--lr", "1e-3", "train.lr"), ("--batch-size", "8", "finetune.batch_size"),
-                             ("--max-length", "32", "finetune.max_length"), ("--epochs", "2", "finetune.epochs")):
+                             ("--max-length", "32", "finetune.reading.max_length"), ("--epochs", "2", "finetune.epochs")):
         one_line_error(base + [flag, value, "--resume"], capsys, key)
     assert run(base + ["--lr", "1e-3", "--resume", "--force"], capsys)[0] == 0
     assert json.loads((out / "train_config.json").read_text())["lr"] == 1e-3
@@ -253,18 +253,6 @@ def test_long_csv_fields_are_read(world, tmp_path, capsys):
 
 
 # The fuzz test: every verb, every numeric option, bad files
-
-
-def _verbs(parser) -> dict:
-    """{'finetune': subparser, 'tokenizer train': subparser, ...}"""
-    out = {}
-    for action in parser._subparsers._group_actions:
-        for name, sub in action.choices.items():
-            if sub._subparsers is not None:
-                out |= {f"{name} {k}": v for k, v in _verbs(sub).items()}
-            else:
-                out[name] = sub
-    return out
 
 
 def _bases(w: dict, out: Path) -> dict[str, tuple[list, list[int]]]:

@@ -10,6 +10,7 @@ os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "32")
 from bertkit.checkpoint import Loaded, load_model, save_model
 from bertkit.config import BertConfig
 from bertkit.errors import BertkitError
+from bertkit.inference import pipeline
 from bertkit.model import (
     Bert,
     BertForMaskedLM,
@@ -26,5 +27,5 @@ __version__ = "0.1.0"
 __all__ = [
     "BertConfig", "BertkitError", "Tokenizer", "Bert", "BertModel", "BertForMaskedLM", "BertForPreTraining",
     "BertForSequenceClassification", "BertForTokenClassification", "BertForQuestionAnswering", "build_model",
-    "Loaded", "load_model", "save_model",
+    "Loaded", "load_model", "save_model", "pipeline",
 ]

@@ -11,7 +11,7 @@ import numpy as np
 
 from bertkit.errors import BertkitError
 from bertkit.evaluate.metrics import classification_metrics, entity_metrics, plot_confusion
-from bertkit.finetune import FinetuneConfig, load_task_data
+from bertkit.data.tasks import load_task_data
 
 
 def _has_cjk(texts: list[str]) -> bool:
@@ -31,8 +31,7 @@ def run_baseline(out: str | Path, train_file, dev_file=None, test_file=None, col
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    cfg = FinetuneConfig(task="classification", problem_type="single_label", seed=seed)
-    splits, labels = load_task_data(cfg, train_file, dev_file, test_file, columns)
+    splits, labels = load_task_data("classification", train_file, dev_file, test_file, columns)
     index = {name: i for i, name in enumerate(labels)}
 
     def texts(part):
@@ -89,8 +88,7 @@ def run_ner_baseline(out: str | Path, train_file, dev_file, test_file=None, seed
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    cfg = FinetuneConfig(task="ner", seed=seed)
-    splits, tags = load_task_data(cfg, train_file, dev_file, test_file)
+    splits, tags = load_task_data("ner", train_file, dev_file, test_file)
     index = {t: i for i, t in enumerate(tags)}
     # a feature column only for what the training split shows (seen twice in a large one): a small weight matrix
     # keeps L-BFGS fast, where hashing into a fixed 2^20 columns made it crawl

@@ -198,8 +198,10 @@ def _pretrain(p: DemoPlan, prepared: Path, vocab: int, out: Path, bf16: bool) ->
 def _finetune(p: DemoPlan, model: Path, files: dict, out: Path, kind: str, lr: float, epochs: float,
               bf16: bool) -> dict:
     from bertkit.finetune import FinetuneConfig, finetune
+    from bertkit.inference import Reading
     # People's Daily sentences run to 200+ characters: 256 tokens keeps nearly all of them whole
-    cfg = FinetuneConfig(task=kind, epochs=epochs, batch_size=32, max_length=256 if kind == "ner" else 128)
+    cfg = FinetuneConfig(task=kind, epochs=epochs, batch_size=32,
+                         reading=Reading(max_length=256 if kind == "ner" else 128))
     paths = files["paths"]
     t0 = time.perf_counter()
     r = finetune(model, out, cfg, {"lr": lr, "bf16": bf16}, paths["train"], paths["dev"], paths["test"],

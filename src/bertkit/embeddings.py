@@ -3,9 +3,9 @@ embedding table.
 
 Shapes: N texts, Q queries, B batch, T tokens, C hidden, V vocab.
 
-    vectors = embed_texts(model, tokenizer, texts, pooling="mean", layer=-1)   # (N, C), rows L2-normalised
-    index = VectorIndex(vectors)                                               # exact; ivf=True when N is large
-    scores, ids = index.search(embed_texts(model, tokenizer, ["a query"]), k=10)
+    vectors = Embedder.load("runs/model").encode(texts)   # (N, C), rows L2-normalised (bertkit.inference)
+    index = VectorIndex(vectors)                          # exact; ivf=True when N is large
+    scores, ids = index.search(Embedder.load("runs/model").encode(["a query"]), k=10)
     embed_file("runs/model", "train.csv", "runs/emb")     # vectors.npy + index.jsonl + meta.json (+ tsne.png)
     similar("runs/emb", ["a witty film"], k=5)            # nearest texts, with timings
     nearest_words(loaded, "king - man + woman")           # word arithmetic over the input embeddings
@@ -24,53 +24,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from bertkit.checkpoint import require_finite
-from bertkit.config import reading_length
 from bertkit.errors import BertkitError
+from bertkit.inference.embed import Embedder
 from bertkit.tokenizer import Tokenizer
-
-POOLING = ("mean", "cls")
 IVF_FROM = 100_000  # rows from which `build_index` clusters (IVF) instead of scanning every row
 
-
-@torch.inference_mode()
-def embed_texts(model: nn.Module, tokenizer: Tokenizer, texts: Sequence[str], *, pooling: str = "mean",
-                layer: int | None = None, max_length: int | None = None, batch_size: int = 64, normalize: bool = True,
-                progress: bool = True) -> torch.Tensor:
-    """(N, C) vectors: the mean over real tokens ("mean", as sentence-transformers does) or the [CLS] vector
-    ("cls") of the last layer, or of `layer` (0 the embeddings, 1..L the blocks, negative from the end). Texts
-    are run in length-sorted batches so little time goes to padding; rows come back in input order."""
-    if pooling not in POOLING:
-        raise BertkitError(f"pooling must be one of {POOLING}, got {pooling!r}")
-    bert = model.bert if hasattr(model, "bert") else model
-    L = bert.config.num_layers
-    if layer is not None and not -(L + 1) <= layer <= L:
-        raise BertkitError(f"layer {layer} does not exist: the model has layers 0 (embeddings) to {L}")
-    max_length = reading_length(bert.config, max_length)
-    bert.eval()
-    device = next(bert.parameters()).device
-    lengths = [len(t) for t in texts]
-    order = sorted(range(len(texts)), key=lambda i: lengths[i])
-    out = torch.empty(len(texts), bert.config.hidden_size)
-    with tqdm(total=len(texts), desc="embedding", unit="text", disable=not progress) as bar:
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            batch = tokenizer.encode_batch([texts[i] for i in idx], max_length=max_length)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            enc = bert(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
-                       output_hidden_states=layer is not None)
-            hidden = enc.hidden if layer is None else enc.hidden_states[layer]  # (B, T, C)
-            if pooling == "mean":
-                m = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-                vec = (hidden * m).sum(1) / m.sum(1).clamp(min=1)  # (B, C)
-            else:
-                vec = hidden[:, 0]  # (B, C)
-            require_finite(model, vec)
-            out[idx] = vec.float().cpu()
-            bar.update(len(idx))
-    return F.normalize(out, dim=-1) if normalize else out
 
 
 def knn_classify(train_vecs: torch.Tensor, train_labels: Sequence[str], query_vecs: torch.Tensor,
@@ -161,22 +120,19 @@ def read_texts(path: str | Path, text_column: str = "text", label_column: str = 
     return [e.text for e in examples], [e.label for e in examples]
 
 
-def embed_file(model_dir: str | Path, input_file: str | Path, out: str | Path, *, pooling: str = "mean",
+def embed_file(model_dir: str | Path, input_file: str | Path, out: str | Path, *, pooling: str | None = None,
                layer: int | None = None, max_length: int | None = None, batch_size: int = 64, text_column: str = "text",
                label_column: str = "label", tsne: bool = True, tsne_limit: int = 2000, seed: int = 0,
                progress: bool = True) -> Path:
     """Embed every text of a file into `out`: vectors.npy (N, C) float32 L2-normalised, index.jsonl (row, text,
     label per line, in row order), meta.json (model, pooling, layer, ...) and, when the file has labels, tsne.png
-    (a 2-D t-SNE of up to tsne_limit rows, coloured by label)."""
-    from bertkit.checkpoint import load_model
+    (a 2-D t-SNE of up to tsne_limit rows, coloured by label). pooling and max_length: None reads as the model
+    was saved to (see bertkit.inference.Reading)."""
     texts, labels = read_texts(input_file, text_column, label_column)
-    loaded = load_model(model_dir)
-    if loaded.tokenizer is None:
-        raise BertkitError(f"{model_dir}: no tokenizer files")
+    embedder = Embedder.load(model_dir, pooling=pooling, max_length=max_length, normalize=True)
+    pooling, max_length = embedder.reading.pooling, embedder.reading.max_length
     start = time.perf_counter()
-    max_length = reading_length(loaded.model.config, max_length, model_dir)
-    vectors = embed_texts(loaded.model, loaded.tokenizer, texts, pooling=pooling, layer=layer, max_length=max_length,
-                          batch_size=batch_size, progress=progress).numpy()
+    vectors = embedder.encode(texts, batch_size=batch_size, layer=layer, progress=progress)
     seconds = time.perf_counter() - start
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -231,19 +187,17 @@ def load_embeddings(folder: str | Path) -> tuple[np.ndarray, list[dict], dict]:
 def similar(folder: str | Path, queries: Sequence[str], k: int = 10, *, ivf: bool | None = None) -> dict:
     """Nearest texts of an embeddings directory for each query, embedded by the same model the same way.
     Returns {"results": [[{row, score, text, label?}, ...] per query], "timings": seconds of each stage}."""
-    from bertkit.checkpoint import load_model
     for q in queries:
         if not isinstance(q, str) or not q.strip():
             raise BertkitError("a query is empty")
     timings = {}
     t0 = time.perf_counter()
     vectors, records, meta = load_embeddings(folder)
-    loaded = load_model(meta["model"])
+    embedder = Embedder.load(meta["model"], pooling=meta["pooling"], max_length=meta["max_length"], normalize=True)
     t1 = time.perf_counter()
     index = build_index(vectors) if ivf is None else VectorIndex(vectors, ivf=ivf)
     t2 = time.perf_counter()
-    q = embed_texts(loaded.model, loaded.tokenizer, queries, pooling=meta["pooling"], layer=meta["layer"],
-                    max_length=meta["max_length"], progress=False)
+    q = torch.from_numpy(embedder.encode(queries, layer=meta["layer"]))
     t3 = time.perf_counter()
     scores, ids = index.search(q, k)
     t4 = time.perf_counter()

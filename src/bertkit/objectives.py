@@ -1,6 +1,7 @@
 """Losses, one per task head. Labels equal to IGNORE_INDEX take no part in a loss.
 
-Shapes: B batch, T tokens, V vocab, L labels.
+Shapes: B batch, T tokens, V vocab, L labels. reduction="sum" is what the recipes use: they divide by the global
+batch's count of targets themselves, so accumulation and several processes give the same gradient.
 """
 
 from __future__ import annotations
@@ -12,43 +13,45 @@ IGNORE_INDEX = -100
 """Label of a position that has no target: unmasked tokens in MLM, sub-tokens after the first in NER."""
 
 
-def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def mlm_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """logits (B, T, V) or (N, V); labels (B, T) or (N,) with IGNORE_INDEX where nothing was masked."""
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
-                           ignore_index=IGNORE_INDEX)
+                           ignore_index=IGNORE_INDEX, reduction=reduction)
 
 
-def nsp_loss(logits: torch.Tensor, is_random_next: torch.Tensor) -> torch.Tensor:
+def nsp_loss(logits: torch.Tensor, is_random_next: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """logits (B, 2); is_random_next (B,): 0 when B really follows A, 1 when it was drawn at random."""
-    return F.cross_entropy(logits.float(), is_random_next)
+    return F.cross_entropy(logits.float(), is_random_next, reduction=reduction)
 
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str = "single_label",
-                        class_weights: torch.Tensor | None = None) -> torch.Tensor:
+                        class_weights: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
     """logits (B, L). labels: (B,) class ids for single_label; (B, L) 0/1 for multi_label;
     (B,) or (B, L) real targets for regression."""
     logits = logits.float()
     if problem_type == "single_label":
-        return F.cross_entropy(logits, labels, weight=class_weights, ignore_index=IGNORE_INDEX)
+        return F.cross_entropy(logits, labels, weight=class_weights, ignore_index=IGNORE_INDEX, reduction=reduction)
     if problem_type == "multi_label":
-        return F.binary_cross_entropy_with_logits(logits, labels.float(), pos_weight=class_weights)
+        return F.binary_cross_entropy_with_logits(logits, labels.float(), pos_weight=class_weights,
+                                                  reduction=reduction)
     if problem_type == "regression":
-        return F.mse_loss(logits.squeeze(-1) if labels.dim() == 1 else logits, labels.float())
+        return F.mse_loss(logits.squeeze(-1) if labels.dim() == 1 else logits, labels.float(), reduction=reduction)
     raise ValueError(f"unknown problem_type {problem_type!r}")
 
 
 def token_classification_loss(logits: torch.Tensor, labels: torch.Tensor,
-                              class_weights: torch.Tensor | None = None) -> torch.Tensor:
+                              class_weights: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
     """logits (B, T, L); labels (B, T), IGNORE_INDEX on special tokens, padding and non-first sub-tokens."""
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
-                           weight=class_weights, ignore_index=IGNORE_INDEX)
+                           weight=class_weights, ignore_index=IGNORE_INDEX, reduction=reduction)
 
 
 def span_loss(start_logits: torch.Tensor, end_logits: torch.Tensor, start_positions: torch.Tensor,
-              end_positions: torch.Tensor) -> torch.Tensor:
+              end_positions: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """start/end logits (B, T); positions (B,). Unanswerable windows point at [CLS] (position 0).
     Mean of the start and end cross-entropies, as in the BERT paper's SQuAD recipe."""
     T = start_logits.shape[1]
     start = start_positions.clamp(0, T - 1)
     end = end_positions.clamp(0, T - 1)
-    return (F.cross_entropy(start_logits.float(), start) + F.cross_entropy(end_logits.float(), end)) / 2
+    return (F.cross_entropy(start_logits.float(), start, reduction=reduction)
+            + F.cross_entropy(end_logits.float(), end, reduction=reduction)) / 2

@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bertkit.config import BertConfig
@@ -24,6 +23,7 @@ from bertkit.data.masking import continuation_table, mask_tokens
 from bertkit.errors import BertkitError
 from bertkit.options import at_least, between, check_fields
 from bertkit.model.heads import build_model
+from bertkit import objectives
 from bertkit.objectives import IGNORE_INDEX
 from bertkit.trainer import Step, TrainConfig, check_recipe, train
 
@@ -129,11 +129,11 @@ class PretrainTask:
         mlm_logits, nsp_logits = out if self.cfg.nsp else (out, None)
         if not self.cfg.sparse_mlm:
             mlm_logits = mlm_logits[masked]
-        mlm = F.cross_entropy(mlm_logits.float(), labels[masked], reduction="sum") * micro["mlm_scale"]
+        mlm = objectives.mlm_loss(mlm_logits, labels[masked], reduction="sum") * micro["mlm_scale"]
         stats = {"mlm_loss": float(mlm.detach())}
         loss = mlm
         if nsp_logits is not None:
-            nsp = F.cross_entropy(nsp_logits.float(), micro["next_sentence_label"], reduction="sum") * micro["nsp_scale"]
+            nsp = objectives.nsp_loss(nsp_logits, micro["next_sentence_label"], reduction="sum") * micro["nsp_scale"]
             stats["nsp_loss"] = float(nsp.detach())
             loss = loss + nsp
         return loss, stats
@@ -148,7 +148,7 @@ class PretrainTask:
             out = model(b["input_ids"], b["attention_mask"], b["token_type_ids"], mlm_mask=masked)
             mlm_logits, nsp_logits = out if self.cfg.nsp else (out, None)
             target = b["labels"][masked]
-            mlm_sum += float(F.cross_entropy(mlm_logits.float(), target, reduction="sum"))
+            mlm_sum += float(objectives.mlm_loss(mlm_logits, target, reduction="sum"))
             mlm_right += float((mlm_logits.argmax(-1) == target).sum())
             mlm_n += len(target)
             if nsp_logits is not None:

@@ -221,9 +221,11 @@ def _checkpoints(run_dir: Path) -> list[Path]:
 
 
 def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: str | Path, *, tokenizer=None,
-          labels: list[str] | None = None, resume: bool = False, progress_bar: bool = True) -> dict:
+          labels: list[str] | None = None, reading: dict | None = None, resume: bool = False,
+          progress_bar: bool = True) -> dict:
     """Train `model` on `task` until a stop condition; write checkpoints, metrics.jsonl and the final model
-    (the best one when config.best_metric is set) into run_dir/model. Returns the last evaluation metrics."""
+    (the best one when config.best_metric is set) into run_dir/model, with `reading`, the settings the model was
+    trained to read with (bertkit.inference.Reading as a dict). Returns the last evaluation metrics."""
     run_dir = Path(run_dir)
     rank, world, device = _distributed()
     main = rank == 0
@@ -370,7 +372,8 @@ def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: str | Path
                 if config.better(value, prog.best):
                     prog = replace(prog, best=value, bad_evals=0)
                     if main:
-                        write_atomically(run_dir / "best", lambda tmp: write_model_files(tmp, core, tokenizer, labels))
+                        write_atomically(run_dir / "best",
+                                         lambda tmp: write_model_files(tmp, core, tokenizer, labels, reading))
                 else:
                     prog = replace(prog, bad_evals=prog.bad_evals + 1)
                     if config.patience and prog.bad_evals >= config.patience:
@@ -388,7 +391,7 @@ def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: str | Path
         if config.best_metric and (run_dir / "best").is_dir():
             write_atomically(run_dir / "model", lambda tmp: shutil.copytree(run_dir / "best", tmp, dirs_exist_ok=True))
         else:
-            write_atomically(run_dir / "model", lambda tmp: write_model_files(tmp, core, tokenizer, labels))
+            write_atomically(run_dir / "model", lambda tmp: write_model_files(tmp, core, tokenizer, labels, reading))
     if world > 1:
         dist.barrier()
     return last_eval

@@ -412,3 +412,47 @@ def _answer(answer: object, context: str, qid: str, path: Path, where: str) -> t
         raise BertkitError(f"{path}: question {qid!r}: answer {text!r} is not at character {start} of its "
                            f"context (found {found!r})")
     return text, start
+
+
+def load_task_data(task: str, train_file, dev_file=None, test_file=None, columns: dict | None = None,
+                   problem_type: str = "single_label"):
+    """(splits {train, dev, test} of examples or tagged sentences, labels). Without dev/test files, dev and test
+    come out of the train file by the project's deterministic split rule. task: classification, ner or qa."""
+    columns = columns or {}
+    if task == "ner":
+        read = read_tagged
+    elif task == "qa":
+        read = read_squad
+    else:
+        def read(path):
+            return read_examples(path, problem_type=problem_type, **columns)
+    if dev_file is None and test_file is None:
+        if task in ("ner", "qa"):
+            raise BertkitError(f"{task} needs --dev (and --test) files; they are not split automatically")
+        splits = split_examples(read(train_file))
+        if not splits["dev"] or not splits["train"]:
+            empty = "dev" if not splits["dev"] else "train"
+            raise BertkitError(f"{train_file}: the automatic split left the {empty} set empty ("
+                               f"{sum(map(len, splits.values()))} distinct examples; about 10% go to dev, 10% to "
+                               "test); give a --dev file, or more data")
+    else:
+        splits = {"train": read(train_file), "dev": read(dev_file) if dev_file else [],
+                  "test": read(test_file) if test_file else []}
+        if not splits["dev"]:
+            raise BertkitError("give a --dev file to evaluate on during training (or neither --dev nor --test)")
+    if task == "qa":
+        labels = []
+    elif task == "ner":
+        labels = tag_list(splits["train"])
+        known = set(labels)
+        for name, path in (("dev", dev_file), ("test", test_file)):
+            for sent in splits[name]:
+                unseen = [t for t in sent.tags if t not in known]
+                if unseen:
+                    raise BertkitError(f"{path}:{sent.line}: tag {unseen[0]!r} never appears in the training data")
+    else:
+        labels = label_list(splits["train"], problem_type)
+        for name, path in (("dev", dev_file or train_file), ("test", test_file or train_file)):
+            if problem_type != "regression":
+                check_labels(splits[name], labels, path)
+    return splits, labels

@@ -1,47 +1,55 @@
-"""`bertkit evaluate`: score a fine-tuned model directory on a labelled file with the task's metrics."""
+"""`bertkit evaluate`: score a fine-tuned model directory on a labelled file with the task's metrics, reading the
+file as the model was trained to (its saved reading settings), so a run's own test file gives the run's score."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from bertkit.checkpoint import load_model
+from bertkit.data import tasks as T
+from bertkit.data.encoding import encode_classification, encode_tagged
 from bertkit.errors import BertkitError
 from bertkit.evaluate.metrics import plot_confusion
-from bertkit.finetune import FinetuneConfig, encode_classification, encode_tagged, predict_logits, score
+from bertkit.evaluate.scores import score
+from bertkit.inference import pipeline
+from bertkit.inference.batches import Encoded, forward
+
+KINDS = {"sequence_classification": "classification", "token_classification": "ner", "question_answering": "qa"}
 
 
 def evaluate_file(model_dir: str | Path, path: str | Path, out: str | Path | None = None,
-                  columns: dict | None = None, max_length: int = 512, precision: str = "fp32",
-                  compile: bool = False) -> dict:
-    """precision: fp32, bf16 or int8 (see bertkit.model.precision), to measure what a faster model costs."""
-    from bertkit.data import tasks as T
-    from bertkit.model.precision import for_inference
-    loaded = load_model(model_dir)
-    model, tok, labels = for_inference(loaded.model, precision, compile), loaded.tokenizer, loaded.labels
-    if model.task not in ("sequence_classification", "token_classification"):
-        raise BertkitError(f"{model_dir} holds a {model.task} model; evaluate scores fine-tuned classifiers and taggers")
-    if tok is None:
-        raise BertkitError(f"{model_dir} has no tokenizer files")
-    max_length = min(max_length, model.config.max_position_embeddings)
-    if model.task == "token_classification":
-        cfg = FinetuneConfig(task="ner")
-        sentences = T.read_tagged(path)
-        known = set(labels or [])
-        for s in sentences:
+                  columns: dict | None = None, precision: str = "fp32", compile: bool = False,
+                  batch_size: int = 64, **reading) -> dict:
+    """Metrics of a classifier (CSV/TSV/JSON lines), tagger (CoNLL/JSON lines) or QA model (SQuAD JSON) on a
+    labelled file. precision: fp32, bf16 or int8, to measure what a faster model costs. reading: settings that
+    override the saved ones (max_length, window_stride, ...; see bertkit.inference.Reading)."""
+    predictor = pipeline(model_dir, precision=precision, compile=compile, **reading)
+    model, tok, labels, r = predictor.model, predictor.tokenizer, predictor.labels, predictor.reading
+    task = KINDS.get(model.task)
+    if task is None:
+        raise BertkitError(f"{model_dir} holds a {model.task} model; evaluate scores fine-tuned classifiers, "
+                           "taggers and question-answering models")
+    problem_type = getattr(model, "problem_type", "single_label")
+    if task == "ner":
+        context = T.read_tagged(path)
+        known = set(labels)
+        for s in context:
             unseen = [t for t in s.tags if t not in known]
             if unseen:
                 raise BertkitError(f"{path}:{s.line}: tag {unseen[0]!r} is not one the model knows")
-        items = encode_tagged(tok, sentences, labels, max_length)
+        items = encode_tagged(tok, context, labels, r.max_length)
+    elif task == "qa":
+        from bertkit.inference.qa import make_windows
+        examples = T.read_squad(path)
+        windows = make_windows(tok, examples, r.max_length, r.doc_stride)
+        items, context = [Encoded(w.ids, w.type_ids) for w in windows], (examples, windows)
     else:
-        cfg = FinetuneConfig(task="classification", problem_type=model.problem_type)
-        examples = T.read_examples(path, problem_type=model.problem_type, **(columns or {}))
-        if model.problem_type != "regression":
+        examples = T.read_examples(path, problem_type=problem_type, **(columns or {}))
+        if problem_type != "regression":
             T.check_labels(examples, labels, path)
-        items = encode_classification(tok, examples, labels or [], model.problem_type, max_length)
-        sentences = None
-    logits = predict_logits(model, items, tok.pad_id, cfg.task, 64, cfg.problem_type)
-    results = score(items, logits, cfg, labels, sentences)
+        items, context = encode_classification(tok, examples, labels, problem_type, r.max_length,
+                                               r.window_stride), None
+    results = score(items, forward(model, items, tok.pad_id, batch_size), task, problem_type, labels, r, context)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bertkit.checkpoint import Loaded, load_model
+from bertkit.inference.text import TextClassifier
 from bertkit.errors import BertkitError
 from bertkit.interpret.attention import attention_maps, rollout
 from bertkit.interpret.attributions import baseline_ids, gradient_attributions, integrated_gradients
@@ -85,17 +85,10 @@ class Explanation:
         return write_report(self, Path(out))
 
 
-def classifier(model: str | Path | Loaded) -> Loaded:
-    """A loaded sequence-classification model with its tokenizer and label names, or a one-line error."""
-    loaded = model if isinstance(model, Loaded) else load_model(model)
-    if loaded.model.task != "sequence_classification":
-        raise BertkitError(f"explain works on sequence-classification models; this one is {loaded.model.task}")
-    if loaded.tokenizer is None:
-        raise BertkitError("the model directory has no tokenizer files")
-    if not loaded.labels:
-        loaded.labels = [f"LABEL_{i}" for i in range(loaded.model.num_labels)]
-    loaded.model.eval()
-    return loaded
+def classifier(model: str | Path | TextClassifier, **reading) -> TextClassifier:
+    """A sequence-classification model ready for inference, reading as it was saved to (reading: overrides),
+    or a one-line error."""
+    return model if isinstance(model, TextClassifier) else TextClassifier.load(model, **reading)
 
 
 def parse_methods(methods) -> list[str]:
@@ -109,29 +102,27 @@ def parse_methods(methods) -> list[str]:
     return list(dict.fromkeys(methods))
 
 
-def explain(model: str | Path | Loaded, text: str, pair: str | None = None, *, target: str | None = None,
+def explain(model: str | Path | TextClassifier, text: str, pair: str | None = None, *, target: str | None = None,
             methods=METHODS, steps: int = 50, ig_batch_size: int = 10, lime_samples: int = 300, seed: int = 0,
             faithfulness: bool = True, max_words: int = 10, random_orders: int = 5,
-            max_length: int | None = None, window_stride: int = 128) -> Explanation:
+            max_length: int | None = None, window_stride: int | None = None) -> Explanation:
     """Explain a classification model's output for `target` (default: the predicted label) on one text or pair.
 
-    A text longer than the model reads (max_length, default its position limit) is read as windows sharing
-    `window_stride` tokens, as `TextClassifier.predict(window_stride=...)` reads it: the prediction is the mean of
-    the windows' logits, every window is explained for the same target, and a word's score is the mean over the
-    windows holding it (faithfulness AOPCs: the mean over windows). window_stride=0, or a sentence pair, truncates
-    instead, with a note.
+    The text is read as the model was saved to read it (max_length, window_stride; None keeps those): a text
+    longer than max_length is read as windows sharing `window_stride` tokens, as `TextClassifier` reads it: the
+    prediction is the mean of the windows' logits, every window is explained for the same target, and a word's
+    score is the mean over the windows holding it (faithfulness AOPCs: the mean over windows). window_stride=0,
+    or a sentence pair, truncates instead, with a note.
     faithfulness: also score each method by deletion/insertion AOPC against random rankings (max_words words).
     """
-    loaded = classifier(model)
+    loaded = classifier(model, max_length=max_length, window_stride=window_stride)
     methods = parse_methods(methods)
     m, tok, labels = loaded.model, loaded.tokenizer, loaded.labels
     if not isinstance(text, str) or not text.strip():
         raise BertkitError("the text to explain is empty")
     if pair is not None and not pair.strip():
         raise BertkitError("the pair text is empty")
-    if window_stride < 0:
-        raise BertkitError(f"window_stride must be 0 (truncate) or positive, got {window_stride}")
-    limit = min(max_length or m.config.max_position_embeddings, m.config.max_position_embeddings)
+    limit, window_stride = loaded.reading.max_length, loaded.reading.window_stride
     enc = tok.encode(text, pair, max_length=limit)
     notes = []
     full = len(tok.encode(text, pair, truncation=None).ids)
@@ -237,12 +228,13 @@ def _target_index(target: str | None, labels: list[str], logits: torch.Tensor, m
     return labels.index(target)
 
 
-def evaluate(model: str | Path | Loaded, texts: list[str], pairs: list[str] | None = None, *,
+def evaluate(model: str | Path | TextClassifier, texts: list[str], pairs: list[str] | None = None, *,
              methods=METHODS, max_words: int = 10, random_orders: int = 5, seed: int = 0, progress: bool = True,
              **explain_kwargs) -> dict:
     """Faithfulness over many inputs: per method (and the random baseline) the mean deletion and insertion AOPC,
     each input explained for its predicted label. Returns {"n": inputs, "methods": {name: {...}}}."""
-    loaded = classifier(model)
+    loaded = classifier(model, max_length=explain_kwargs.pop("max_length", None),
+                        window_stride=explain_kwargs.pop("window_stride", None))
     methods = parse_methods(methods)
     sums: dict[str, np.ndarray] = {}
     for i in tqdm(range(len(texts)), desc="explaining", unit="text", disable=not progress):
@@ -259,11 +251,12 @@ def evaluate(model: str | Path | Loaded, texts: list[str], pairs: list[str] | No
     return {"n": n, "max_words": max_words, "methods": table}
 
 
-def evaluate_file(model: str | Path | Loaded, path: str | Path, *, limit: int = 100, seed: int = 0,
+def evaluate_file(model: str | Path | TextClassifier, path: str | Path, *, limit: int = 100, seed: int = 0,
                   text_column: str = "text", pair_column: str | None = None, **kwargs) -> dict:
     """`evaluate` on a seeded sample of `limit` inputs of a CSV/TSV/JSON-lines file (labels not needed)."""
     from bertkit.data.tasks import read_examples
-    loaded = classifier(model)  # a bad model fails before the data is read
+    loaded = classifier(model, max_length=kwargs.pop("max_length", None),  # a bad model fails before the data
+                        window_stride=kwargs.pop("window_stride", None))  # is read
     examples = read_examples(path, text_column=text_column, pair_column=pair_column, require_labels=False)
     if len(examples) > limit:
         examples = [examples[i] for i in sorted(random.Random(seed).sample(range(len(examples)), limit))]

@@ -30,7 +30,7 @@ class ShapeStable(nn.Module):
             if hasattr(m, "config") and hasattr(m.config, "unpad"):
                 m.config = replace(m.config, unpad=False)
         self.model = model
-        for name in ("task", "problem_type", "num_labels"):  # what callers read off a bertkit model
+        for name in ("task", "problem_type", "num_labels", "source"):  # what callers read off a bertkit model
             if hasattr(model, name):
                 setattr(self, name, getattr(model, name))
         self.batch_size = batch_size

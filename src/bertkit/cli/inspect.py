@@ -1,4 +1,5 @@
-"""`bertkit explain`, `bertkit embed`, `bertkit similar`: the inspect verbs, registered by cli.build_parser."""
+"""Inspection verbs: `explain` (attributions, attention, faithfulness), `embed` (sentence vectors of a file, a
+t-SNE plot), `similar` (nearest texts or words)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ import argparse
 import json
 from pathlib import Path
 
+from bertkit.cli.common import add_columns, add_overwrite, add_quiet
+from bertkit.cli.options import add_fields, given
 from bertkit.errors import BertkitError
 from bertkit.folders import claim, mark
 from bertkit.options import NON_NEGATIVE_INT, POSITIVE_INT, Range
 
 
-def add_verbs(verbs, add_columns, add_overwrite) -> None:
-    """Add the three verbs to cli's subparsers; add_columns and add_overwrite are cli's option adders."""
+def register(verbs) -> None:
+    from bertkit.inference.reading import POOLINGS, Reading
     xp = verbs.add_parser("explain", help="why a classifier says what it says: attributions, attention, "
                           "faithfulness (HTML, PNG, JSON)")
     xp.add_argument("model", help="a sequence-classification model directory")
@@ -31,11 +34,12 @@ def add_verbs(verbs, add_columns, add_overwrite) -> None:
     xp.add_argument("--lime-samples", type=Range(int, 10), default=300, help="masked variants LIME fits on (default 300)")
     xp.add_argument("--max-words", type=POSITIVE_INT, default=10, help="faithfulness: top 1..N words masked (default 10)")
     xp.add_argument("--no-faithfulness", action="store_true", help="skip the deletion/insertion curves")
-    xp.add_argument("--window-stride", type=NON_NEGATIVE_INT, default=128, help="a text longer than the model reads is "
-                    "explained as windows sharing this many tokens (default 128); 0 truncates it instead")
+    xp.add_argument("--max-length", type=Range(int, 8), help="tokens read at once (default: as the model was saved)")
+    xp.add_argument("--window-stride", type=NON_NEGATIVE_INT, help="a text longer than --max-length is explained as "
+                    "windows sharing this many tokens; 0 truncates it (default: as the model was saved)")
     xp.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
-    xp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    add_columns(xp)
+    add_quiet(xp)
+    add_columns(xp, label=False)
     add_overwrite(xp)
     xp.set_defaults(func=explain)
 
@@ -44,17 +48,15 @@ def add_verbs(verbs, add_columns, add_overwrite) -> None:
     em.add_argument("--input", required=True, help="CSV/TSV/JSON lines (a label column is optional) or .txt "
                     "(a text a line)")
     em.add_argument("--out", required=True, help="directory: vectors.npy, index.jsonl, meta.json (+ tsne.png)")
-    em.add_argument("--pooling", default="mean", choices=["mean", "cls"], help="mean of tokens (default) or [CLS]")
+    add_fields(em, Reading, ["pooling", "max_length"], choices={"pooling": POOLINGS})
     em.add_argument("--layer", type=int, help="hidden layer to pool: 0 embeddings .. L last, negative from the "
                     "end (default: last)")
-    em.add_argument("--max-length", type=Range(int, 3),
-                    help="tokens read per text (default 128, or the model's positions if fewer)")
     em.add_argument("--batch-size", type=POSITIVE_INT, default=64)
     em.add_argument("--no-tsne", action="store_true", help="skip the t-SNE plot")
     em.add_argument("--tsne-limit", type=Range(int, 5), default=2000, help="rows in the t-SNE plot (a seeded sample)")
     em.add_argument("--text-column", default="text")
     em.add_argument("--label-column", default="label")
-    em.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_quiet(em)
     add_overwrite(em)
     em.set_defaults(func=embed)
 
@@ -74,7 +76,7 @@ def explain(args: argparse.Namespace) -> None:
         raise BertkitError("give --text (explain one input) or --evaluate FILE (faithfulness over a data set)")
     options = {"methods": args.method, "steps": args.steps, "ig_batch_size": args.ig_batch_size,
                "lime_samples": args.lime_samples, "max_words": args.max_words, "seed": args.seed,
-               "window_stride": args.window_stride}
+               "max_length": args.max_length, "window_stride": args.window_stride}
     out = claim(args.out, "explain", overwrite=args.overwrite, inputs=[args.model])
     if args.text is not None:
         e = explain(args.model, args.text, args.pair, target=args.target, faithfulness=not args.no_faithfulness,
@@ -97,14 +99,15 @@ def explain(args: argparse.Namespace) -> None:
 
 def embed(args: argparse.Namespace) -> None:
     from bertkit.embeddings import embed_file
+    from bertkit.inference.reading import Reading
     claim(args.out, "embed", overwrite=args.overwrite, inputs=[args.model])
-    out = embed_file(args.model, args.input, args.out, pooling=args.pooling, layer=args.layer,
-                     max_length=args.max_length, batch_size=args.batch_size, text_column=args.text_column,
+    out = embed_file(args.model, args.input, args.out, **given(args, Reading, ["pooling", "max_length"]),
+                     layer=args.layer, batch_size=args.batch_size, text_column=args.text_column,
                      label_column=args.label_column, tsne=not args.no_tsne, tsne_limit=args.tsne_limit,
                      progress=not args.quiet)
     mark(out, "embed")
     meta = json.loads((out / "meta.json").read_text())
-    print(f"{meta['rows']:,} vectors of {meta['dim']} ({args.pooling} pooling, layer "
+    print(f"{meta['rows']:,} vectors of {meta['dim']} ({meta['pooling']} pooling, layer "
           f"{'last' if args.layer is None else args.layer}) in {meta['embed_seconds']:.1f} s")
     written = ["vectors.npy", "index.jsonl", "meta.json"] + (["tsne.png"] if (out / "tsne.png").is_file() else [])
     print(f"wrote {', '.join(written)} to {out}")

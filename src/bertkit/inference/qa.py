@@ -15,6 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
+from bertkit.data.tasks import QAExample
+from bertkit.errors import BertkitError
+from bertkit.inference.base import Predictor, check_texts
+from bertkit.inference.batches import Encoded, forward
 from bertkit.tokenizer import Tokenizer
 
 
@@ -95,3 +99,34 @@ def decode_answers(examples, windows: list[Window], logits: list[tuple[torch.Ten
         c0, c1 = w.offsets[s][0], w.offsets[e][1]
         out[ex.id] = {"text": ex.context[c0:c1], "start": c0, "end": c1, "score": score}
     return out
+
+
+class QuestionAnswerer(Predictor):
+    """    QuestionAnswerer.load("runs/qa/model")(["where does Alice live?"], ["Alice lives in Paris."])
+    # [{"answer": "Paris", "score": 11.2, "start": 15, "end": 20}]
+    """
+
+    tasks = ("question_answering",)
+    what = "question-answering model"
+
+    def answers(self, examples: list[QAExample], batch_size: int = 64, allow_no_answer: bool = True) -> dict:
+        """{example id: {"text", "start", "end", "score"}} for SQuAD-style examples (see decode_answers)."""
+        r = self.reading
+        windows = make_windows(self.tokenizer, examples, r.max_length, r.doc_stride)
+        logits = forward(self.model, [Encoded(w.ids, w.type_ids) for w in windows], self.tokenizer.pad_id,
+                         batch_size)
+        return decode_answers(examples, windows, logits, max_answer_length=r.max_answer_length,
+                              allow_no_answer=allow_no_answer)
+
+    def __call__(self, questions: list[str], contexts: list[str], batch_size: int = 64) -> list[dict]:
+        """For each question and its context: {"answer", "score", "start", "end"} (character offsets in the
+        context, end exclusive); the empty answer with start -1 when the model finds none."""
+        questions, contexts = check_texts(questions, "question"), check_texts(contexts, "context")
+        if len(questions) != len(contexts):
+            raise BertkitError(f"{len(questions)} questions but {len(contexts)} contexts")
+        examples = [QAExample(str(i), q, c, []) for i, (q, c) in enumerate(zip(questions, contexts))]
+        found = self.answers(examples, batch_size)
+        return [{"answer": a["text"], "score": round(a["score"], 6), "start": a["start"], "end": a["end"]}
+                for a in (found[ex.id] for ex in examples)]
+
+    predict = __call__

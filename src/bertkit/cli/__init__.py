@@ -1,0 +1,109 @@
+"""`bertkit <verb>`: thin argument parsing over the library, one module per pipeline stage. A user's mistake
+prints one line and exits 2. Options of a long verb can also come from `--config FILE` (TOML or JSON; flags win).
+
+    cli/data.py      tokenizer, prepare, data          cli/train.py    pretrain, finetune, baseline
+    cli/infer.py     predict, evaluate                 cli/inspect.py  explain, embed, similar
+    cli/models.py    convert, info, export             cli/demo.py     demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bertkit.cli.common import Parser
+from bertkit.errors import BertkitError
+
+SHORT_VERBS = ("info", "data", "tokenizer encode", "data list", "data get")
+"""Verbs without a --config file: a handful of options at most."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from bertkit.cli import data, demo, infer, inspect, models, train
+    p = Parser(prog="bertkit", description="BERT end to end: vocabulary, pre-training, fine-tuning, evaluation, "
+               "explanation, speed.")
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for stage in (data, models, train, infer, inspect, demo):
+        stage.register(verbs)
+    for name, sub in _verbs(p).items():
+        if name not in SHORT_VERBS:
+            sub.add_argument("--config", help="TOML or JSON file of these options (command-line flags win)")
+    return p
+
+
+def _verbs(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, argparse.ArgumentParser]:
+    """{'finetune': its parser, 'tokenizer train': ..., ...}: every leaf verb."""
+    out = {}
+    for action in parser._subparsers._group_actions:
+        for name, sub in action.choices.items():
+            if sub._subparsers is not None:
+                out |= _verbs(sub, f"{prefix}{name} ")
+            else:
+                out[prefix + name] = sub
+    return out
+
+
+def _apply_config_file(sub: argparse.ArgumentParser, path: Path) -> None:
+    """Make the options of a TOML/JSON file the verb's defaults, so command-line flags still win; each value is
+    checked as its flag would be."""
+    from bertkit.cli.options import check_value
+    from bertkit.config import read_json
+    if path.suffix == ".toml":
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            try:
+                import tomli as tomllib
+            except ImportError:
+                raise BertkitError(f"{path}: reading TOML on Python 3.10 needs `pip install tomli` (or give the "
+                                   "options as JSON)") from None
+        try:
+            values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise BertkitError(f"{path}: {e}") from None
+    else:
+        values = read_json(path)
+    values = {k.replace("-", "_"): v for k, v in values.items()}
+    actions = {a.dest: a for a in sub._actions if a.dest not in ("help", "config")}
+    unknown = sorted(set(values) - set(actions))
+    if unknown:
+        raise BertkitError(f"{path}: unknown option(s) {', '.join(unknown)}")
+    try:
+        values = {k: check_value(actions[k], v, str(path)) for k, v in values.items()}
+    except argparse.ArgumentTypeError as e:
+        raise BertkitError(str(e)) from None
+    for dest in values:  # a required option given in the file is no longer required on the command line
+        actions[dest].required = False
+    sub.set_defaults(**values)
+
+
+def _config_path(argv: list[str]) -> Path | None:
+    for i, a in enumerate(argv):
+        if a == "--config" and i + 1 < len(argv):
+            return Path(argv[i + 1])
+        if a.startswith("--config="):
+            return Path(a.split("=", 1)[1])
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    try:
+        config = _config_path(argv)
+        if config is not None:
+            verbs = _verbs(parser)
+            name = next((" ".join(argv[:n]) for n in (2, 1) if " ".join(argv[:n]) in verbs), None)
+            if name is None or name in SHORT_VERBS:
+                raise BertkitError("--config works with a verb that has options: bertkit VERB --config FILE")
+            _apply_config_file(verbs[name], config)
+        args = parser.parse_args(argv)
+        args.func(args)
+    except BertkitError as e:
+        print(f"bertkit: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bertkit: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,55 @@
+"""What the verbs share: the one-line-error parser and the options several verbs take."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from bertkit.errors import BertkitError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line (`bertkit: error: finetune: argument --lr: ...`, exit 2)."""
+
+    def error(self, message: str):
+        verb = self.prog.split(" ", 1)[1] + ": " if " " in self.prog else ""
+        raise BertkitError(f"{verb}{message}")
+
+
+def add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true", help="write into an existing, non-empty output folder that "
+                   "another command wrote (never one that holds the input model or a training run)")
+
+
+def add_columns(p: argparse.ArgumentParser, label: bool = True) -> None:
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--pair-column", help="second text of a pair (NLI, paraphrase)")
+    if label:
+        p.add_argument("--label-column", default="label")
+        p.add_argument("--label-separator", default="|", help="between labels of a multi-label example")
+
+
+def columns(args: argparse.Namespace) -> dict:
+    return {"text_column": args.text_column, "pair_column": args.pair_column, "label_column": args.label_column,
+            "label_separator": args.label_separator}
+
+
+def add_quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def rank() -> int:
+    """This process's rank in a torchrun job (0 alone)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def headline(m: dict) -> dict:
+    """The metrics worth printing, rounded."""
+    keys = ("accuracy", "macro_f1", "micro_f1", "mcc", "ece", "precision", "recall", "f1", "exact_match", "pearson",
+            "spearman", "mse", "loss")
+    return {k: round(m[k], 4) for k in keys if k in m and isinstance(m[k], (int, float))}
+
+
+def print_json(value) -> None:
+    print(json.dumps(value, ensure_ascii=False))

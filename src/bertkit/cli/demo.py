@@ -1,0 +1,29 @@
+"""`bertkit demo`: the main job on embedded defaults."""
+
+from __future__ import annotations
+
+import argparse
+
+from bertkit.cli.common import add_overwrite
+from bertkit.folders import claim, mark
+from bertkit.options import POSITIVE
+
+
+def register(verbs) -> None:
+    d = verbs.add_parser("demo", help="the main job: a real pipeline on embedded defaults")
+    d.add_argument("--lang", default="en", choices=["en", "zh"],
+                   help="en: rt-polarity sentiment; zh: zh-reviews sentiment and People's Daily NER")
+    d.add_argument("--budget", type=POSITIVE, default=10.0, help="pre-training minutes (default 10)")
+    d.add_argument("--smoke", action="store_true", help="the same path on slices with tiny sizes (under 2 minutes)")
+    d.add_argument("--out", help="run folder (default runs/demo-LANG)")
+    d.add_argument("--model", help="a BERT folder to use instead of the packaged all-MiniLM-L6-v2")
+    add_overwrite(d)
+    d.set_defaults(func=demo)
+
+
+def demo(args: argparse.Namespace) -> None:
+    from bertkit.demo import run_demo
+    out = args.out or f"runs/demo-{args.lang}{'-smoke' if args.smoke else ''}"
+    claim(out, "demo", overwrite=args.overwrite, inputs=filter(None, [args.model]))
+    run_demo(out, lang=args.lang, budget_minutes=args.budget, smoke=args.smoke, minilm_dir=args.model)
+    mark(out, "demo")

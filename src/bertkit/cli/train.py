@@ -1,0 +1,127 @@
+"""Training verbs: `pretrain` (MLM + NSP from scratch), `finetune` (a task head on a model), `baseline` (TF-IDF +
+logistic regression on the same files). Their options are the fields of the configs they fill."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from bertkit.cli.common import add_columns, add_overwrite, add_quiet, columns, headline, rank
+from bertkit.cli.options import add_fields, given
+from bertkit.folders import claim, mark
+from bertkit.options import NON_NEGATIVE_INT
+
+PRETRAIN_FIELDS = ["max_len", "batch_size", "accum", "nsp", "short_seq_prob", "mask_rate", "whole_word",
+                   "sparse_mlm", "eval_instances", "seed"]
+PRETRAIN_TRAIN_FIELDS = ["lr", "weight_decay", "warmup", "schedule", "max_grad_norm", "max_steps", "max_tokens",
+                         "budget_minutes", "bf16", "compile", "log_every", "eval_every", "save_every",
+                         "keep_checkpoints"]
+FINETUNE_FIELDS = ["task", "problem_type", "batch_size", "accum", "epochs", "group_by_length", "class_weights",
+                   "eval_batch_size", "seed"]
+READING_FIELDS = ["max_length", "window_stride", "window_pool", "doc_stride", "max_answer_length", "threshold"]
+FINETUNE_TRAIN_FIELDS = ["lr", "warmup", "weight_decay", "bf16", "best_metric", "patience", "eval_every"]
+TRAIN_FLAGS = {"max_steps": "--steps", "max_tokens": "--tokens", "budget_minutes": "--budget",
+               "keep_checkpoints": "--keep"}
+
+
+def register(verbs) -> None:
+    from bertkit.data.tasks import PROBLEM_TYPES
+    from bertkit.finetune import TASKS, TRAIN_DEFAULTS, FinetuneConfig
+    from bertkit.inference.reading import WINDOW_POOLS, Reading
+    from bertkit.optim import SCHEDULES
+    from bertkit.pretrain import PretrainConfig
+    from bertkit.trainer import TrainConfig
+
+    pt = verbs.add_parser("pretrain", help="pre-train BERT (MLM + NSP) on a prepared corpus")
+    pt.add_argument("--data", required=True, help="a directory written by `bertkit prepare`")
+    pt.add_argument("--out", required=True, help="run directory: checkpoints, metrics.jsonl, curves.png, model/")
+    pt.add_argument("--preset", default="mini", choices=["tiny", "mini", "small", "medium", "base", "large"])
+    pt.add_argument("--model-config", help="a BertConfig json instead of a preset")
+    add_fields(pt, PretrainConfig, PRETRAIN_FIELDS)
+    add_fields(pt, TrainConfig, PRETRAIN_TRAIN_FIELDS, flags=TRAIN_FLAGS, choices={"schedule": SCHEDULES})
+    pt.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    pt.add_argument("--force", action="store_true", help="with --resume: go on although the data or options differ "
+                    "from the run's start")
+    add_quiet(pt)
+    add_overwrite(pt)
+    pt.set_defaults(func=pretrain)
+
+    ft = verbs.add_parser("finetune", help="fine-tune a model on labelled task files")
+    ft.add_argument("model", help="a bertkit model directory or a Hugging Face BERT folder")
+    ft.add_argument("--train", required=True, help="CSV/TSV/JSON lines (classification), CoNLL/JSON lines (ner) or "
+                    "SQuAD JSON (qa)")
+    ft.add_argument("--dev", help="dev file (default: split from --train by the project rule)")
+    ft.add_argument("--test", help="test file")
+    ft.add_argument("--out", required=True, help="run directory: metrics.jsonl, metrics.json, PNGs, model/")
+    add_fields(ft, FinetuneConfig, FINETUNE_FIELDS, choices={"task": TASKS, "problem_type": PROBLEM_TYPES})
+    add_fields(ft, Reading, READING_FIELDS, choices={"window_pool": WINDOW_POOLS})
+    add_fields(ft, TrainConfig, FINETUNE_TRAIN_FIELDS, defaults=TRAIN_DEFAULTS)
+    add_columns(ft)
+    ft.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    ft.add_argument("--force", action="store_true", help="with --resume: go on although the data or options differ "
+                    "from the run's start")
+    add_quiet(ft)
+    add_overwrite(ft)
+    ft.set_defaults(func=finetune)
+
+    bl = verbs.add_parser("baseline", help="TF-IDF + logistic regression on the same task files")
+    bl.add_argument("--task", default="classification", choices=["classification", "ner"])
+    bl.add_argument("--train", required=True)
+    bl.add_argument("--dev")
+    bl.add_argument("--test")
+    bl.add_argument("--out", required=True)
+    bl.add_argument("--analyzer", default="auto", choices=["auto", "word", "char"],
+                    help="word 1-2-grams, or character 1-3-grams (auto: char for Chinese)")
+    bl.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
+    add_columns(bl)
+    add_overwrite(bl)
+    bl.set_defaults(func=baseline)
+
+
+def pretrain(args: argparse.Namespace) -> None:
+    from bertkit.config import BertConfig, read_json
+    from bertkit.data.corpus import Corpus
+    from bertkit.pretrain import PretrainConfig, pretrain as run_pretraining
+    from bertkit.trainer import TrainConfig
+    if rank() == 0:  # the other processes of a torchrun job would see the folder rank 0 just made
+        claim(args.out, "pretrain", overwrite=args.overwrite, inputs=[args.data], run=True)
+    cfg = PretrainConfig(**given(args, PretrainConfig, PRETRAIN_FIELDS))
+    train_cfg = TrainConfig(**given(args, TrainConfig, PRETRAIN_TRAIN_FIELDS), seed=cfg.seed)
+    vocab = Corpus(args.data).tokenizer.vocab_size
+    if args.model_config:
+        model_config = BertConfig.from_dict(read_json(Path(args.model_config)))
+    else:
+        model_config = BertConfig.preset(args.preset, vocab_size=vocab, unpad=True,
+                                         max_position_embeddings=max(512, cfg.max_len))
+    result = run_pretraining(args.data, args.out, model_config, cfg, train_cfg, resume=args.resume, force=args.force,
+                             progress=not args.quiet)
+    if rank() == 0:
+        mark(args.out, "pretrain")
+        print(json.dumps({"held_out": result, "model": str(Path(args.out) / "model")}, indent=2))
+
+
+def finetune(args: argparse.Namespace) -> None:
+    from bertkit.finetune import FinetuneConfig, finetune as run_finetuning
+    from bertkit.inference.reading import Reading
+    from bertkit.trainer import TrainConfig
+    if rank() == 0:
+        claim(args.out, "finetune", overwrite=args.overwrite, inputs=[args.model], run=True)
+    cfg = FinetuneConfig(**given(args, FinetuneConfig, FINETUNE_FIELDS),
+                         reading=Reading(**given(args, Reading, READING_FIELDS)))
+    results = run_finetuning(args.model, args.out, cfg, given(args, TrainConfig, FINETUNE_TRAIN_FIELDS), args.train,
+                             args.dev, args.test, columns(args) if cfg.task == "classification" else None,
+                             resume=args.resume, force=args.force, progress=not args.quiet)
+    if rank() == 0:
+        mark(args.out, "finetune")
+        print(json.dumps({k: headline(v) for k, v in results.items() if k in ("dev", "test")}, indent=2))
+        print(f"model: {Path(args.out) / 'model'}; all metrics: {Path(args.out) / 'metrics.json'}")
+
+
+def baseline(args: argparse.Namespace) -> None:
+    from bertkit.baseline import run_baseline
+    claim(args.out, "baseline", overwrite=args.overwrite)
+    r = run_baseline(args.out, args.train, args.dev, args.test, columns(args), analyzer=args.analyzer, seed=args.seed,
+                     task=args.task)
+    mark(args.out, "baseline")
+    print(json.dumps({"method": r["method"], **{k: headline(r[k]) for k in ("dev", "test") if k in r}}, indent=2))

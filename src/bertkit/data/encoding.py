@@ -1,0 +1,90 @@
+"""Labelled examples as model inputs with targets (fine-tuning and evaluation), and their padded batches.
+
+The inputs are encoded exactly as inference encodes them (bertkit.inference.batches); this module adds the
+targets: a class id, a 0/1 vector or a value per text (its windows share it), tag ids per token, answer spans.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from bertkit.inference.batches import Encoded, collate_inputs, encode_texts
+from bertkit.objectives import IGNORE_INDEX
+from bertkit.tokenizer import Tokenizer
+
+
+def encode_classification(tokenizer: Tokenizer, examples, labels: list[str], problem_type: str,
+                          max_length: int, window_stride: int = 0) -> list[Encoded]:
+    """Each example (or each of its windows) with its target; unlabelled examples get target None."""
+    texts = [e.text for e in examples]
+    pairs = [e.pair or "" for e in examples] if any(e.pair is not None for e in examples) else None
+    items = encode_texts(tokenizer, texts, pairs, max_length, window_stride)
+    index = {name: i for i, name in enumerate(labels)}
+    for item in items:
+        label = examples[item.doc].label
+        if label is None:
+            item.target = None
+        elif problem_type == "single_label":
+            item.target = index[label]
+        elif problem_type == "multi_label":
+            item.target = [1.0 if name in label else 0.0 for name in labels]
+        else:
+            item.target = float(label)
+    return items
+
+
+def align_tags(word_ids: list[int | None], word_tags: list[int] | None) -> list[int]:
+    """Tag ids per token: the word's tag on its first sub-token, IGNORE_INDEX on later sub-tokens and specials."""
+    out, previous = [], None
+    for w in word_ids:
+        if w is None or w == previous or word_tags is None:
+            out.append(IGNORE_INDEX)
+        else:
+            out.append(word_tags[w])
+        previous = w
+    return out
+
+
+def encode_tagged(tokenizer: Tokenizer, sentences, tags: list[str], max_length: int) -> list[Encoded]:
+    """Tagged sentences (pre-split words) with tag ids per token (see align_tags)."""
+    encodings = tokenizer.encode_all([s.tokens for s in sentences], max_length=max_length, pretokenized=True)
+    index = {t: i for i, t in enumerate(tags)}
+    out = []
+    for s, enc in zip(sentences, encodings):
+        word_tags = [index[t] for t in s.tags] if s.tags else None
+        out.append(Encoded(enc.ids, enc.type_ids, align_tags(enc.word_ids, word_tags), enc.word_ids))
+    return out
+
+
+def collate(items: list[Encoded], pad_id: int, task: str, problem_type: str) -> dict[str, torch.Tensor]:
+    """collate_inputs plus "labels" shaped for the task's loss (see bertkit.objectives)."""
+    batch = collate_inputs(items, pad_id)
+    if items[0].target is None:
+        return batch
+    B, T = batch["input_ids"].shape
+    if task == "qa":
+        labels = torch.tensor([x.target for x in items], dtype=torch.long)  # (B, 2) start, end
+    elif task == "ner":
+        labels = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)
+        for i, x in enumerate(items):
+            labels[i, :len(x.target)] = torch.tensor(x.target)
+    elif problem_type == "single_label":
+        labels = torch.tensor([x.target for x in items], dtype=torch.long)
+    else:
+        labels = torch.tensor([x.target for x in items], dtype=torch.float32)
+    batch["labels"] = labels
+    return batch
+
+
+def length_grouped_order(lengths: list[int], batch_size: int, rng: np.random.Generator, group: bool) -> list[int]:
+    """A random order in which each run of batch_size indices has similar lengths (when group is set)."""
+    order = rng.permutation(len(lengths))
+    if not group:
+        return order.tolist()
+    chunk = batch_size * 50
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start:start + chunk].tolist(), key=lambda i: lengths[i])
+        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    return [i for b in (batches[j] for j in rng.permutation(len(batches))) for i in b]

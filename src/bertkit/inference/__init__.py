@@ -1,0 +1,56 @@
+"""Inference: a model directory in, predictions out, for every task, reading as the model was trained to.
+
+    from bertkit import pipeline
+    clf = pipeline("runs/sentiment/model")          # the right predictor for the saved task
+    clf(["a gorgeous, witty film"])                 # [{"label": "positive", "score": 0.97, "probs": {...}}]
+    pipeline("runs/ner/model")(["Alice moved to Paris"])[0]["entities"]
+    pipeline("runs/qa/model")(["where does Alice live?"], ["Alice lives in Paris."])
+    pipeline("runs/mini/model")(["the capital of france is [MASK] ."])   # fill-mask
+    pipeline("data/minilm-l6").encode(["a witty film"])                  # sentence vectors
+
+This package owns encoding for inference, length-sorted batching (the unpadded model skips padding), windows
+over long texts, precision (fp32 / bf16 / int8, compiled), decoding, and the reading settings a model was saved
+with. Evaluation, explanation and serving are built on it; training imports it, never the other way round.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bertkit.checkpoint import load_model
+from bertkit.errors import BertkitError
+from bertkit.inference.base import Predictor
+from bertkit.inference.batches import Encoded, collate_inputs, encode_texts, forward, pool_windows
+from bertkit.inference.embed import Embedder, embed_texts
+from bertkit.inference.qa import QuestionAnswerer
+from bertkit.inference.reading import Reading
+from bertkit.inference.text import TextClassifier
+from bertkit.inference.tokens import FillMask, TokenTagger
+
+PREDICTORS: dict[str, type[Predictor]] = {
+    "sequence_classification": TextClassifier,
+    "token_classification": TokenTagger,
+    "question_answering": QuestionAnswerer,
+    "masked_lm": FillMask,
+    "pretraining": FillMask,
+    "encoder": Embedder,
+}
+KINDS = {"text-classification": TextClassifier, "token-classification": TokenTagger,
+         "question-answering": QuestionAnswerer, "fill-mask": FillMask, "feature-extraction": Embedder}
+
+
+def pipeline(model_dir: str | Path, task: str | None = None, *, precision: str = "fp32", compile: bool = False,
+             **reading) -> Predictor:
+    """The predictor for a model directory: by its saved head, or `task` (transformers' pipeline names:
+    text-classification, token-classification, question-answering, fill-mask, feature-extraction — the last
+    works on any model). reading: settings overriding the saved ones (see Reading)."""
+    if task is not None and task not in KINDS:
+        raise BertkitError(f"unknown task {task!r}; choose one of {', '.join(KINDS)}")
+    loaded = load_model(model_dir)
+    cls = KINDS[task] if task else PREDICTORS[loaded.model.task]
+    return cls.from_loaded(loaded, model_dir, precision=precision, compile=compile, **reading)
+
+
+__all__ = ["pipeline", "Predictor", "Reading", "TextClassifier", "TokenTagger", "QuestionAnswerer", "FillMask",
+           "Embedder", "Encoded", "collate_inputs", "encode_texts", "forward", "pool_windows", "embed_texts",
+           "PREDICTORS"]

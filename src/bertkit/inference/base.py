@@ -1,0 +1,61 @@
+"""What every predictor shares: loading a model directory for inference with its reading settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from bertkit.checkpoint import Loaded, load_model
+from bertkit.errors import BertkitError
+from bertkit.inference.reading import Reading, resolve, sentence_transformers_reading
+from bertkit.model.precision import for_inference
+from bertkit.tokenizer import Tokenizer
+
+
+class Predictor:
+    """A model ready for inference: the model (in its precision), its tokenizer, labels and reading settings."""
+
+    tasks: tuple[str, ...] = ()
+    """The saved tasks (heads) this predictor serves; empty: any."""
+    what = "model"
+
+    def __init__(self, model: nn.Module, tokenizer: Tokenizer, labels: list[str] | None, reading: Reading,
+                 notes: list[str] | None = None):
+        self.model, self.tokenizer, self.reading = model.eval(), tokenizer, reading
+        self.labels = labels or [f"LABEL_{i}" for i in range(getattr(model, "num_labels", 0))]
+        self.notes = list(notes or [])
+        """What the user should hear: reading settings overridden, heads initialised, an old format."""
+
+    @classmethod
+    def load(cls, folder: str | Path, *, precision: str = "fp32", compile: bool = False, **reading):
+        """A model directory (bertkit or Hugging Face) for inference. reading: settings that override the saved
+        ones (max_length=256, window_stride=128, ...); None values keep the saved ones."""
+        return cls.from_loaded(load_model(folder), folder, precision=precision, compile=compile, **reading)
+
+    @classmethod
+    def from_loaded(cls, loaded: Loaded, folder: str | Path, *, precision: str = "fp32", compile: bool = False,
+                    **reading):
+        """As load, for a model directory already loaded (folder: where it came from, for settings and errors)."""
+        folder = Path(folder)
+        task = loaded.model.task
+        if cls.tasks and task not in cls.tasks:
+            raise BertkitError(f"{folder} holds a {task} model, not a {cls.what}")
+        if loaded.tokenizer is None:
+            raise BertkitError(f"{folder} has no tokenizer files")
+        saved = Reading.from_dict({**sentence_transformers_reading(folder), **getattr(loaded, "reading", {})},
+                                  folder / "bertkit.json")
+        settings, notes = resolve(saved, reading, loaded.model.config, folder)
+        model = for_inference(loaded.model, precision, compile)
+        return cls(model, loaded.tokenizer, loaded.labels, settings, loaded.notes + notes)
+
+
+def check_texts(texts, what: str = "text") -> list[str]:
+    """A list of non-empty strings (a single string is one text)."""
+    if isinstance(texts, str):
+        texts = [texts]
+    texts = list(texts)
+    for t in texts:
+        if not isinstance(t, str) or not t.strip():
+            raise BertkitError(f"every {what} must be a non-empty string, got {t!r}")
+    return texts
