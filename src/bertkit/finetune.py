@@ -48,13 +48,19 @@ class FinetuneConfig:
     reading: Reading = field(default_factory=Reading)
     """How the model reads its input (max length, windows, ...): trained so, and saved with the model."""
     batch_size: int = field(default=32, metadata=at_least(1))
+    """Examples (or windows) per optimiser step, all processes and micro-steps together."""
     accum: int = field(default=1, metadata=at_least(1))
+    """Micro-steps per optimiser step (gradient accumulation): the same batch in less memory."""
     epochs: float = field(default=3.0, metadata=at_least(0.0, open=True))
+    """Passes over the training data (fractions allowed)."""
     group_by_length: bool = True
+    """Batch examples of similar length together (less padding); off: plain random batches."""
     class_weights: bool = False
     """Weight the loss by inverse class frequency (imbalanced single-label data)."""
     eval_batch_size: int = field(default=64, metadata=at_least(1))
+    """Examples per forward pass when scoring dev and test."""
     seed: int = field(default=0, metadata=at_least(0))
+    """Fixes the new head's weights, the batch order and dropout: same seed, same metrics."""
 
     def __post_init__(self) -> None:
         if isinstance(self.reading, dict):  # from a config file or a saved recipe

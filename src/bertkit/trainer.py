@@ -43,6 +43,7 @@ class TrainConfig:
     lr: float = field(default=5e-4, metadata=at_least(0.0, open=True))
     """Peak learning rate."""
     weight_decay: float = field(default=0.01, metadata=at_least(0.0))
+    """AdamW's decoupled weight decay (none on biases and LayerNorms)."""
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = field(default=1e-6, metadata=at_least(0.0, open=True))
     warmup: float = field(default=0.06, metadata=between(0.0, 1.0, high_open=True))
@@ -52,6 +53,7 @@ class TrainConfig:
     max_grad_norm: float = field(default=1.0, metadata=at_least(0.0))
     """Clip the global gradient norm to this; 0 turns clipping off."""
     max_steps: int | None = field(default=None, metadata=at_least(1))
+    """Stop after this many optimiser steps."""
     max_tokens: int | None = field(default=None, metadata=at_least(1))
     """Stop after this many real (non-padding) tokens, summed over all processes."""
     budget_minutes: float | None = field(default=None, metadata=at_least(0.0, open=True))
@@ -61,9 +63,13 @@ class TrainConfig:
     compile: bool = False
     """torch.compile the model."""
     log_every: int = field(default=10, metadata=at_least(1))
+    """Steps between lines of metrics.jsonl."""
     eval_every: int = field(default=200, metadata=at_least(1))
+    """Steps between evaluations on held-out data (fine-tuning: every epoch unless given)."""
     save_every: int = field(default=200, metadata=at_least(1))
+    """Steps between checkpoints (for --resume)."""
     keep_checkpoints: int = field(default=2, metadata=at_least(1))
+    """Checkpoints kept on disk, newest first."""
     seed: int = field(default=0, metadata=at_least(0))
     best_metric: str | None = None
     """Evaluation metric that picks the model kept in run_dir/model (e.g. macro_f1, or loss); None: the last."""
