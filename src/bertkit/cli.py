@@ -35,14 +35,14 @@ def _tokenizer_encode(args: argparse.Namespace) -> None:
 
 
 def _convert(args: argparse.Namespace) -> None:
-    from bertkit.convert import convert
+    from bertkit.checkpoint import convert_model
     claim(args.dst, "convert", overwrite=args.overwrite, inputs=[args.src])
-    loaded = convert(args.src, args.dst, args.to, task=args.task)
+    loaded = convert_model(args.src, args.dst, task=args.task)
     mark(args.dst, "convert")
     for note in loaded.notes:
         print(f"note: {note}")
-    kind = "Hugging Face" if args.to == "hf" else "bertkit"
-    print(f"{loaded.model.task} model written to {args.dst} in {kind} format")
+    print(f"{loaded.model.task} model written to {args.dst} (a Hugging Face BERT folder that bertkit reads as its "
+          "own; --to hf and --to bertkit write the same)")
 
 
 def _info(args: argparse.Namespace) -> None:
@@ -319,10 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-length", type=Range(int, 3), help="truncate to this many tokens")
     e.set_defaults(func=_tokenizer_encode)
 
-    c = verbs.add_parser("convert", help="Hugging Face BERT folder <-> bertkit model directory")
+    c = verbs.add_parser("convert", help="a Hugging Face BERT folder or an old bertkit directory as a current model "
+                         "directory (which transformers also opens), optionally with another head")
     c.add_argument("src", help="a bertkit or Hugging Face BERT directory")
     c.add_argument("dst", help="output directory (replaced atomically if it exists)")
-    c.add_argument("--to", required=True, choices=["hf", "bertkit"], help="output format")
+    c.add_argument("--to", choices=["hf", "bertkit"], default="hf",
+                   help="kept for scripts: both write the same folder, Hugging Face's layout plus bertkit.json")
     c.add_argument("--task", choices=["encoder", "pretraining", "masked_lm", "sequence_classification",
                                       "token_classification", "question_answering"],
                    help="head to build when importing (default: the source's architecture)")
