@@ -41,8 +41,9 @@ def test_onnx_runtime_matches_bertkit(tmp_path, tiny_config, task):
                 got, want = got[real], want[real]
             diff = float((got - want).abs().max())
             assert diff <= (0.05 if int8 else 1e-4), (task, int8, diff)
-    meta = json.loads((tmp_path / "onnx" / "config.json").read_text())
-    assert meta["task"] == task and meta["onnx"]["outputs"] == OUTPUTS[task]
+    meta = json.loads((tmp_path / "onnx" / "bertkit.json").read_text())
+    assert meta["task"] == task and meta["onnx"]["outputs"] == OUTPUTS[task] and meta["format"] == "bertkit-onnx/1"
+    assert json.loads((tmp_path / "onnx" / "config.json").read_text())["model_type"] == "bert"
 
 
 @pytest.mark.parametrize("task", ["encoder", "sequence_classification"])
@@ -75,7 +76,7 @@ def test_export_keeps_tokenizer_and_labels_and_other_lengths_work(tmp_path, tiny
     assert main(["export", str(tmp_path / "m"), str(tmp_path / "onnx"), "--onnx"]) == 0
     loaded = load_model(tmp_path / "m")
     assert (tmp_path / "onnx" / "tokenizer.json").is_file()
-    assert json.loads((tmp_path / "onnx" / "labels.json").read_text())["labels"] == ["neg", "pos"]
+    assert json.loads((tmp_path / "onnx" / "config.json").read_text())["id2label"] == {"0": "neg", "1": "pos"}
     session = onnx_session(tmp_path / "onnx")
     batch = tok.encode_batch(["the cat", "a dog and a log sat on the mat"], max_length=32)
     feeds = {k: batch[k].numpy() for k in ("input_ids", "attention_mask", "token_type_ids")}
@@ -90,3 +91,40 @@ def test_export_errors_are_one_line(tmp_path, capsys, tiny_config):
     assert capsys.readouterr().err.count("\n") == 1
     with pytest.raises(BertkitError, match="no such file"):
         onnx_session(tmp_path)  # no model.onnx there
+
+
+def test_the_export_folder_is_what_hugging_face_onnx_tools_open(tmp_path, tiny_config):
+    """optimum's ORTModelFor* reads config.json with transformers and feeds the graph transformers' input names: the
+    export's config.json is Hugging Face's (labels, problem type), its inputs are named as transformers names them,
+    and the tokenizer transformers builds from the folder gives inputs on which the graph matches bertkit. (optimum
+    itself is not installable beside transformers 5; when it is, ORTModelForSequenceClassification is tried too.)"""
+    transformers = pytest.importorskip("transformers")
+    from bertkit import Tokenizer
+    tok = Tokenizer.train(["the cat sat on the mat", "a dog and a log"] * 20, vocab_size=60, min_frequency=1,
+                          show_progress=False)
+    torch.manual_seed(0)
+    model = build_model(tiny_config.replace(vocab_size=tok.vocab_size, unpad=True), "sequence_classification", 3,
+                        "multi_label").eval()
+    save_model(tmp_path / "m", model, tok, labels=["cat", "dog", "log"], reading={"max_length": 32})
+    export_onnx(tmp_path / "m", tmp_path / "onnx")
+    config = transformers.AutoConfig.from_pretrained(str(tmp_path / "onnx"))
+    assert config.model_type == "bert" and config.problem_type == "multi_label_classification"
+    assert config.id2label == {0: "cat", 1: "dog", 2: "log"}
+    meta = json.loads((tmp_path / "onnx" / "bertkit.json").read_text())
+    assert meta["bertkit"] == {"attention_backend": "sdpa", "unpad": True} and meta["reading"] == {"max_length": 32}
+    session = onnx_session(tmp_path / "onnx")
+    assert [i.name for i in session.get_inputs()] == ["input_ids", "attention_mask", "token_type_ids"]
+    hf_tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "onnx"))
+    enc = hf_tok(["the cat", "a dog and a log sat"], ["on the mat", "the cat"], padding=True, return_tensors="np")
+    got = session.run(None, {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")})[0]
+    with torch.no_grad():
+        want = model(*(torch.from_numpy(enc[k]) for k in ("input_ids", "attention_mask", "token_type_ids"))).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+    try:
+        from optimum.onnxruntime import ORTModelForSequenceClassification
+    except Exception:  # noqa: BLE001 - missing, or broken against this transformers
+        return
+    ort_model = ORTModelForSequenceClassification.from_pretrained(str(tmp_path / "onnx"))
+    np.testing.assert_allclose(ort_model(**hf_tok(["the cat", "a dog and a log sat"], ["on the mat", "the cat"],
+                                                  padding=True, return_tensors="pt")).logits.numpy(),
+                               want, atol=1e-4, rtol=0)

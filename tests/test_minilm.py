@@ -1,4 +1,5 @@
-"""Parity on real weights: all-MiniLM-L6-v2 in bertkit vs in `transformers`; export -> transformers -> same outputs."""
+"""Parity on real weights: all-MiniLM-L6-v2 in bertkit vs in `transformers`; bertkit's save -> transformers -> the
+same outputs."""
 
 import json
 
@@ -6,14 +7,11 @@ import pytest
 import torch
 import transformers
 
-from bertkit import build_model, load_model
+from bertkit import load_model
 from bertkit.checkpoint import save_model
 from bertkit.cli import main
-from bertkit.convert import ARCHITECTURES, TASK_TO_ARCH, export_hf
 from bertkit.tokenizer import Tokenizer
 from sentences import SENTENCES
-from test_parity import max_diff, outputs_bertkit, outputs_hf
-from conftest import random_batch
 
 
 @pytest.fixture(scope="module")
@@ -55,31 +53,11 @@ def test_import_reports_what_it_initialised(minilm_dir):
     assert any("pooler" in n and "not used" in n for n in loaded.notes)
 
 
-@pytest.mark.parametrize("task", list(ARCHITECTURES.values()))
-def test_export_loads_in_transformers_with_no_missing_keys(tmp_path, tiny_config, task):
-    torch.manual_seed(4)
-    model = build_model(tiny_config, task, 3).eval()
-    labels = ["neg", "neu", "pos"] if task in ("sequence_classification", "token_classification") else None
-    export_hf(tmp_path / "hf", model, labels=labels)
-    theirs, info = getattr(transformers, TASK_TO_ARCH[task]).from_pretrained(
-        str(tmp_path / "hf"), output_loading_info=True)
-    assert not info["missing_keys"] and not info["unexpected_keys"], info
-    auto, _ = transformers.AutoConfig.from_pretrained(str(tmp_path / "hf")), None
-    if labels:
-        assert auto.id2label == {0: "neg", 1: "neu", 2: "pos"}
-    ids, mask, types = random_batch(tiny_config.vocab_size)
-    with torch.no_grad():
-        assert max_diff(outputs_bertkit(model, ids, mask, types), outputs_hf(theirs.eval(), task, ids, mask, types)) <= 1e-5
-    back = load_model(tmp_path / "hf")  # and bertkit reads its own export back, bit for bit
-    assert back.labels == labels and back.model.task == task
-    for k, v in model.state_dict().items():
-        assert torch.equal(back.model.state_dict()[k], v), k
-
-
 def test_convert_cli_round_trip(tmp_path, minilm_dir, capsys):
     assert main(["convert", str(minilm_dir), str(tmp_path / "bk"), "--to", "bertkit"]) == 0
-    meta = json.loads((tmp_path / "bk" / "config.json").read_text())
-    assert meta["task"] == "encoder" and meta["model"]["num_layers"] == 6
+    meta = json.loads((tmp_path / "bk" / "bertkit.json").read_text())
+    assert meta["task"] == "encoder" and json.loads((tmp_path / "bk" / "config.json").read_text())[
+        "num_hidden_layers"] == 6
     assert {"model.safetensors", "tokenizer.json", "vocab.txt"} <= {p.name for p in (tmp_path / "bk").iterdir()}
     assert main(["convert", str(tmp_path / "bk"), str(tmp_path / "hf"), "--to", "hf"]) == 0
     theirs, info = transformers.BertModel.from_pretrained(str(tmp_path / "hf"), output_loading_info=True)

@@ -227,8 +227,8 @@ KILLER = textwrap.dedent("""
     mode = {mode!r}
     if mode == "after":  # SIGKILL right after the step-8 checkpoint is complete
         original = trainer._save_checkpoint
-        def save(run_dir, model, tok, labels, opt, prog, state, keep):
-            original(run_dir, model, tok, labels, opt, prog, state, keep)
+        def save(run_dir, model, tok, labels, reading, opt, prog, state, keep):
+            original(run_dir, model, tok, labels, reading, opt, prog, state, keep)
             if prog.step == 8:
                 os.kill(os.getpid(), signal.SIGKILL)
         trainer._save_checkpoint = save
@@ -370,7 +370,7 @@ def test_whole_word_and_packed_mlm_only(corpus_dir, tmp_path):
     torch.manual_seed(0)
     result = run(corpus_dir, tmp_path / "r", steps=4, pre={"nsp": False, "whole_word": True})
     assert "nsp_accuracy" not in result and result["mlm_loss"] > 0
-    assert json.loads((tmp_path / "r" / "model" / "config.json").read_text())["task"] == "masked_lm"
+    assert json.loads((tmp_path / "r" / "model" / "bertkit.json").read_text())["task"] == "masked_lm"
 
 
 @pytest.mark.slow

@@ -162,9 +162,9 @@ def test_damaged_weights_or_config_are_errors_naming_the_file(world, tmp_path, c
     shutil.copy(world["classifier"] / "model.safetensors", weights)
     config = json.loads((bad / "config.json").read_text())
     for field, value in (("layer_norm_eps", -1), ("layer_norm_eps", "abc"), ("initializer_range", "x"),
-                         ("hidden_dropout", "0.1")):
+                         ("hidden_dropout_prob", "0.1")):
         broken = json.loads(json.dumps(config))
-        broken["model"][field] = value
+        broken[field] = value
         (bad / "config.json").write_text(json.dumps(broken))
         one_line_error(["predict", bad, "--text", "good film"], capsys, field)
 

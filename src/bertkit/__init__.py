@@ -7,7 +7,7 @@ import os
 # keep memory flat at no measured cost in speed. Set before torch creates its first primitive; a user's value wins.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "32")
 
-from bertkit.checkpoint import Loaded, load_model, save_model
+from bertkit.checkpoint import Loaded, load_model, save_model, write_model_card
 from bertkit.config import BertConfig
 from bertkit.errors import BertkitError
 from bertkit.inference import pipeline
@@ -27,5 +27,5 @@ __version__ = "0.1.0"
 __all__ = [
     "BertConfig", "BertkitError", "Tokenizer", "Bert", "BertModel", "BertForMaskedLM", "BertForPreTraining",
     "BertForSequenceClassification", "BertForTokenClassification", "BertForQuestionAnswering", "build_model",
-    "Loaded", "load_model", "save_model", "pipeline",
+    "Loaded", "load_model", "save_model", "write_model_card", "pipeline",
 ]

@@ -1,12 +1,23 @@
-"""Model directories: `config.json` + `model.safetensors` + tokenizer files (+ `labels.json` for task models).
+"""Model directories, stored in Hugging Face's layout so that `transformers` (and tools built on it) open one as it
+is:
 
-Written atomically (a temporary sibling directory, then a rename), loaded strictly. `load_model` also
-accepts a Hugging Face BERT folder and converts it in memory (see convert.py).
+    config.json        Hugging Face's BertConfig: architectures, sizes, id2label/label2id, problem_type
+    model.safetensors  the weights under Hugging Face's names (query, key, value apart; fused into qkv on loading)
+    tokenizer.json, vocab.txt, tokenizer_config.json, special_tokens_map.json
+    bertkit.json       {"format": "bertkit-model/2", "task", "bertkit": the config fields Hugging Face's config has
+                       no place for, "reading": how the model reads text (max_length, windows, pooling, ...)}
+    README.md          a model card (model_card.py)
+
+Written atomically (a temporary sibling directory, then a rename), loaded strictly. `load_model` also reads a plain
+Hugging Face BERT folder (heads it lacks are freshly initialised) and bertkit's first layout (bertkit-model/1:
+bertkit's own names in config.json and the weights, labels.json beside them), which a later release will drop.
+The name and config mapping lives in convert.py, below this module.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,13 +27,20 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bertkit.config import BertConfig, read_json
+from bertkit.convert import (ARCHITECTURES, config_extras, config_from_hf, config_to_hf, labels_from_hf,
+                             normalise_hf_keys, problem_from_hf, state_from_hf, state_to_hf, task_from_hf)
 from bertkit.errors import BertkitError
 from bertkit.folders import write_atomically
 from bertkit.model.heads import LABELLED_TASKS, TASKS, build_model
+from bertkit.model_card import model_card
 from bertkit.tokenizer import Tokenizer
 
-FORMAT = "bertkit-model/1"
-CONFIG, WEIGHTS, LABELS = "config.json", "model.safetensors", "labels.json"
+FORMAT = "bertkit-model/2"
+OLD_FORMAT = "bertkit-model/1"
+CONFIG, WEIGHTS, EXTRAS, CARD = "config.json", "model.safetensors", "bertkit.json", "README.md"
+OLD_LABELS = "labels.json"
+OLD_FORMAT_NOTE = (f"this directory is in bertkit's old format ({OLD_FORMAT}), which a later release will not read; "
+                   "save it again, or run `bertkit convert DIR NEW_DIR --to bertkit`")
 
 
 @dataclass
@@ -33,57 +51,86 @@ class Loaded:
     tokenizer: Tokenizer | None
     labels: list[str] | None = None
     notes: list[str] = field(default_factory=list)
-    """What the loader had to do that a user should hear of (heads initialised, weights ignored)."""
+    """What the loader had to do that a user should hear of (heads initialised, weights ignored, an old format)."""
+    reading: dict = field(default_factory=dict)
+    """How the model reads text, as saved (max_length, window_stride, pooling, ...); empty when nothing was."""
 
 
-def model_meta(model: nn.Module, labels: list[str] | None = None) -> dict:
-    """config.json content for a task model."""
-    meta = {"format": FORMAT, "task": model.task, "model": model.config.to_dict()}
-    if model.task in LABELLED_TASKS:
-        meta["num_labels"] = model.num_labels
-    if model.task == "sequence_classification":
-        meta["problem_type"] = model.problem_type
-    return meta
+# ---- writing ----------------------------------------------------------------------------------------------
 
 
 def save_model(folder: str | Path, model: nn.Module, tokenizer: Tokenizer | None = None,
-               labels: list[str] | None = None) -> Path:
-    """Write a bertkit model directory. An existing directory is replaced only once the new one is complete."""
+               labels: list[str] | None = None, reading: dict | None = None) -> Path:
+    """Write a model directory. An existing directory is replaced only once the new one is complete.
+
+    labels: the name of each output of a classifier or tagger; reading: how the model reads text, kept as given
+    (json) and handed back by load_model."""
     folder = Path(folder)
-    if labels is not None and model.task in LABELLED_TASKS and len(labels) != model.num_labels:
-        raise BertkitError(f"{len(labels)} labels given for a model with {model.num_labels} outputs")
+    _check_labels(model, labels)
     if tokenizer is not None:
         check_vocab(tokenizer, model.config, folder)
-
-    return write_atomically(folder, lambda tmp: write_model_files(tmp, model, tokenizer, labels))
+    return write_atomically(folder, lambda tmp: write_model_files(tmp, model, tokenizer, labels, reading))
 
 
 def write_model_files(folder: Path, model: nn.Module, tokenizer: Tokenizer | None = None,
-                      labels: list[str] | None = None) -> None:
-    """config.json, model.safetensors, tokenizer files and labels.json into an existing folder."""
-    (folder / CONFIG).write_text(json.dumps(model_meta(model, labels), indent=2) + "\n", encoding="utf-8")
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(folder / WEIGHTS), metadata={"format": "pt"})
+                      labels: list[str] | None = None, reading: dict | None = None) -> None:
+    """config.json, model.safetensors, bertkit.json, tokenizer files and README.md into an existing folder."""
+    _check_labels(model, labels)
+    _write_json(folder / CONFIG, hf_config(model, labels))
+    save_file(state_to_hf(model.state_dict(), model.config, model.task), str(folder / WEIGHTS),
+              metadata={"format": "pt"})
+    _write_json(folder / EXTRAS, bertkit_meta(model, reading))
     if tokenizer is not None:
         tokenizer.save(folder)
-    if labels is not None:
-        write_labels(folder, labels)
+    write_model_card(folder, task=model.task, labels=labels, reading=reading)
 
 
-def write_labels(folder: Path, labels: list[str]) -> None:
-    """labels.json: the label (or tag) of each output, in order."""
-    (folder / LABELS).write_text(json.dumps({"labels": list(labels)}, indent=2, ensure_ascii=False) + "\n",
-                                 encoding="utf-8")
+def hf_config(model: nn.Module, labels: list[str] | None = None) -> dict:
+    """config.json: Hugging Face's BertConfig for the model, its labels in id2label."""
+    return config_to_hf(model.config, model.task, getattr(model, "num_labels", None),
+                        getattr(model, "problem_type", None), labels)
 
 
-def is_hf_folder(folder: Path) -> bool:
-    meta = read_json(folder / CONFIG)
-    return "format" not in meta and meta.get("model_type") == "bert"
+def bertkit_meta(model: nn.Module, reading: dict | None = None) -> dict:
+    """bertkit.json: what a Hugging Face config cannot say about a bertkit model."""
+    return {"format": FORMAT, "task": model.task, "bertkit": config_extras(model.config),
+            "reading": dict(reading or {})}
+
+
+def write_model_card(folder: str | Path, *, task: str, labels: list[str] | None = None,
+                     reading: dict | None = None, data: dict | None = None, metrics: dict | None = None) -> Path:
+    """(Re)write folder/README.md, a Hugging Face model card. labels and reading default to what the folder's
+    config.json and bertkit.json hold, so a recipe can call this again after training to add its data files
+    ({role: path}) and metrics ({name: value} or {split: {name: value}})."""
+    folder = Path(folder)
+    hf = read_json(folder / CONFIG) if (folder / CONFIG).is_file() else {}
+    hf = hf if hf.get("model_type") == "bert" else {}
+    if labels is None and task in LABELLED_TASKS:
+        labels = labels_from_hf(hf)
+    if reading is None and (folder / EXTRAS).is_file():
+        reading = read_json(folder / EXTRAS).get("reading")
+    text = model_card(task, labels=labels, reading=reading, data=data, metrics=metrics, hf_config=hf)
+    tmp = folder / f".{CARD}.tmp-{os.getpid()}"
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(folder / CARD)
+    return folder / CARD
+
+
+def _check_labels(model: nn.Module, labels: list[str] | None) -> None:
+    if labels is not None and model.task in LABELLED_TASKS and len(labels) != model.num_labels:
+        raise BertkitError(f"{len(labels)} labels given for a model with {model.num_labels} outputs")
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+# ---- reading ----------------------------------------------------------------------------------------------
 
 
 def load_model(folder: str | Path, task: str | None = None, num_labels: int | None = None,
                problem_type: str | None = None, device: str | torch.device = "cpu") -> Loaded:
-    """Load a bertkit model directory, or a Hugging Face BERT folder converted on the fly.
+    """Load a model directory (or a plain Hugging Face BERT folder, or bertkit's old layout).
 
     task, num_labels, problem_type: the head wanted, default what the folder holds. Asking for another
     (a classifier on a pre-trained encoder, say) keeps the encoder, initialises the new head and says so
@@ -94,11 +141,14 @@ def load_model(folder: str | Path, task: str | None = None, num_labels: int | No
         raise BertkitError(f"{folder}: no such model directory")
     if not (folder / CONFIG).is_file():
         raise BertkitError(f"{folder}: no {CONFIG}; not a model directory")
-    if is_hf_folder(folder):
-        from bertkit.convert import load_hf
-        loaded = load_hf(folder, task=task, num_labels=num_labels, problem_type=problem_type)
+    meta = read_json(folder / CONFIG)
+    if meta.get("format") == OLD_FORMAT:
+        loaded = _load_old_format(folder, meta, task, num_labels, problem_type)
+    elif "format" not in meta and meta.get("model_type") == "bert":
+        loaded = _load_hf_layout(folder, meta, task, num_labels, problem_type)
     else:
-        loaded = _load_bertkit(folder, task, num_labels, problem_type)
+        raise BertkitError(f"{folder / CONFIG}: neither a Hugging Face BERT config (model_type 'bert') nor a "
+                           f"bertkit model ({OLD_FORMAT})")
     loaded.model.to(device)
     loaded.model.source = str(folder)  # named by errors about what the model computes (require_finite)
     return loaded
@@ -112,11 +162,86 @@ def require_finite(model: nn.Module, *outputs: torch.Tensor) -> None:
                            "weights (model.safetensors) or config.json are damaged")
 
 
-def _load_bertkit(folder: Path, task: str | None, num_labels: int | None, problem_type: str | None) -> Loaded:
-    meta = read_json(folder / CONFIG)
-    if meta.get("format") != FORMAT:
-        raise BertkitError(f"{folder / CONFIG}: neither a bertkit model (format {FORMAT}) nor a Hugging Face "
-                           f"BERT config (model_type 'bert')")
+def _load_hf_layout(folder: Path, hf: dict, task: str | None, num_labels: int | None,
+                    problem_type: str | None) -> Loaded:
+    """A folder in Hugging Face's layout: bertkit's own (bertkit.json beside it: loaded strictly) or any other
+    (heads it lacks freshly initialised, weights it has that the head does not use reported)."""
+    ours = _read_extras(folder, hf)
+    config = config_from_hf(hf, folder / CONFIG, ours["bertkit"] if ours else None)
+    weights = folder / WEIGHTS if ours else _weights_file(folder)
+    hf_state = read_weights(weights)
+    saved_task = ours["task"] if ours else task_from_hf(hf, set(normalise_hf_keys(hf_state)))
+    hf_labels = labels_from_hf(hf)
+    saved_num = None
+    if saved_task in LABELLED_TASKS:  # id2label's length, as transformers reads it (num_labels, 2 without either)
+        given = hf.get("num_labels")
+        saved_num = len(hf_labels) if hf_labels else given if isinstance(given, int) and given > 0 else 2
+    saved_problem = problem_from_hf(hf, saved_num) if saved_task == "sequence_classification" else None
+
+    task = task or saved_task
+    if task not in TASKS:
+        raise BertkitError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    num_labels = (num_labels or saved_num or 2) if task in LABELLED_TASKS else None
+    if task == "sequence_classification":  # the saved problem type, unless the head changes
+        kept = saved_problem if (task, num_labels) == (saved_task, saved_num) else None
+        problem_type = problem_type or kept or problem_from_hf({}, num_labels)
+    else:
+        problem_type = None
+    model = build_model(config, task, num_labels, problem_type or "single_label")
+    state, unused = state_from_hf(hf_state, config, task)
+    same_head = (task, num_labels, problem_type) == (saved_task, saved_num, saved_problem)
+    labels = hf_labels if same_head and task in LABELLED_TASKS else None
+    if ours and same_head:  # bertkit wrote it: every weight in place, none left over
+        if unused:
+            raise BertkitError(f"{weights}: does not match {CONFIG}: {len(unused)} unexpected weight(s), "
+                               f"e.g. {unused[0]}")
+        load_state(model, state, weights)
+        notes = []
+    else:
+        notes = load_into(model, state, weights, unused)
+    tokenizer = load_tokenizer(folder, config)
+    if tokenizer is None and not ours:
+        notes.append("no tokenizer files in the source")
+    return Loaded(model.eval(), tokenizer, labels, notes, dict(ours["reading"]) if ours else {})
+
+
+def _read_extras(folder: Path, hf: dict) -> dict | None:
+    """bertkit.json, checked against config.json (hf); None for a folder without one (a plain Hugging Face
+    folder)."""
+    path = folder / EXTRAS
+    if not path.is_file():
+        return None
+    meta = read_json(path)
+    fmt = meta.get("format")
+    if isinstance(fmt, str) and fmt.startswith("bertkit-onnx/"):
+        raise BertkitError(f"{folder}: an ONNX export, not a model directory; run it with onnxruntime "
+                           "(bertkit.export.onnx_session)")
+    if fmt != FORMAT:
+        raise BertkitError(f"{path}: format {fmt!r}; this bertkit reads {FORMAT}")
+    if meta.get("task") not in TASKS:
+        raise BertkitError(f"{path}: unknown task {meta.get('task')!r}")
+    for key in ("bertkit", "reading"):
+        if not isinstance(meta.get(key, {}), dict):
+            raise BertkitError(f"{path}: {key} must be a json object")
+    arch = (hf.get("architectures") or [None])[0]
+    if arch in ARCHITECTURES and ARCHITECTURES[arch] != meta["task"]:
+        raise BertkitError(f"{folder}: {CONFIG} holds a {arch} but {EXTRAS} says task {meta['task']!r}")
+    return {"bertkit": {}, "reading": {}} | meta
+
+
+def _weights_file(folder: Path) -> Path:
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / name).is_file():
+            return folder / name
+    if (folder / "model.safetensors.index.json").is_file() or (folder / "pytorch_model.bin.index.json").is_file():
+        raise BertkitError(f"{folder}: sharded checkpoints are not supported; BERT fits in one file")
+    raise BertkitError(f"{folder}: no model.safetensors or pytorch_model.bin")
+
+
+def _load_old_format(folder: Path, meta: dict, task: str | None, num_labels: int | None,
+                     problem_type: str | None) -> Loaded:
+    """bertkit-model/1: config.json {"format", "task", "model": BertConfig, "num_labels", "problem_type"}, weights
+    under bertkit's names, labels.json."""
     saved_task = meta.get("task")
     if saved_task not in TASKS:
         raise BertkitError(f"{folder / CONFIG}: unknown task {saved_task!r}")
@@ -124,20 +249,32 @@ def _load_bertkit(folder: Path, task: str | None, num_labels: int | None, proble
     tokenizer = load_tokenizer(folder, config)
     state = read_weights(folder / WEIGHTS)
     labels = None
-    if (folder / LABELS).is_file():
-        labels = read_json(folder / LABELS).get("labels")
+    if (folder / OLD_LABELS).is_file():
+        labels = read_json(folder / OLD_LABELS).get("labels")
         if not isinstance(labels, list) or len(labels) != meta.get("num_labels", len(labels)):
-            raise BertkitError(f"{folder / LABELS}: expected a list of {meta.get('num_labels', '?')} labels")
+            raise BertkitError(f"{folder / OLD_LABELS}: expected a list of {meta.get('num_labels', '?')} labels")
     same = (task in (None, saved_task) and num_labels in (None, meta.get("num_labels"))
             and problem_type in (None, meta.get("problem_type")))
     if same:
         model = build_model(config, saved_task, meta.get("num_labels"), meta.get("problem_type", "single_label"))
         load_state(model, state, folder / WEIGHTS)
-        return Loaded(model.eval(), tokenizer, labels)
+        return Loaded(model.eval(), tokenizer, labels, [OLD_FORMAT_NOTE])
     # A new head on this encoder, e.g. a classifier on a pre-trained model.
     model = build_model(config, task or saved_task, num_labels, problem_type or "single_label")
     notes = load_into(model, state, folder / WEIGHTS)
-    return Loaded(model.eval(), tokenizer, None, notes)
+    return Loaded(model.eval(), tokenizer, None, notes + [OLD_FORMAT_NOTE])
+
+
+def convert_model(src: str | Path, dst: str | Path, task: str | None = None) -> Loaded:
+    """`bertkit convert`: read any folder load_model reads (a Hugging Face folder, bertkit's old layout) and save
+    it as a current model directory, with the head `task` (default the source's)."""
+    src, dst = Path(src), Path(dst)
+    if src.resolve() == dst.resolve():
+        raise BertkitError("source and destination are the same directory")
+    loaded = load_model(src, task=task)
+    save_model(dst, loaded.model, loaded.tokenizer, loaded.labels, loaded.reading)
+    loaded.notes = [n for n in loaded.notes if n != OLD_FORMAT_NOTE]
+    return loaded
 
 
 def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: Path,

@@ -1,26 +1,23 @@
-"""Hugging Face BERT <-> bertkit: configs, weight names and folders, both ways.
+"""Hugging Face BERT <-> bertkit: config fields and weight names, both ways, as pure functions.
 
-Hugging Face keeps query, key and value as three Linear layers; bertkit fuses them into one `qkv`
-(rows q, then k, then v), so import concatenates and export splits. Everything else is a rename.
-The MLM decoder is tied to the word embeddings on both sides; export writes the tied copy too, so that
-`transformers` reports no missing key whatever its tying rules.
+A bertkit model directory is stored in Hugging Face's layout (checkpoint.py writes it with these functions), so
+`transformers` opens it as it is. Hugging Face keeps query, key and value as three Linear layers; bertkit fuses
+them into one `qkv` (rows q, then k, then v), so reading concatenates and writing splits. Everything else is a
+rename. The MLM decoder is tied to the word embeddings on both sides; the written weights hold the tied copy too,
+so that `transformers` reports no missing key whatever its tying rules. The few BertConfig fields Hugging Face's
+config has no place for (`BERTKIT_ONLY`: attention backend, unpadding) travel beside it, in bertkit.json.
 """
 
 from __future__ import annotations
 
-import json
+from dataclasses import fields
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
-from torch import nn
 
-from bertkit.checkpoint import CONFIG, Loaded, load_into, load_tokenizer, read_weights
-from bertkit.config import BertConfig, read_json
+from bertkit.config import BertConfig
 from bertkit.errors import BertkitError
-from bertkit.folders import write_atomically
-from bertkit.model.heads import LABELLED_TASKS, TASKS, build_model
-from bertkit.tokenizer import Tokenizer
+from bertkit.model.heads import LABELLED_TASKS
 
 ARCHITECTURES = {
     "BertModel": "encoder",
@@ -35,12 +32,30 @@ HF_ACT = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_ta
 BERTKIT_ACT = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}
 HF_PROBLEM = {"single_label": "single_label_classification", "multi_label": "multi_label_classification",
               "regression": "regression"}
+HF_FIELDS = {  # bertkit BertConfig field -> Hugging Face BertConfig field, same value
+    "vocab_size": "vocab_size",
+    "hidden_size": "hidden_size",
+    "num_layers": "num_hidden_layers",
+    "num_heads": "num_attention_heads",
+    "intermediate_size": "intermediate_size",
+    "max_position_embeddings": "max_position_embeddings",
+    "type_vocab_size": "type_vocab_size",
+    "hidden_dropout": "hidden_dropout_prob",
+    "attention_dropout": "attention_probs_dropout_prob",
+    "classifier_dropout": "classifier_dropout",
+    "layer_norm_eps": "layer_norm_eps",
+    "initializer_range": "initializer_range",
+    "pad_token_id": "pad_token_id",
+}
+BERTKIT_ONLY = tuple(f.name for f in fields(BertConfig) if f.name not in HF_FIELDS and f.name != "hidden_act")
+"""BertConfig fields with no Hugging Face counterpart (attention_backend, unpad): saved in bertkit.json."""
 
 # ---- configs ----------------------------------------------------------------------------------------------
 
 
-def config_from_hf(hf: dict, where: Path | str = "config.json") -> BertConfig:
-    """bertkit's BertConfig from the fields of a Hugging Face BertConfig json."""
+def config_from_hf(hf: dict, where: Path | str = "config.json", extras: dict | None = None) -> BertConfig:
+    """bertkit's BertConfig from the fields of a Hugging Face BertConfig json, plus `extras` (BERTKIT_ONLY fields,
+    as config_extras gives them; defaults when None). Errors name the field as config.json spells it."""
     if hf.get("position_embedding_type", "absolute") != "absolute":
         raise BertkitError(f"{where}: position_embedding_type {hf['position_embedding_type']!r} is not "
                            "supported (only 'absolute', as in BERT)")
@@ -49,54 +64,34 @@ def config_from_hf(hf: dict, where: Path | str = "config.json") -> BertConfig:
     act = hf.get("hidden_act", "gelu")
     if act not in HF_ACT:
         raise BertkitError(f"{where}: hidden_act {act!r} is not supported (one of {', '.join(HF_ACT)})")
+    if "vocab_size" not in hf:
+        raise BertkitError(f"{where}: missing field vocab_size")
+    extras = extras or {}
+    stray = sorted(set(extras) - set(BERTKIT_ONLY))
+    if stray:
+        raise BertkitError(f"{where}: unknown bertkit field(s) {', '.join(stray)} (known: {', '.join(BERTKIT_ONLY)})")
+    ranges = {f.name: f.metadata.get("range") for f in fields(BertConfig)}
+    values = {"intermediate_size": 3072}  # Hugging Face's default, where bertkit's is 4 * hidden_size
+    for name, hf_name in HF_FIELDS.items():
+        if hf.get(hf_name) is not None:
+            if ranges[name] is not None:
+                ranges[name].check(f"{where}: {hf_name}", hf[hf_name])
+            values[name] = hf[hf_name]
     try:
-        return BertConfig(
-            vocab_size=hf["vocab_size"],
-            hidden_size=hf.get("hidden_size", 768),
-            num_layers=hf.get("num_hidden_layers", 12),
-            num_heads=hf.get("num_attention_heads", 12),
-            intermediate_size=hf.get("intermediate_size", 3072),
-            max_position_embeddings=hf.get("max_position_embeddings", 512),
-            type_vocab_size=hf.get("type_vocab_size", 2),
-            hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
-            attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
-            classifier_dropout=hf.get("classifier_dropout"),
-            layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
-            initializer_range=hf.get("initializer_range", 0.02),
-            hidden_act=HF_ACT[act],
-            pad_token_id=hf.get("pad_token_id") or 0,
-        )
-    except KeyError as e:
-        raise BertkitError(f"{where}: missing field {e.args[0]}") from None
+        return BertConfig.from_dict(values | {"hidden_act": HF_ACT[act]} | extras)
     except BertkitError as e:
         raise BertkitError(f"{where}: {e}") from None
 
 
 def config_to_hf(config: BertConfig, task: str, num_labels: int | None = None,
                  problem_type: str | None = None, labels: list[str] | None = None) -> dict:
-    """A Hugging Face config.json for a bertkit model."""
-    hf = {
-        "architectures": [TASK_TO_ARCH[task]],
-        "model_type": "bert",
-        "vocab_size": config.vocab_size,
-        "hidden_size": config.hidden_size,
-        "num_hidden_layers": config.num_layers,
-        "num_attention_heads": config.num_heads,
-        "intermediate_size": config.intermediate_size,
-        "hidden_act": BERTKIT_ACT[config.hidden_act],
-        "hidden_dropout_prob": config.hidden_dropout,
-        "attention_probs_dropout_prob": config.attention_dropout,
-        "classifier_dropout": config.classifier_dropout,
-        "max_position_embeddings": config.max_position_embeddings,
-        "type_vocab_size": config.type_vocab_size,
-        "initializer_range": config.initializer_range,
-        "layer_norm_eps": config.layer_norm_eps,
-        "pad_token_id": config.pad_token_id,
-        "position_embedding_type": "absolute",
-        "tie_word_embeddings": True,
-    }
+    """A Hugging Face config.json for a bertkit model (all but the BERTKIT_ONLY fields)."""
+    hf = {"architectures": [TASK_TO_ARCH[task]], "model_type": "bert"}
+    hf |= {hf_name: getattr(config, name) for name, hf_name in HF_FIELDS.items()}
+    hf |= {"hidden_act": BERTKIT_ACT[config.hidden_act], "position_embedding_type": "absolute",
+           "tie_word_embeddings": True}
     if task in LABELLED_TASKS:
-        names = labels or [f"LABEL_{i}" for i in range(num_labels)]
+        names = labels or default_labels(num_labels)
         hf["id2label"] = {str(i): name for i, name in enumerate(names)}
         hf["label2id"] = {name: i for i, name in enumerate(names)}
     if task == "sequence_classification" and problem_type:
@@ -104,11 +99,21 @@ def config_to_hf(config: BertConfig, task: str, num_labels: int | None = None,
     return hf
 
 
-def _task_from_hf(hf: dict, state_keys: set[str]) -> str:
+def config_extras(config: BertConfig) -> dict:
+    """The BERTKIT_ONLY fields of a config, for bertkit.json."""
+    return {name: getattr(config, name) for name in BERTKIT_ONLY}
+
+
+def default_labels(num_labels: int) -> list[str]:
+    """The names transformers gives labels nobody named: LABEL_0, LABEL_1, ..."""
+    return [f"LABEL_{i}" for i in range(num_labels)]
+
+
+def task_from_hf(hf: dict, state_keys: set[str]) -> str:
+    """The head a Hugging Face folder holds: its architecture, else what its (normalised) weight names tell."""
     for arch in hf.get("architectures") or []:
         if arch in ARCHITECTURES:
             return ARCHITECTURES[arch]
-    # No (known) architecture: judge by the weights, as far as they tell.
     if any(k.startswith("cls.seq_relationship") for k in state_keys):
         return "pretraining"
     if any(k.startswith("cls.predictions") for k in state_keys):
@@ -122,14 +127,23 @@ def _task_from_hf(hf: dict, state_keys: set[str]) -> str:
     return "encoder"
 
 
-def _labels_from_hf(hf: dict) -> list[str] | None:
+def labels_from_hf(hf: dict) -> list[str] | None:
+    """The label names of id2label in id order (transformers' LABEL_i when nobody named them); None when absent
+    or not a list of names."""
     id2label = hf.get("id2label")
-    if not id2label:
+    if not isinstance(id2label, dict) or not id2label:
         return None
     try:
-        return [id2label[k] for k in sorted(id2label, key=int)]
+        labels = [id2label[k] for k in sorted(id2label, key=int)]
     except ValueError:
         return None
+    return labels if all(isinstance(x, str) for x in labels) else None
+
+
+def problem_from_hf(hf: dict, num_labels: int | None) -> str:
+    """bertkit's problem_type of a sequence classifier: the config's, else regression for one output."""
+    problem = {v: k for k, v in HF_PROBLEM.items()}.get(hf.get("problem_type"))
+    return problem or ("regression" if num_labels == 1 else "single_label")
 
 # ---- weight names -----------------------------------------------------------------------------------------
 
@@ -168,7 +182,7 @@ def _name_pairs(config: BertConfig, task: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def _normalise_hf_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def normalise_hf_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Drop the 'bert.' prefix, rename TF-era LayerNorm gamma/beta, drop non-weight buffers."""
     out = {}
     for k, v in state.items():
@@ -183,7 +197,7 @@ def _normalise_hf_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
 
 def state_from_hf(hf_state: dict[str, torch.Tensor], config: BertConfig, task: str):
     """Hugging Face weights -> (bertkit state, names the source lacked, source names left unused)."""
-    src = _normalise_hf_keys(hf_state)
+    src = normalise_hf_keys(hf_state)
     used: set[str] = set()
     state: dict[str, torch.Tensor] = {}
     for hf_name, name in _name_pairs(config, task):
@@ -222,78 +236,5 @@ def state_to_hf(state: dict[str, torch.Tensor], config: BertConfig, task: str) -
     # safetensors refuses tensors that share memory: give each its own storage.
     return {k: v.detach().clone().contiguous().cpu() for k, v in out.items()}
 
-# ---- folders ----------------------------------------------------------------------------------------------
 
-
-def _weights_file(folder: Path) -> Path:
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        if (folder / name).is_file():
-            return folder / name
-    if (folder / "model.safetensors.index.json").is_file() or (folder / "pytorch_model.bin.index.json").is_file():
-        raise BertkitError(f"{folder}: sharded checkpoints are not supported; BERT fits in one file")
-    raise BertkitError(f"{folder}: no model.safetensors or pytorch_model.bin")
-
-
-def load_hf(folder: str | Path, task: str | None = None, num_labels: int | None = None,
-            problem_type: str | None = None) -> Loaded:
-    """A Hugging Face BERT folder as a bertkit model; heads the source lacks are freshly initialised."""
-    folder = Path(folder)
-    hf = read_json(folder / CONFIG)
-    config = config_from_hf(hf, folder / CONFIG)
-    hf_state = read_weights(_weights_file(folder))
-    source_task = _task_from_hf(hf, set(_normalise_hf_keys(hf_state)))
-    task = task or source_task
-    if task not in TASKS:
-        raise BertkitError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    labels = _labels_from_hf(hf) if task in LABELLED_TASKS else None
-    if task in LABELLED_TASKS:
-        if num_labels is None:
-            num_labels = len(labels) if labels else int(hf.get("num_labels", 2))
-        if labels is not None and len(labels) != num_labels:
-            labels = None
-    problem = problem_type or {v: k for k, v in HF_PROBLEM.items()}.get(hf.get("problem_type"))
-    if problem is None:
-        problem = "regression" if num_labels == 1 else "single_label"
-    model = build_model(config, task, num_labels, problem)
-    state, unused = state_from_hf(hf_state, config, task)
-    notes = load_into(model, state, _weights_file(folder), unused)
-    tokenizer = load_tokenizer(folder, config)
-    if tokenizer is None:
-        notes.append("no tokenizer files in the source")
-    return Loaded(model.eval(), tokenizer, labels, notes)
-
-
-def export_hf(folder: str | Path, model: nn.Module, tokenizer: Tokenizer | None = None,
-              labels: list[str] | None = None) -> Path:
-    """Write a folder that `transformers.AutoModel*.from_pretrained` loads with no missing or unexpected keys."""
-    task = model.task
-    hf = config_to_hf(model.config, task, getattr(model, "num_labels", None),
-                      getattr(model, "problem_type", None), labels)
-    state = state_to_hf(model.state_dict(), model.config, task)
-
-    def write(tmp: Path) -> None:
-        (tmp / CONFIG).write_text(json.dumps(hf, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        if tokenizer is not None:
-            tokenizer.save(tmp)
-
-    return write_atomically(Path(folder), write)
-
-
-def convert(src: str | Path, dst: str | Path, to: str, task: str | None = None) -> Loaded:
-    """Read a bertkit or Hugging Face folder and write it as `to` ('hf' or 'bertkit')."""
-    from bertkit.checkpoint import load_model, save_model
-    if to not in ("hf", "bertkit"):
-        raise BertkitError(f"--to must be 'hf' or 'bertkit', got {to!r}")
-    src, dst = Path(src), Path(dst)
-    if src.resolve() == dst.resolve():
-        raise BertkitError("source and destination are the same directory")
-    loaded = load_model(src, task=task)
-    if to == "hf":
-        export_hf(dst, loaded.model, loaded.tokenizer, loaded.labels)
-    else:
-        save_model(dst, loaded.model, loaded.tokenizer, loaded.labels)
-    return loaded
-
-
-__all__ = ["config_from_hf", "config_to_hf", "state_from_hf", "state_to_hf", "load_hf", "export_hf", "convert"]
+__all__ = ["config_from_hf", "config_to_hf", "config_extras", "state_from_hf", "state_to_hf"]

@@ -2,8 +2,11 @@
 
 The folder written holds `model.onnx` (fp32; with `optimize`, ONNX Runtime's BERT fusions already applied:
 Attention, SkipLayerNorm, BiasGelu, ...), optionally `model.int8.onnx` (dynamic int8 quantisation of the
-MatMuls), and the tokenizer files, labels and config of the source, so nothing else is needed to serve it.
-Inputs: input_ids, attention_mask, token_type_ids, each (batch, sequence) int64, both axes dynamic.
+MatMuls), the tokenizer files, the source's Hugging Face `config.json` (labels in id2label), and `bertkit.json`
+(task, bertkit's config extras, reading settings, and the graph's inputs, outputs and opset under "onnx"), so
+nothing else is needed to serve it and Hugging Face tools that open an ONNX folder find what they look for.
+Inputs, named as in transformers: input_ids, attention_mask, token_type_ids, each (batch, sequence) int64, both
+axes dynamic.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bertkit.checkpoint import load_model, model_meta, write_labels
+from bertkit.checkpoint import CONFIG, EXTRAS, bertkit_meta, hf_config, load_model
 from bertkit.folders import write_atomically
 from bertkit.errors import BertkitError
 
@@ -30,7 +33,8 @@ OUTPUTS = {
     "token_classification": ["logits"],
     "question_answering": ["start_logits", "end_logits"],
 }
-INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
+INPUTS = ["input_ids", "attention_mask", "token_type_ids"]  # transformers' names, which optimum feeds
+ONNX_FORMAT = "bertkit-onnx/1"
 
 
 class _Tensors(nn.Module):
@@ -97,7 +101,9 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, optimize: bool = True
         raise BertkitError("write the ONNX export to another folder than the model's")
     loaded = load_model(model_dir)
     model = loaded.model.eval()
-    meta = model_meta(model, loaded.labels)  # the model as saved, before the export-only changes below
+    # the model as saved, before the export-only changes below
+    hf = hf_config(model, loaded.labels)
+    meta = bertkit_meta(model, loaded.reading) | {"format": ONNX_FORMAT}
     # The graph runs padded batches: no unpadding (data-dependent shapes), the attention mask always applied.
     model.config = model.bert.config = replace(model.config, unpad=False)
     masks: dict = {}
@@ -138,11 +144,11 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, optimize: bool = True
             finally:
                 root.setLevel(level)
         onnx_meta = {"onnx": {"inputs": INPUTS, "outputs": names, "opset": opset, "onnxruntime": ort.__version__}}
-        (tmp / "config.json").write_text(json.dumps(meta | onnx_meta, indent=2) + "\n", encoding="utf-8")
+        (tmp / CONFIG).write_text(json.dumps(hf, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (tmp / EXTRAS).write_text(json.dumps(meta | onnx_meta, indent=2, ensure_ascii=False) + "\n",
+                                  encoding="utf-8")
         if loaded.tokenizer is not None:
             loaded.tokenizer.save(tmp)
-        if loaded.labels is not None:
-            write_labels(tmp, loaded.labels)
 
     write_atomically(out, write)
     return out

@@ -31,7 +31,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from bertkit.checkpoint import write_model_files
+from bertkit.checkpoint import WEIGHTS, load_model, load_state, write_model_files
 from bertkit.folders import write_atomically
 from bertkit.errors import BertkitError
 from bertkit.options import at_least, between, check_fields
@@ -230,8 +230,8 @@ def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: str | Path
           labels: list[str] | None = None, reading: dict | None = None, resume: bool = False,
           progress_bar: bool = True) -> dict:
     """Train `model` on `task` until a stop condition; write checkpoints, metrics.jsonl and the final model
-    (the best one when config.best_metric is set) into run_dir/model, with `reading`, the settings the model was
-    trained to read with (bertkit.inference.Reading as a dict). Returns the last evaluation metrics."""
+    (the best one when config.best_metric is set) into run_dir/model, a model directory saved with labels and
+    reading (checkpoint.save_model). Returns the last evaluation metrics."""
     run_dir = Path(run_dir)
     rank, world, device = _distributed()
     main = rank == 0
@@ -285,7 +285,8 @@ def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: str | Path
 
     def save(final: bool = False) -> None:
         if main:
-            _save_checkpoint(run_dir, core, tokenizer, labels, optimizer, prog, task_state, config.keep_checkpoints)
+            _save_checkpoint(run_dir, core, tokenizer, labels, reading, optimizer, prog, task_state,
+                             config.keep_checkpoints)
         if world > 1:
             dist.barrier()
 
@@ -403,12 +404,12 @@ def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: str | Path
     return last_eval
 
 
-def _save_checkpoint(run_dir: Path, model: nn.Module, tokenizer, labels, optimizer, prog: Progress, task_state,
-                     keep: int) -> None:
+def _save_checkpoint(run_dir: Path, model: nn.Module, tokenizer, labels, reading, optimizer, prog: Progress,
+                     task_state, keep: int) -> None:
     target = run_dir / "checkpoints" / f"step_{prog.step:08d}"
 
     def write(tmp: Path) -> None:
-        write_model_files(tmp, model, tokenizer, labels)
+        write_model_files(tmp, model, tokenizer, labels, reading)
         torch.save({"optimizer": optimizer.state_dict(), "progress": asdict(prog), "task": task_state,
                     "torch_rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
@@ -420,13 +421,12 @@ def _save_checkpoint(run_dir: Path, model: nn.Module, tokenizer, labels, optimiz
 
 
 def _load_checkpoint(folder: Path, model: nn.Module, optimizer) -> tuple[Progress, dict]:
-    from bertkit.checkpoint import CONFIG, load_state, read_json, read_weights
-    saved = read_json(folder / CONFIG)
-    if saved.get("model") != model.config.to_dict() or saved.get("task") != model.task:
+    saved = load_model(folder).model
+    if saved.config != model.config or saved.task != model.task:
         raise BertkitError(f"{folder}: this checkpoint is of another model config "
-                           f"({saved.get('task')}, {saved.get('model')}) than the run asks for; resume with "
+                           f"({saved.task}, {saved.config.to_dict()}) than the run asks for; resume with "
                            "the same options, or start a new --out")
-    load_state(model, read_weights(folder / "model.safetensors"), folder / "model.safetensors")
+    load_state(model, saved.state_dict(), folder / WEIGHTS)
     try:
         state = torch.load(folder / "train_state.pt", map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001

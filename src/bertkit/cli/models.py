@@ -14,10 +14,12 @@ HEADS = ["encoder", "pretraining", "masked_lm", "sequence_classification", "toke
 
 
 def register(verbs) -> None:
-    c = verbs.add_parser("convert", help="Hugging Face BERT folder <-> bertkit model directory")
+    c = verbs.add_parser("convert", help="a Hugging Face BERT folder or an old bertkit directory as a current model "
+                         "directory (which transformers also opens), optionally with another head")
     c.add_argument("src", help="a bertkit or Hugging Face BERT directory")
     c.add_argument("dst", help="output directory (replaced atomically if it exists)")
-    c.add_argument("--to", required=True, choices=["hf", "bertkit"], help="output format")
+    c.add_argument("--to", choices=["hf", "bertkit"], default="hf",
+                   help="kept for scripts: both write the same folder, Hugging Face's layout plus bertkit.json")
     c.add_argument("--task", choices=HEADS, help="head to build when importing (default: the source's architecture)")
     add_overwrite(c)
     c.set_defaults(func=convert)
@@ -38,14 +40,14 @@ def register(verbs) -> None:
 
 
 def convert(args: argparse.Namespace) -> None:
-    from bertkit.convert import convert as convert_folder
+    from bertkit.checkpoint import convert_model
     claim(args.dst, "convert", overwrite=args.overwrite, inputs=[args.src])
-    loaded = convert_folder(args.src, args.dst, args.to, task=args.task)
+    loaded = convert_model(args.src, args.dst, task=args.task)
     mark(args.dst, "convert")
     for note in loaded.notes:
         print(f"note: {note}")
-    kind = "Hugging Face" if args.to == "hf" else "bertkit"
-    print(f"{loaded.model.task} model written to {args.dst} in {kind} format")
+    print(f"{loaded.model.task} model written to {args.dst} (a Hugging Face BERT folder that bertkit reads as its "
+          "own; --to hf and --to bertkit write the same)")
 
 
 def info(args: argparse.Namespace) -> None:
@@ -57,7 +59,7 @@ def info(args: argparse.Namespace) -> None:
                  "max_positions": c.max_position_embeddings,
                  "parameters": sum(p.numel() for p in m.parameters()),
                  "tokenizer_vocab": loaded.tokenizer.vocab_size if loaded.tokenizer else None,
-                 "labels": loaded.labels, "reading": getattr(loaded, "reading", {}), "notes": loaded.notes}
+                 "labels": loaded.labels, "reading": loaded.reading, "notes": loaded.notes}
     print(json.dumps(described, indent=2, ensure_ascii=False))
 
 

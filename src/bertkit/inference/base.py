@@ -43,7 +43,7 @@ class Predictor:
             raise BertkitError(f"{folder} holds a {task} model, not a {cls.what}")
         if loaded.tokenizer is None:
             raise BertkitError(f"{folder} has no tokenizer files")
-        saved = Reading.from_dict({**sentence_transformers_reading(folder), **getattr(loaded, "reading", {})},
+        saved = Reading.from_dict({**sentence_transformers_reading(folder), **loaded.reading},
                                   folder / "bertkit.json")
         settings, notes = resolve(saved, reading, loaded.model.config, folder)
         model = for_inference(loaded.model, precision, compile)
