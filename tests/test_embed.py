@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from bertkit import BertConfig, Tokenizer, build_model, load_model, save_model
 from bertkit.cli import main
-from bertkit.embeddings import VectorIndex, embed_texts, knn_classify, nearest_words, similar
+from bertkit.inference import embed_texts
+from bertkit.embeddings import VectorIndex, knn_classify, nearest_words, similar
 
 TEXTS = ["the film was great", "a wonderful story", "really boring plot", "terrible acting and cast",
          "quite a great cast", "the plot was boring", "a story with a great cast", "boring and terrible"]

@@ -14,7 +14,8 @@ from bertkit.options import at_least, between, check_fields
 
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
 DEFAULT_MAX_LENGTH = 128
-"""Tokens a model reads at once when nothing says otherwise (fewer if the model has fewer positions)."""
+"""Tokens a model is fine-tuned to read when nothing says otherwise (fewer if the model has fewer positions); the
+model then reads the same way at inference."""
 ATTENTION_BACKENDS = ("sdpa", "eager")
 
 # (layers, hidden, heads): the BERT paper's base/large and the compact models of Turc et al. (2019).
@@ -112,12 +113,14 @@ class BertConfig:
             raise BertkitError(f"config: {e}") from None
 
 
-def reading_length(config: BertConfig, max_length: int | None, where: str | Path = "the model") -> int:
-    """The tokens a model reads at once: max_length, or DEFAULT_MAX_LENGTH (at most the model's positions) when
-    None; a max_length the model cannot read is an error."""
+def reading_length(config: BertConfig, max_length: int | None, where: str | Path = "the model",
+                   default: int | None = None) -> int:
+    """The tokens a model reads at once: max_length; when None, `default` (at most the model's positions), or all
+    its positions when no default is given (inference on a model saved without reading settings, as transformers
+    reads it). A max_length the model cannot read is an error."""
     positions = config.max_position_embeddings
     if max_length is None:
-        return min(DEFAULT_MAX_LENGTH, positions)
+        return min(default or positions, positions)
     if not 3 <= max_length <= positions:
         raise BertkitError(f"max_length {max_length} must be in 3..{positions}: {where} reads {positions} positions")
     return max_length

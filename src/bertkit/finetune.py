@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from bertkit import objectives
+from bertkit.config import DEFAULT_MAX_LENGTH
 from bertkit.data.encoding import collate, encode_classification, encode_tagged, length_grouped_order
 from bertkit.data.tasks import PROBLEM_TYPES, load_task_data
 from bertkit.errors import BertkitError
@@ -184,7 +185,7 @@ def finetune(model_dir: str | Path, out: str | Path, cfg: FinetuneConfig, train_
     if loaded.tokenizer is None:
         raise BertkitError(f"{model_dir} has no tokenizer files")
     model, tok = loaded.model, loaded.tokenizer
-    cfg = replace(cfg, reading=cfg.reading.for_model(model.config, model_dir))
+    cfg = replace(cfg, reading=cfg.reading.for_model(model.config, model_dir, DEFAULT_MAX_LENGTH))
     model.config.unpad = True  # skip padding in every layer but attention; saved with the model, so inference does too
     if progress:
         for note in loaded.notes:

@@ -64,18 +64,29 @@ def _apply_config_file(sub: argparse.ArgumentParser, path: Path) -> None:
             raise BertkitError(f"{path}: {e}") from None
     else:
         values = read_json(path)
-    values = {k.replace("-", "_"): v for k, v in values.items()}
-    actions = {a.dest: a for a in sub._actions if a.dest not in ("help", "config")}
-    unknown = sorted(set(values) - set(actions))
-    if unknown:
-        raise BertkitError(f"{path}: unknown option(s) {', '.join(unknown)}")
-    try:
-        values = {k: check_value(actions[k], v, str(path)) for k, v in values.items()}
-    except argparse.ArgumentTypeError as e:
-        raise BertkitError(str(e)) from None
-    for dest in values:  # a required option given in the file is no longer required on the command line
-        actions[dest].required = False
-    sub.set_defaults(**values)
+    # a key is an option's name as on the command line (steps, no-nsp) or its field name (max_steps)
+    names = {}
+    for a in sub._actions:
+        if a.dest not in ("help", "config"):
+            names[a.dest] = a
+            names |= {o.lstrip("-").replace("-", "_"): a for o in a.option_strings if o.startswith("--")}
+    defaults = {}
+    for key, value in values.items():
+        action = names.get(key.replace("-", "_"))
+        if action is None:
+            raise BertkitError(f"{path}: unknown option {key!r}")
+        if isinstance(action, (argparse._StoreConstAction, argparse._StoreTrueAction)) and key != action.dest:
+            if not isinstance(value, bool):  # a flag: `no-nsp = true`
+                raise BertkitError(f"{path}: {key} is a flag; give true or false")
+            if value:
+                defaults[action.dest] = action.const
+        else:
+            try:
+                defaults[action.dest] = check_value(action, value, str(path))
+            except argparse.ArgumentTypeError as e:
+                raise BertkitError(str(e)) from None
+        action.required = False  # given in the file, no longer required on the command line
+    sub.set_defaults(**defaults)
 
 
 def _config_path(argv: list[str]) -> Path | None:

@@ -23,8 +23,8 @@ POOLINGS = ("mean", "cls")
 @dataclass
 class Reading:
     max_length: int | None = field(default=None, metadata=at_least(8))
-    """Tokens read at once, [CLS] and [SEP] included; None: config.DEFAULT_MAX_LENGTH, or the model's positions
-    if it has fewer."""
+    """Tokens read at once, [CLS] and [SEP] included. Fine-tuning's default is 128 (fewer if the model has
+    fewer positions); a model saved without this setting is read up to its position limit."""
     window_stride: int = field(default=0, metadata=at_least(0))
     """Classification of long texts: a text longer than max_length is read as windows sharing this many tokens,
     whose logits are pooled; 0 truncates instead."""
@@ -58,9 +58,11 @@ class Reading:
                 raise BertkitError(f"doc_stride {self.doc_stride} must be below max_length - 3 "
                                    f"({self.max_length - 3})")
 
-    def for_model(self, config: BertConfig, where: str | Path = "the model") -> Reading:
-        """Every None filled in for this model; a max_length it cannot read is an error."""
-        max_length = reading_length(config, self.max_length, where)
+    def for_model(self, config: BertConfig, where: str | Path = "the model", default_length: int | None = None
+                  ) -> Reading:
+        """Every None filled in for this model (max_length: default_length, else all the model's positions); a
+        max_length it cannot read is an error."""
+        max_length = reading_length(config, self.max_length, where, default_length)
         return replace(self, max_length=max_length,
                        doc_stride=max_length // 3 if self.doc_stride is None else self.doc_stride)
 
@@ -84,11 +86,17 @@ def resolve(saved: Reading, overrides: dict, config: BertConfig, where: str | Pa
     for each override that changes a saved value, so a user hears that they read differently from the training."""
     changes = {k: v for k, v in overrides.items() if v is not None}
     notes = [f"reading with {k} {v!r}, not the {getattr(saved, k)!r} this model was saved with"
-             for k, v in changes.items() if getattr(saved, k) is not None and getattr(saved, k) != v]
-    try:
-        reading = replace(saved, **changes)
-    except TypeError as e:
-        raise BertkitError(f"unknown reading setting: {e}") from None
+             for k, v in changes.items() if getattr(saved, k, None) is not None and getattr(saved, k) != v]
+    length = changes.get("max_length")
+    for stride, room, share in (("doc_stride", 3, 3), ("window_stride", 2, 4)):
+        old = getattr(saved, stride)
+        if length and stride not in changes and old and old >= length - room:  # a stride the shorter length can't hold
+            changes[stride] = length // share
+            notes.append(f"{stride} {old} does not fit max_length {length}: reading with {changes[stride]}")
+    unknown = sorted(set(changes) - {f.name for f in fields(Reading)})
+    if unknown:
+        raise BertkitError(f"unknown reading setting(s): {', '.join(unknown)}")
+    reading = replace(saved, **changes)
     return reading.for_model(config, where), notes
 
 

@@ -16,7 +16,7 @@ class TextClassifier(Predictor):
     """
 
     tasks = ("sequence_classification",)
-    what = "text classifier"
+    what = "text classifier (a sequence-classification model)"
 
     @property
     def problem_type(self) -> str:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from bertkit.checkpoint import Loaded
 from bertkit.inference.text import TextClassifier
 from bertkit.errors import BertkitError
 from bertkit.interpret.attention import attention_maps, rollout
@@ -85,10 +86,14 @@ class Explanation:
         return write_report(self, Path(out))
 
 
-def classifier(model: str | Path | TextClassifier, **reading) -> TextClassifier:
+def classifier(model: str | Path | Loaded | TextClassifier, **reading) -> TextClassifier:
     """A sequence-classification model ready for inference, reading as it was saved to (reading: overrides),
     or a one-line error."""
-    return model if isinstance(model, TextClassifier) else TextClassifier.load(model, **reading)
+    if isinstance(model, TextClassifier):
+        return model
+    if isinstance(model, Loaded):
+        return TextClassifier.from_loaded(model, getattr(model.model, "source", "the model"), **reading)
+    return TextClassifier.load(model, **reading)
 
 
 def parse_methods(methods) -> list[str]:
@@ -102,7 +107,7 @@ def parse_methods(methods) -> list[str]:
     return list(dict.fromkeys(methods))
 
 
-def explain(model: str | Path | TextClassifier, text: str, pair: str | None = None, *, target: str | None = None,
+def explain(model: str | Path | Loaded | TextClassifier, text: str, pair: str | None = None, *, target: str | None = None,
             methods=METHODS, steps: int = 50, ig_batch_size: int = 10, lime_samples: int = 300, seed: int = 0,
             faithfulness: bool = True, max_words: int = 10, random_orders: int = 5,
             max_length: int | None = None, window_stride: int | None = None) -> Explanation:
@@ -228,7 +233,7 @@ def _target_index(target: str | None, labels: list[str], logits: torch.Tensor, m
     return labels.index(target)
 
 
-def evaluate(model: str | Path | TextClassifier, texts: list[str], pairs: list[str] | None = None, *,
+def evaluate(model: str | Path | Loaded | TextClassifier, texts: list[str], pairs: list[str] | None = None, *,
              methods=METHODS, max_words: int = 10, random_orders: int = 5, seed: int = 0, progress: bool = True,
              **explain_kwargs) -> dict:
     """Faithfulness over many inputs: per method (and the random baseline) the mean deletion and insertion AOPC,
@@ -251,7 +256,7 @@ def evaluate(model: str | Path | TextClassifier, texts: list[str], pairs: list[s
     return {"n": n, "max_words": max_words, "methods": table}
 
 
-def evaluate_file(model: str | Path | TextClassifier, path: str | Path, *, limit: int = 100, seed: int = 0,
+def evaluate_file(model: str | Path | Loaded | TextClassifier, path: str | Path, *, limit: int = 100, seed: int = 0,
                   text_column: str = "text", pair_column: str | None = None, **kwargs) -> dict:
     """`evaluate` on a seeded sample of `limit` inputs of a CSV/TSV/JSON-lines file (labels not needed)."""
     from bertkit.data.tasks import read_examples
