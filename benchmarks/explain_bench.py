@@ -97,8 +97,8 @@ def bench_aopc(args) -> dict:
 
 def bench_index(args) -> dict:
     from bertkit.checkpoint import load_model
+    from bertkit.embeddings import VectorIndex, read_texts
     from bertkit.inference import embed_texts
-from bertkit.embeddings import VectorIndex, read_texts
     texts, _ = read_texts(args.data)
     loaded = load_model(args.model)
     start = time.perf_counter()

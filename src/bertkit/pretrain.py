@@ -181,7 +181,8 @@ def pretrain(data: str | Path, out: str | Path, model_config: BertConfig, cfg: P
     if int(os.environ.get("RANK", "0")) == 0 and (resume or not any((out / "checkpoints").glob("step_*"))):
         check_recipe(out, "pretrain_config.json", {"data": str(Path(data).resolve()), "pretrain": asdict(cfg)},
                      resume=resume, force=force)
-    result = train(model, task, train_cfg, out, tokenizer=corpus.tokenizer, resume=resume, progress_bar=progress)
+    result = train(model, task, train_cfg, out, tokenizer=corpus.tokenizer, reading={"max_length": cfg.max_len},
+                   resume=resume, progress_bar=progress)
     try:
         from bertkit.plots import plot_training
         plot_training(out / "metrics.jsonl", out / "curves.png")
