@@ -40,11 +40,7 @@ def register(verbs) -> None:
     pt.add_argument("--model-config", help="a BertConfig json instead of a preset")
     add_fields(pt, PretrainConfig, PRETRAIN_FIELDS)
     add_fields(pt, TrainConfig, PRETRAIN_TRAIN_FIELDS, flags=TRAIN_FLAGS, choices={"schedule": SCHEDULES})
-    pt.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
-    pt.add_argument("--force", action="store_true", help="with --resume: go on although the data or options differ "
-                    "from the run's start")
-    add_quiet(pt)
-    add_overwrite(pt)
+    _add_run_options(pt)
     pt.set_defaults(func=pretrain)
 
     ft = verbs.add_parser("finetune", help="fine-tune a model on labelled task files")
@@ -58,11 +54,7 @@ def register(verbs) -> None:
     add_fields(ft, Reading, READING_FIELDS, choices={"window_pool": WINDOW_POOLS})
     add_fields(ft, TrainConfig, FINETUNE_TRAIN_FIELDS, defaults=TRAIN_DEFAULTS)
     add_columns(ft)
-    ft.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
-    ft.add_argument("--force", action="store_true", help="with --resume: go on although the data or options differ "
-                    "from the run's start")
-    add_quiet(ft)
-    add_overwrite(ft)
+    _add_run_options(ft)
     ft.set_defaults(func=finetune)
 
     bl = verbs.add_parser("baseline", help="TF-IDF + logistic regression on the same task files")
@@ -77,6 +69,15 @@ def register(verbs) -> None:
     add_columns(bl)
     add_overwrite(bl)
     bl.set_defaults(func=baseline)
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """What every training verb takes about its run folder."""
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    p.add_argument("--force", action="store_true", help="with --resume: go on although the data or options differ "
+                   "from the run's start")
+    add_quiet(p)
+    add_overwrite(p)
 
 
 def pretrain(args: argparse.Namespace) -> None:
