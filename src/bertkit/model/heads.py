@@ -3,7 +3,7 @@
 Shapes: B batch, T tokens, C hidden, V vocab, L labels.
 
 A task model is `Bert` + one head, named by a task string (the keys of TASKS) that is saved in
-config.json, so a checkpoint directory says what it is.
+bertkit.json (and as the architecture in config.json), so a model directory says what it is.
 """
 
 from __future__ import annotations

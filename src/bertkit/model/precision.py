@@ -6,7 +6,7 @@
 - int8: every Linear layer dynamically quantised (torch.ao: int8 weights with a scale per output channel,
   activations quantised per batch as they come), CPU only; the embeddings, LayerNorms and attention stay fp32.
   Per-channel weight scales matter: per-tensor ones cost 0.57 points of accuracy on rt-polarity and 0.44 on
-  wiki-topics (fine-tuned all-MiniLM-L6-v2), per-channel ones none (README, measured).
+  wiki-topics (fine-tuned all-MiniLM-L6-v2), per-channel ones none (docs/speed.md, measured).
 """
 
 from __future__ import annotations
