@@ -1,8 +1,9 @@
 """The model side of the server, no web framework: served models and the worker thread that batches requests.
 
 One thread owns torch and runs every model, so requests never compete for cores and the event loop only waits.
-The batcher takes a request from a bounded queue, keeps taking for up to `max_wait_ms` or until the queued inputs
-fill `max_batch_tokens`, then cuts the inputs of all these requests, per model and kind, into length-sorted
+The batcher takes a request from a bounded queue, keeps taking for up to `max_wait_ms` (only under load: when other
+requests are queued or the last batch merged several; a lone client never waits) or until the queued inputs fill
+`max_batch_tokens`, then cuts the inputs of all these requests, per model and kind, into length-sorted
 batches of at most `max_batch_tokens` padded tokens (rows x the longest row). A request larger than one batch is
 split over several; its outputs are put back together in order before its future resolves.
 """
@@ -202,14 +203,15 @@ class ModelWorker:
 
     def _run(self) -> None:
         torch.set_num_threads(self.limits.threads)
-        wait = self.limits.max_wait_ms / 1000
+        wait, last = self.limits.max_wait_ms / 1000, 0
         while True:
             first = self.queue.get()
             if first is _STOP:
                 return
             jobs: list[Job] = []
             tokens, stop = self._take(first, jobs), False
-            deadline = time.monotonic() + wait
+            # wait for company only under load (others queued now, or last time): a lone client pays no wait
+            deadline = time.monotonic() + (wait if last > 1 or self.queue.qsize() else 0.0)
             while tokens < self.limits.max_batch_tokens:
                 try:
                     job = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
@@ -220,6 +222,7 @@ class ModelWorker:
                     break
                 tokens += self._take(job, jobs)
             self._process(jobs)
+            last = len(jobs)
             if stop:
                 return
 
