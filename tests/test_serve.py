@@ -122,6 +122,9 @@ def check_error(r, status: int, error_type: str, *words: str):
 def test_error_codes(served, monkeypatch):
     with client(served, max_inputs=4, max_payload_mb=0.001, max_queue=1) as c:
         check_error(c.post("/predict", json={"inputs": ["a " * 600]}), 413, "payload_too_large", "1,048")
+        chunked = iter([b'{"inputs": ["', b"a " * 600, b'"]}'])  # no Content-Length
+        check_error(c.post("/predict", content=chunked, headers={"content-type": "application/json"}), 413,
+                    "payload_too_large", "over the limit of 1,048")
         check_error(c.post("/predict", json={"inputs": ["a"] * 5}), 413, "too_many_inputs", "at most 4")
         check_error(c.post("/predict", json={"inputs": []}), 422, "empty")
         check_error(c.post("/predict", json={"inputs": ["ok", "  "]}), 422, "empty", "inputs[1]")

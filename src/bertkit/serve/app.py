@@ -38,6 +38,28 @@ def error_response(status: int, error_type: str, message: str, headers: dict | N
     return JSONResponse({"error": message, "error_type": error_type}, status_code=status, headers=headers)
 
 
+class BodyLimit:
+    """ASGI middleware: a body sent without Content-Length (chunked) is cut off at max_bytes with a 413 too."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise HTTPException(413, f"the request body is over the limit of {self.max_bytes:,} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
 # ---- request bodies ---------------------------------------------------------------------------------------------
 
 class Strict(BaseModel):
@@ -93,6 +115,8 @@ def create_app(models: dict[str, Served], limits: Limits | None = None, index=No
     app.state.worker, app.state.metrics, app.state.limits, app.state.draining = worker, metrics, limits, False
     max_bytes = int(limits.max_payload_mb * 2**20)
 
+    app.add_middleware(BodyLimit, max_bytes=max_bytes)
+
     @app.middleware("http")
     async def guard_and_count(request: Request, call_next):
         start = time.perf_counter()
@@ -122,7 +146,7 @@ def create_app(models: dict[str, Served], limits: Limits | None = None, index=No
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, e: HTTPException):
-        kind = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "http")
+        kind = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(e.status_code, "http")
         return error_response(e.status_code, kind, str(e.detail), getattr(e, "headers", None))
 
     @app.exception_handler(Exception)
