@@ -1,7 +1,6 @@
 """`bertkit serve` in process (FastAPI's TestClient): every endpoint and error code, batching across requests, a
 request split over batches, and outputs equal to pipeline(...) on the same inputs."""
 
-import json
 import random
 import threading
 import time
@@ -240,4 +239,3 @@ def test_cli_mistakes_are_one_line(tmp_path, folders, capsys):
     assert "in use" in err and all(line.startswith("bertkit: error:") for line in err.strip().splitlines())
     assert main(["serve", f"a={folders / 'sentiment'}", f"a={folders / 'short'}"]) == 2
     assert "two models named" in capsys.readouterr().err
-    json.dumps(Limits().to_dict())

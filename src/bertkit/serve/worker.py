@@ -221,7 +221,12 @@ class ModelWorker:
                     stop = True
                     break
                 tokens += self._take(job, jobs)
-            self._process(jobs)
+            try:
+                self._process(jobs)
+            except Exception as e:  # noqa: BLE001 - a bug here must cost these requests, not the server
+                log.exception("batching failed")
+                for job in jobs:
+                    job.fail(e)
             last = len(jobs)
             if stop:
                 return
