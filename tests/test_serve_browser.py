@@ -55,8 +55,14 @@ def server(tmp_path_factory):
         tagger.classifier.weight.zero_()
         tagger.classifier.bias.copy_(torch.tensor([0.0, 5.0, 0.0]))
     save_model(d / "ner", tagger, tok, labels=["O", "B-PER", "I-PER"])
+    qa = build_model(config, "question_answering")
+    with torch.no_grad():  # every span scores the same as "no answer": the answer is a tie-break, but one
+        qa.qa.weight.zero_()
+        qa.qa.bias.zero_()
+    save_model(d / "qa", qa, tok)
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "bertkit.cli", "serve", str(d / "sentiment"), str(d / "ner"),
+                             str(d / "qa"),
                              "--port", str(port), "--threads", "1"], stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -84,7 +90,7 @@ def test_the_page_in_chromium(server, tmp_path):
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1000, "height": 800}, accept_downloads=True)
         page.goto(url)
-        expect(page.locator("#status")).to_have_text("2 models ready")
+        expect(page.locator("#status")).to_have_text("3 models ready")
         expect(page.get_by_label("Question")).to_be_hidden()  # fields follow the model's task
         page.get_by_label("Text", exact=True).fill("a really superb film")
         page.get_by_label("Text", exact=True).press("Enter")  # the keyboard submits
@@ -116,6 +122,15 @@ def test_the_page_in_chromium(server, tmp_path):
         expect(page.get_by_label("Attribution")).to_be_hidden()
         assert page.evaluate("document.documentElement.scrollWidth") <= 360  # nothing wider than the screen
         page.screenshot(path=str(tmp_path / "ner-narrow.png"), full_page=True)
+
+        page.get_by_label("Model").select_option("qa")
+        page.get_by_label("Question").fill("where does alice live")
+        page.get_by_label("Context").fill("alice smith lives in paris")
+        page.get_by_label("Question").press("Enter")  # Enter in a field submits the form
+        answer = page.locator("mark.answer")
+        expect(answer).to_have_count(1, timeout=30_000)
+        assert answer.inner_text() in "alice smith lives in paris"
+        page.screenshot(path=str(tmp_path / "qa-narrow.png"), full_page=True)
         browser.close()
 
 
