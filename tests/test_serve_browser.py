@@ -84,6 +84,7 @@ def server(tmp_path_factory):
 
 @needs_chromium
 def test_the_page_in_chromium(server, tmp_path):
+    pytest.importorskip("playwright", reason="playwright is in the test extra: pip install -e '.[test]'")
     from playwright.sync_api import expect, sync_playwright
     url, _ = server
     with sync_playwright() as pw:
