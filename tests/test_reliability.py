@@ -278,6 +278,7 @@ def _bases(w: dict, out: Path) -> dict[str, tuple[list, list[int]]]:
         "data list": (["data", "list"], []),
         "data get": (["data", "get", "nonexistent-dataset"], []),
         "demo": (["demo", "--smoke", "--out", out], []),
+        "serve": (["serve", m, "--port", "0", "--threads", "1"], [1]),  # valid, so it would serve: not in the bases test
     }
 
 

@@ -1,0 +1,296 @@
+"""The HTTP layer: FastAPI (OpenAPI at /docs) over the model worker. Handlers check a request, hand it to the
+worker and await its future; no model code runs on the event loop.
+
+Errors follow text-embeddings-inference: a JSON body {"error": "...", "error_type": "..."} and the status says
+whose fault it is: 413 too large (payload, inputs), 422 a request the models cannot take (empty, malformed, too
+long for a model without windows), 429 queue full (Retry-After), 503 shutting down, 500 a model error (logged,
+never a traceback in the body).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
+
+from bertkit.errors import BertkitError
+from bertkit.serve.metrics import Metrics
+from bertkit.serve.worker import Job, Limits, ModelWorker, Overloaded, Served, Stopped
+
+STATIC = Path(__file__).parent / "static"
+
+
+class ServeError(Exception):
+    def __init__(self, status: int, error_type: str, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.error_type, self.headers = status, error_type, headers
+
+
+def error_response(status: int, error_type: str, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "error_type": error_type}, status_code=status, headers=headers)
+
+
+class BodyLimit:
+    """ASGI middleware: a body sent without Content-Length (chunked) is cut off at max_bytes with a 413 too."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise HTTPException(413, f"the request body is over the limit of {self.max_bytes:,} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+# ---- request bodies ---------------------------------------------------------------------------------------------
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PredictRequest(Strict):
+    model: str | None = Field(None, description="a served model's name (default: the first)")
+    inputs: str | list[str] | None = Field(None, description="texts (classification, tagging, fill-mask)")
+    pairs: list[str] | None = Field(None, description="the second text of each input (sentence-pair models)")
+    questions: list[str] | None = Field(None, description="question answering: the questions")
+    contexts: list[str] | None = Field(None, description="question answering: the context of each question")
+    top_k: int = Field(5, ge=1, le=100, description="fill-mask: fillers per [MASK]")
+
+
+class EmbedRequest(Strict):
+    model: str | None = None
+    inputs: str | list[str]
+
+
+class SimilarRequest(Strict):
+    query: str | list[str]
+    k: int = Field(10, ge=1, le=1000)
+
+
+class ExplainRequest(Strict):
+    model: str | None = None
+    text: str
+    pair: str | None = None
+    methods: list[str] = Field(["ig"], description="ig, gxi, saliency, occlusion, lime, attention")
+    target: str | None = Field(None, description="the label to explain (default: the predicted one)")
+    faithfulness: bool = False
+    steps: int = Field(50, ge=1, le=500, description="integrated-gradients steps")
+
+
+# ---- the app ----------------------------------------------------------------------------------------------------
+
+def create_app(models: dict[str, Served], limits: Limits | None = None, index=None) -> FastAPI:
+    """An app serving `models` (the first is the default). index: (VectorIndex, records, Served) for /similar."""
+    limits = limits or Limits()
+    metrics = Metrics()
+    worker = ModelWorker(limits, metrics.observe_batch)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        worker.start()
+        yield
+        app.state.draining = True
+        await asyncio.to_thread(worker.stop)  # queued requests finish first
+
+    app = FastAPI(title="bertkit serve", lifespan=lifespan,
+                  description="BERT models of bertkit model directories: predict, embed, similar, explain.")
+    app.state.worker, app.state.metrics, app.state.limits, app.state.draining = worker, metrics, limits, False
+    max_bytes = int(limits.max_payload_mb * 2**20)
+
+    app.add_middleware(BodyLimit, max_bytes=max_bytes)
+
+    @app.middleware("http")
+    async def guard_and_count(request: Request, call_next):
+        start = time.perf_counter()
+        path = request.url.path
+        length = request.headers.get("content-length")
+        if app.state.draining and path != "/metrics":
+            response = error_response(503, "unavailable", "the server is shutting down")
+        elif length is not None and length.isdigit() and int(length) > max_bytes:
+            response = error_response(413, "payload_too_large", f"the request body has {int(length):,} bytes; "
+                                      f"the limit is {max_bytes:,} (--max-payload-mb {limits.max_payload_mb:g})")
+        else:
+            response = await call_next(request)
+        metrics.observe_request(path, response.status_code, time.perf_counter() - start)
+        return response
+
+    @app.exception_handler(ServeError)
+    async def _serve_error(request: Request, e: ServeError):
+        return error_response(e.status, e.error_type, str(e), e.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, e: RequestValidationError):
+        parts = []
+        for err in e.errors()[:3]:
+            where = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
+            parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+        return error_response(422, "validation", "; ".join(parts) or "invalid request")
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, e: HTTPException):
+        kind = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(e.status_code, "http")
+        return error_response(e.status_code, kind, str(e.detail), getattr(e, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, e: Exception):  # logged by the server; the client hears no details
+        return error_response(500, "backend", "the model failed on this request; see the server log")
+
+    def served(name: str | None) -> Served:
+        if name is None:
+            return next(iter(models.values()))
+        if name not in models:
+            raise ServeError(422, "validation", f"no model named {name!r}; served: {', '.join(models)}")
+        return models[name]
+
+    def texts(value, what: str = "inputs") -> list[str]:
+        items = [value] if isinstance(value, str) else list(value or [])
+        if not items:
+            raise ServeError(422, "empty", f"{what} is empty")
+        if len(items) > limits.max_inputs:
+            raise ServeError(413, "too_many_inputs", f"{len(items)} {what}; at most {limits.max_inputs} in one "
+                             "request (--max-inputs)")
+        for i, t in enumerate(items):
+            if not t.strip():
+                raise ServeError(422, "empty", f"{what}[{i}] is empty")
+        return items
+
+    async def run(job: Job):
+        try:
+            future = worker.submit(job)
+        except Overloaded as e:
+            raise ServeError(429, "overloaded", str(e), {"Retry-After": "1"}) from None
+        except Stopped as e:
+            raise ServeError(503, "unavailable", str(e)) from None
+        try:
+            return await asyncio.wrap_future(future)
+        except BertkitError as e:
+            raise ServeError(422, "validation", str(e)) from None
+        except Exception:  # the worker logged it; the client hears no details
+            raise ServeError(500, "backend", "the model failed on this request; see the server log") from None
+
+    @app.post("/predict", summary="labels, entities, answers or masked words, as pipeline(...) gives them")
+    async def predict(req: PredictRequest):
+        m = served(req.model)
+        kind = m.kind
+        if kind == "question-answering":
+            qs, cs = texts(req.questions, "questions"), texts(req.contexts, "contexts")
+            if len(qs) != len(cs):
+                raise ServeError(422, "validation", f"{len(qs)} questions but {len(cs)} contexts")
+            job = Job(m, "qa", list(zip(qs, cs)))
+        elif kind == "feature-extraction":
+            raise ServeError(422, "validation", f"model {m.name!r} has no task head; use /embed")
+        else:
+            xs = texts(req.inputs)
+            pairs = None
+            if req.pairs is not None:
+                if kind != "text-classification":
+                    raise ServeError(422, "validation", "pairs are for sentence-pair classifiers")
+                pairs = texts(req.pairs, "pairs")
+                if len(pairs) != len(xs):
+                    raise ServeError(422, "validation", f"{len(xs)} inputs but {len(pairs)} pairs")
+            op = {"text-classification": "classify", "token-classification": "tag", "fill-mask": "fill"}[kind]
+            options = (("top_k", req.top_k),) if op == "fill" else ()
+            job = Job(m, op, [(x, pairs[i] if pairs else None) for i, x in enumerate(xs)], options)
+        return {"model": m.name, "predictions": await run(job)}
+
+    @app.post("/embed", summary="sentence vectors, pooled as the model was saved to")
+    async def embed(req: EmbedRequest):
+        m = served(req.model)
+        return {"model": m.name, "embeddings": await run(Job(m, "embed", [(x,) for x in texts(req.inputs)]))}
+
+    @app.post("/similar", summary="nearest texts of the embeddings index (--index)")
+    async def similar(req: SimilarRequest):
+        if index is None:
+            raise ServeError(422, "validation", "no embeddings index is served; start with --index DIR")
+        vectors, records, m = index
+        queries = texts(req.query, "query")
+        embedded = await run(Job(m, "embed", [(q,) for q in queries]))
+        scores, ids = vectors.search(embedded, req.k)
+        results = [[{"row": int(i), "score": round(float(s), 6),
+                     **{k: v for k, v in records[i].items() if k != "row"}}
+                    for s, i in zip(srow, irow) if i >= 0] for srow, irow in zip(scores.tolist(), ids.tolist())]
+        return {"model": m.name, "results": results}
+
+    @app.post("/explain", summary="word attributions of a classifier's output (and attention rollout)")
+    async def explain(req: ExplainRequest):
+        from bertkit.interpret import explain as explain_one
+        from bertkit.interpret.explain import parse_methods
+        m = served(req.model)
+        if m.kind != "text-classification":
+            raise ServeError(422, "validation", f"model {m.name!r} is a {m.kind} model; /explain needs a "
+                             "text classifier")
+        text = texts(req.text, "text")[0]
+        pair = texts(req.pair, "pair")[0] if req.pair is not None else None
+        try:
+            methods = parse_methods(req.methods)
+        except BertkitError as e:
+            raise ServeError(422, "validation", str(e)) from None
+        if not m.predictor.reading.window_stride or pair is not None:  # truncation would explain part of it
+            await run(Job(m, "classify", [(text, pair)]))  # refuses a text too long, naming the limit
+        e = await run(Job(call=lambda: explain_one(m.predictor, text, pair, target=req.target, methods=methods,
+                                                   faithfulness=req.faithfulness, steps=req.steps)))
+        out = {"model": m.name, "words": [{"text": w.text, "start": w.start, "end": w.end, "sequence": w.sequence}
+                                          for w in e.words],
+               "word_scores": {k: v for k, v in e.word_scores.items() if k != "attention"},
+               "outputs": e.outputs, "target": e.target, "notes": e.notes}
+        if "attention" in methods:
+            out["rollout"] = e.word_scores["attention"]
+        if e.faithfulness:
+            out["faithfulness"] = e.faithfulness
+        return out
+
+    @app.get("/health")
+    async def health():
+        if not worker.alive:
+            raise ServeError(503, "unavailable", "the model worker is not running")
+        return {"status": "ok"}
+
+    @app.get("/info")
+    async def info():
+        return {"models": [m.info() for m in models.values()], "limits": limits.to_dict(),
+                "index": None if index is None else {"rows": len(index[0]), "model": index[2].name},
+                "batching": dict(worker.stats)}
+
+    @app.get("/metrics")
+    async def prometheus():
+        return Response(metrics.render(worker.depth()), media_type=metrics.content_type)
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def load_index(folder: str | Path, models: dict[str, Served], precision: str = "fp32"):
+    """(VectorIndex, records, Served) of a `bertkit embed` directory; its model is one served, or loaded."""
+    from bertkit.embeddings import build_index, load_embeddings
+    from bertkit.inference import Embedder
+    vectors, records, meta = load_embeddings(folder)
+    source = Path(meta["model"]).resolve()
+    m = next((s for s in models.values() if s.folder.resolve() == source and isinstance(s.predictor, Embedder)),
+             None)
+    if m is None:
+        p = Embedder.load(source, precision=precision, pooling=meta["pooling"], max_length=meta["max_length"],
+                          normalize=True)
+        m = Served(f"{Path(folder).name}-encoder", source, p)
+    return build_index(vectors), records, m
