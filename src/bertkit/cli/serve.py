@@ -7,32 +7,24 @@ import errno
 import socket
 import sys
 
+from bertkit.cli.options import given
 from bertkit.errors import BertkitError
 from bertkit.options import Range
+
+LIMITS = ["max_batch_tokens", "max_wait_ms", "max_queue", "max_inputs", "max_payload_mb", "threads"]
 
 
 def register(verbs) -> None:
     from bertkit.model.precision import PRECISIONS
+    from bertkit.cli.options import add_fields
     from bertkit.serve.worker import Limits
-    limits, ranges = Limits(), Limits.RANGES
     sv = verbs.add_parser("serve", help="an HTTP server (JSON API, web page) with dynamic batching")
     sv.add_argument("models", nargs="+", metavar="MODEL_DIR", help="model directories, or NAME=DIR; a model is "
                     "named after its folder; the first is the default")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
     sv.add_argument("--port", type=Range(int, 0, 65535), default=8000, help="default 8000")
     sv.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    sv.add_argument("--max-batch-tokens", type=ranges["max_batch_tokens"], default=limits.max_batch_tokens,
-                    help="padded tokens in one model batch (default %(default)s)")
-    sv.add_argument("--max-wait-ms", type=ranges["max_wait_ms"], default=limits.max_wait_ms,
-                    help="how long the batcher waits for more requests (default %(default)s)")
-    sv.add_argument("--max-queue", type=ranges["max_queue"], default=limits.max_queue,
-                    help="requests waiting for the model; more get 429 (default %(default)s)")
-    sv.add_argument("--max-inputs", type=ranges["max_inputs"], default=limits.max_inputs,
-                    help="inputs in one request; more get 413 (default %(default)s)")
-    sv.add_argument("--max-payload-mb", type=ranges["max_payload_mb"], default=limits.max_payload_mb,
-                    help="request body size; more gets 413 (default %(default)s)")
-    sv.add_argument("--threads", type=ranges["threads"], default=limits.threads,
-                    help="torch threads of the model worker (default: the cores available, %(default)s)")
+    add_fields(sv, Limits, LIMITS)
     sv.add_argument("--index", metavar="EMB_DIR", help="a `bertkit embed` directory to serve /similar from")
     sv.set_defaults(func=serve)
 
@@ -56,8 +48,7 @@ def serve(args: argparse.Namespace) -> None:
         raise BertkitError(f"serving needs {e.name}: pip install 'bertkit[serve]'") from None
     from bertkit.serve.worker import Limits, load_served
     check_port(args.host, args.port)
-    limits = Limits(args.max_batch_tokens, args.max_wait_ms, args.max_queue, args.max_inputs, args.max_payload_mb,
-                    args.threads)
+    limits = Limits(**given(args, Limits, LIMITS))
     models = load_served(args.models, args.precision)
     for m in models.values():
         for note in m.predictor.notes:

@@ -24,7 +24,7 @@ import torch
 
 from bertkit.errors import BertkitError
 from bertkit.inference import KINDS, Embedder, Predictor, QuestionAnswerer, TextClassifier, pipeline
-from bertkit.options import POSITIVE, POSITIVE_INT, Range
+from bertkit.options import at_least, check_fields
 
 log = logging.getLogger("bertkit.serve")
 
@@ -43,21 +43,23 @@ class Limits:
     activations small on any CPU while amortising per-call overhead; 5 ms of waiting costs a lone request little
     and lets concurrent ones meet in one batch."""
 
-    max_batch_tokens: int = 16384
-    max_wait_ms: float = 5.0
-    max_queue: int = 512
+    max_batch_tokens: int = field(default=16384, metadata=at_least(8))
+    """Padded tokens (rows x the longest row) in one model batch."""
+    max_wait_ms: float = field(default=5.0, metadata=at_least(0.0))
+    """How long the batcher waits for more requests, under load only."""
+    max_queue: int = field(default=512, metadata=at_least(1))
     """Requests waiting for the model; one more is answered 429."""
-    max_inputs: int = 32
+    max_inputs: int = field(default=32, metadata=at_least(1))
     """Inputs in one request; more is answered 413."""
-    max_payload_mb: float = 2.0
-    threads: int = field(default_factory=available_cores)
-
-    RANGES = {"max_batch_tokens": Range(int, 8), "max_wait_ms": Range(float, 0), "max_queue": POSITIVE_INT,
-              "max_inputs": POSITIVE_INT, "max_payload_mb": POSITIVE, "threads": POSITIVE_INT}
+    max_payload_mb: float = field(default=2.0, metadata=at_least(0.0, open=True))
+    """Request body size; more is answered 413."""
+    threads: int | None = field(default=None, metadata=at_least(1))
+    """Torch threads of the model worker; None: the cores this process may use (os.sched_getaffinity)."""
 
     def __post_init__(self) -> None:
-        for name, r in self.RANGES.items():
-            r.check(name, getattr(self, name))
+        check_fields(self)
+        if self.threads is None:
+            self.threads = available_cores()
 
     def to_dict(self) -> dict:
         return asdict(self)
