@@ -35,7 +35,8 @@ def test_demo_smoke_chinese(tmp_path):
     assert main(["demo", "--smoke", "--lang", "zh", "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert list(results["tasks"]) == ["zh-reviews", "peoples-daily-ner"]
-    assert len(results["methods"]) == 4
+    assert len(results["methods"]) == 6  # per task: from scratch, the pretrained m3e-small, the classic baseline
+    assert "peoples-daily-ner: m3e-small, fine-tuned" in results["methods"]
     ner = results["methods"]["peoples-daily-ner: window features + logistic regression"]
     assert 0.0 < ner["score"] <= 1.0  # even 160 sentences teach a window tagger some place names
     assert (tmp_path / "report.md").is_file()
