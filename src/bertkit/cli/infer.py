@@ -54,11 +54,7 @@ def register(verbs) -> None:
 
 
 def predict(args: argparse.Namespace) -> None:
-    from bertkit.inference import pipeline
-    from bertkit.inference.qa import QuestionAnswerer
-    from bertkit.inference.text import TextClassifier
-    from bertkit.inference.tokens import FillMask, TokenTagger
-    from bertkit.inference import Reading
+    from bertkit.inference import FillMask, QuestionAnswerer, Reading, TextClassifier, TokenTagger, pipeline
     if not (args.text or args.input or args.question):
         raise BertkitError("give --text, --question/--context or --input")
     p = pipeline(args.model, precision=args.precision, compile=args.compile, **given(args, Reading, READING_FIELDS))
