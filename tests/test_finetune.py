@@ -157,8 +157,10 @@ def test_align_tags_exact():
     # [CLS] Wash ##ing ##ton went [SEP]: the word's tag on its first piece only
     assert align_tags([None, 0, 0, 0, 1, None], [3, 0]) == [IGNORE_INDEX, 3, IGNORE_INDEX, IGNORE_INDEX, 0, IGNORE_INDEX]
     logits = torch.full((6, 3), -1.0)
-    logits[1, 2] = logits[2, 1] = logits[4, 1] = 5.0  # piece 2 disagrees: ignored
-    assert [t for t, _ in word_tags([None, 0, 0, 0, 1, None], logits, ["O", "B-PER", "I-PER"], 3)] == ["I-PER", "B-PER", "O"]
+    logits[1, 1] = logits[2, 0] = logits[4, 2] = 5.0  # piece 2 disagrees: ignored
+    assert [t for t, _ in word_tags([None, 0, 0, 0, 1, None], logits, ["O", "B-PER", "I-PER"], 3)] == ["B-PER", "I-PER", "O"]
+    logits[1, 1], logits[1, 0], logits[4, 1] = -1.0, 5.0, 0.0  # I-PER after O: read as the next best, B-PER
+    assert [t for t, _ in word_tags([None, 0, 0, 0, 1, None], logits, ["O", "B-PER", "I-PER"], 3)] == ["O", "B-PER", "O"]
 
 
 def test_length_grouped_order_is_a_permutation_of_similar_lengths():

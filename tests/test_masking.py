@@ -216,3 +216,43 @@ def test_determinism_and_global_rng_untouched():
     g.set_state(saved)
     again = mask_tokens(ids, special, **kw)
     assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+
+
+# ---- whole words of Chinese text (jieba) ----------------------------------------------------------------------
+
+
+def chinese_vocab(tmp_path):
+    from bertkit import Tokenizer
+    chars = sorted(set("我来到北京清华大学他说的确实在理"))
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "play", "##ing"]
+                                                  + chars) + "\n", encoding="utf-8")
+    return Tokenizer.load(tmp_path / "vocab.txt")
+
+
+def test_chinese_word_starts_follow_jieba(tmp_path):
+    from bertkit.data.words import WordStarts
+    tok = chinese_vocab(tmp_path)
+    # jieba's README: 我来到北京清华大学 -> 我 / 来到 / 北京 / 清华大学
+    enc = tok.encode_all(["我来到北京清华大学 playing"], max_length=32)[0]
+    starts = WordStarts(tok.vocab())(torch.tensor([enc.ids]))[0].tolist()
+    pieces = [tok.id_to_token(i) for i in enc.ids]
+    assert pieces == ["[CLS]", "我", "来", "到", "北", "京", "清", "华", "大", "学", "play", "##ing", "[SEP]"]
+    assert starts == [True, True, True, False, True, False, True, False, False, False, True, False, True]
+
+
+def test_chinese_whole_word_masking_masks_whole_jieba_words(tmp_path):
+    from bertkit.data.words import WordStarts
+    tok = chinese_vocab(tmp_path)
+    ids = torch.tensor([tok.encode_all(["我来到北京清华大学"], max_length=32)[0].ids] * 400)
+    starts = WordStarts(tok.vocab())(ids)
+    special = torch.isin(ids, torch.tensor([tok.cls_id, tok.sep_id]))
+    words = [[1], [2, 3], [4, 5], [6, 7, 8, 9]]
+    _, labels = mask_tokens(ids, special, mask_id=tok.mask_id, vocab_size=tok.vocab_size,
+                            generator=torch.Generator().manual_seed(0), rate=0.5, word_starts=starts)
+    chosen = labels != IGNORE_INDEX
+    seen = set()
+    for row in chosen.tolist():
+        for w in words:  # a word is selected whole or not at all
+            assert len({row[i] for i in w}) == 1
+        seen.add(tuple(i for i, c in enumerate(row) if c))
+    assert len(seen) >= 4  # and the selection varies (k = 4 of 9 characters)

@@ -12,11 +12,13 @@ from sklearn import metrics as skm
 
 from bertkit import BertkitError
 from bertkit.evaluate import (
+    bio_decode,
     bio_entities,
     classification_metrics,
     entity_metrics,
     expected_calibration_error,
     multilabel_metrics,
+    orphan_inside_tags,
     plot_confusion,
     regression_metrics,
     squad_metrics,
@@ -338,3 +340,42 @@ def test_plot_confusion_writes_a_png(tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5_000
     with pytest.raises(ValueError, match="expected"):
         plot_confusion([[1, 2]], ["a"], tmp_path / "bad.png")
+
+
+# ---- BIO decoding ---------------------------------------------------------------------------------------------
+
+BIO = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+
+
+def _well_formed(tags: list[str]) -> bool:
+    return orphan_inside_tags(tags) == 0
+
+
+def test_bio_decode_is_the_best_well_formed_sequence():
+    """Against brute force: every one of the 5^n sequences of up to 5 words, on random scores."""
+    import itertools
+    rng = np.random.default_rng(0)
+    for n in range(1, 6):
+        for _ in range(20):
+            scores = np.log(rng.dirichlet(np.ones(len(BIO)) * 0.5, size=n))
+            path = bio_decode(scores, BIO)
+            assert _well_formed([BIO[k] for k in path])
+            best = max((seq for seq in itertools.product(range(len(BIO)), repeat=n)
+                        if _well_formed([BIO[k] for k in seq])), key=lambda seq: scores[np.arange(n), seq].sum())
+            assert scores[np.arange(n), path].sum() == approx(scores[np.arange(n), best].sum(), abs=1e-12)
+
+
+def test_bio_decode_repairs_an_orphan_and_keeps_a_valid_argmax():
+    p = np.log(np.array([[0.1, 0.1, 0.6, 0.1, 0.1],    # argmax I-PER first: not allowed
+                         [0.1, 0.1, 0.7, 0.05, 0.05]]))
+    assert [BIO[k] for k in bio_decode(p, BIO)] == ["B-PER", "I-PER"]
+    valid = np.log(np.array([[0.1, 0.6, 0.1, 0.1, 0.1], [0.1, 0.1, 0.6, 0.1, 0.1], [0.6, 0.1, 0.1, 0.1, 0.1]]))
+    assert bio_decode(valid, BIO) == valid.argmax(-1).tolist()
+    assert bio_decode(np.zeros((0, 5)), BIO) == []
+    # tags that are not BIO: argmax, untouched
+    assert bio_decode(np.log(np.array([[0.2, 0.8], [0.9, 0.1]])), ["x", "y"]) == [1, 0]
+
+
+def test_orphan_inside_tags_counts_what_seqeval_would_open_without_a_b():
+    assert orphan_inside_tags(["I-PER", "I-PER", "O", "B-LOC", "I-LOC", "I-PER", "B-PER", "I-PER"]) == 2
+    assert orphan_inside_tags(["O", "B-LOC", "I-LOC"]) == 0

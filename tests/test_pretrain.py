@@ -382,3 +382,39 @@ def test_compiled_model_trains_like_eager(corpus_dir, tmp_path):
     a, b = losses(tmp_path / "eager"), losses(tmp_path / "compiled")
     for s in a:
         assert a[s] == pytest.approx(b[s], abs=1e-4)
+
+
+# ---- continued pre-training (--init) ----------------------------------------------------------------------------
+
+
+def test_init_continues_a_model_and_reports_the_heads_it_adds(corpus_dir, tmp_path):
+    from bertkit.checkpoint import load_model
+    torch.manual_seed(0)
+    run(corpus_dir, tmp_path / "first", steps=4, pre={"nsp": False})  # a masked_lm model: no NSP head
+    source = load_model(tmp_path / "first" / "model").model.state_dict()
+    cfg = PretrainConfig(max_len=32, batch_size=8, eval_instances=16)  # with NSP
+    result = pretrain(corpus_dir, tmp_path / "more", None, cfg, TrainConfig(lr=1e-12, max_steps=1, warmup=0.0),
+                      init=tmp_path / "first" / "model", progress=False)
+    assert result["initialised"] == ["not in the source, freshly initialised: bert.pooler, nsp"]
+    after = load_model(tmp_path / "more" / "model").model.state_dict()
+    for k, v in source.items():  # the encoder and MLM head start from the source (lr ~ 0: barely moved)
+        assert torch.allclose(after[k], v, atol=1e-6), k
+    assert json.loads((tmp_path / "more" / "pretrain_config.json").read_text())["init"] == \
+        str((tmp_path / "first" / "model").resolve())
+
+
+def test_init_refuses_a_corpus_prepared_with_another_tokenizer(corpus_dir, tmp_path):
+    from bertkit.checkpoint import save_model
+    from bertkit.model.heads import build_model
+    other = write_corpus(tmp_path / "other.txt", seed=1)
+    tok = Tokenizer.train(files=[other], vocab_size=250, min_frequency=1, show_progress=False)
+    save_model(tmp_path / "m", build_model(tiny(tok.vocab_size), "masked_lm"), tok)
+    with pytest.raises(BertkitError, match="prepared with another tokenizer"):
+        pretrain(corpus_dir, tmp_path / "r", None, PretrainConfig(max_len=32), TrainConfig(max_steps=1),
+                 init=tmp_path / "m", progress=False)
+
+
+def test_init_cli_refuses_a_size(corpus_dir, tmp_path, capsys):
+    code = main(["pretrain", "--data", str(corpus_dir), "--out", str(tmp_path / "r"), "--init", str(tmp_path),
+                 "--preset", "tiny"])
+    assert code == 2 and "drop --preset" in capsys.readouterr().err

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from bertkit.errors import BertkitError
-from bertkit.evaluate.metrics import classification_metrics, entity_metrics, plot_confusion
+from bertkit.evaluate.metrics import bio_decode, classification_metrics, entity_metrics, plot_confusion
 from bertkit.data.tasks import load_task_data
 
 
@@ -83,8 +83,8 @@ def token_features(tokens: list[str], i: int) -> list[str]:
 
 def run_ner_baseline(out: str | Path, train_file, dev_file, test_file=None, seed: int = 0) -> dict:
     """Per-token logistic regression on window features (`token_features`): the feature-based tagger that
-    came before BERT. Tags are predicted independently per token and scored at the entity level like fine-tuning
-    (an I- tag without a B- before it opens an entity, as seqeval does)."""
+    came before BERT. Each token's tag probabilities come from the classifier; each sentence is decoded as
+    well-formed BIO by the same decoder fine-tuned taggers use (bio_decode), and scored at the entity level."""
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.linear_model import LogisticRegression
 
@@ -99,10 +99,12 @@ def run_ner_baseline(out: str | Path, train_file, dev_file, test_file=None, seed
         rows = (token_features(s.tokens, i) for s in part for i in range(len(s.tokens)))
         return vec.fit_transform(rows) if fit else vec.transform(rows)
 
-    def unflatten(part, flat):
+    def decode(part, clf, X):
+        log_probs = np.full((X.shape[0], len(tags)), -np.inf)  # a tag absent from training is never predicted
+        log_probs[:, clf.classes_] = clf.predict_log_proba(X)
         out, k = [], 0
         for s in part:
-            out.append([tags[j] for j in flat[k:k + len(s.tokens)]])
+            out.append([tags[j] for j in bio_decode(log_probs[k:k + len(s.tokens)], tags)])
             k += len(s.tokens)
         return out
 
@@ -112,7 +114,7 @@ def run_ner_baseline(out: str | Path, train_file, dev_file, test_file=None, seed
     best = None
     for C in (1.0, 8.0):
         clf = LogisticRegression(C=C, max_iter=300, random_state=seed).fit(X["train"], y_train)
-        f1 = entity_metrics([s.tags for s in splits["dev"]], unflatten(splits["dev"], clf.predict(X["dev"])))["f1"]
+        f1 = entity_metrics([s.tags for s in splits["dev"]], decode(splits["dev"], clf, X["dev"]))["f1"]
         if best is None or f1 > best[0]:
             best = (f1, C, clf)
     _, C, clf = best
@@ -120,8 +122,7 @@ def run_ner_baseline(out: str | Path, train_file, dev_file, test_file=None, seed
                "train_seconds": round(time.perf_counter() - t0, 2)}
     for name in ("dev", "test"):
         if name in X:
-            results[name] = entity_metrics([s.tags for s in splits[name]],
-                                           unflatten(splits[name], clf.predict(X[name])))
+            results[name] = entity_metrics([s.tags for s in splits[name]], decode(splits[name], clf, X[name]))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

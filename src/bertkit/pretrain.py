@@ -19,7 +19,8 @@ from torch import nn
 from bertkit.config import BertConfig
 from bertkit.data.corpus import Corpus
 from bertkit.data.instances import InstanceStream, Position, collate
-from bertkit.data.masking import continuation_table, mask_tokens
+from bertkit.data.masking import mask_tokens
+from bertkit.data.words import WordStarts
 from bertkit.errors import BertkitError
 from bertkit.options import at_least, between, check_fields
 from bertkit.model.heads import build_model
@@ -42,7 +43,8 @@ class PretrainConfig:
     """Share of NSP instances given a shorter random target length, as in BERT."""
     mask_rate: float = field(default=0.15, metadata=between(0.0, 1.0, low_open=True, high_open=True))
     whole_word: bool = False
-    """Mask every piece of a word together (whole-word masking)."""
+    """Mask every piece of a word together (whole-word masking); Chinese text is cut into words by jieba
+    (Chinese-BERT-wwm's masking; pip install 'bertkit[zh]')."""
     sparse_mlm: bool = True
     """Run the MLM decoder on masked positions only (same loss, far less work)."""
     eval_instances: int = field(default=512, metadata=at_least(1))
@@ -64,7 +66,7 @@ class PretrainTask:
         self.pad_id, self.mask_id, self.vocab_size = tok.pad_id, tok.mask_id, tok.vocab_size
         self.special_ids = torch.tensor(sorted(set(tok.special_ids)))
         self.random_low = max(tok.special_ids) + 1 if max(tok.special_ids) < 16 else 0
-        self.continuation = continuation_table(tok.vocab()) if cfg.whole_word else None
+        self.word_starts = WordStarts(tok.vocab()) if cfg.whole_word else None
         self.eval_batches = []
         if corpus.meta["splits"]["heldout"]["tokens"] > 0:
             heldout = InstanceStream(corpus, "heldout", cfg.max_len, nsp=cfg.nsp, short_seq_prob=cfg.short_seq_prob,
@@ -78,9 +80,7 @@ class PretrainTask:
         batch = {k: torch.from_numpy(v) for k, v in collate(instances, self.pad_id).items()}
         ids = batch["input_ids"]
         special = torch.isin(ids, self.special_ids) | (batch["attention_mask"] == 0)
-        starts = None
-        if self.continuation is not None:
-            starts = ~self.continuation[ids.clamp(max=len(self.continuation) - 1)]
+        starts = self.word_starts(ids) if self.word_starts is not None else None
         batch["input_ids"], batch["labels"] = mask_tokens(
             ids, special, mask_id=self.mask_id, vocab_size=self.vocab_size, generator=gen, rate=self.cfg.mask_rate,
             word_starts=starts, random_low=self.random_low)
@@ -162,12 +162,19 @@ class PretrainTask:
         return result
 
 
-def pretrain(data: str | Path, out: str | Path, model_config: BertConfig, cfg: PretrainConfig,
-             train_cfg: TrainConfig, *, resume: bool = False, force: bool = False, progress: bool = True) -> dict:
+def pretrain(data: str | Path, out: str | Path, model_config: BertConfig | None, cfg: PretrainConfig,
+             train_cfg: TrainConfig, *, init: str | Path | None = None, resume: bool = False, force: bool = False,
+             progress: bool = True) -> dict:
     """Pre-train a new model (or resume one) on a prepared corpus; the final model lands in out/model.
+    init: a model directory to start from instead of new weights (continued, domain-adaptive pre-training;
+    model_config is then the folder's); its MLM or NSP head is initialised new when it has none, and said so.
     force: resume even if the data or options differ from the run's start (see trainer.check_recipe)."""
     corpus = Corpus(data)
     out = Path(out)
+    torch.manual_seed(train_cfg.seed)  # the same initial weights in every process and every rerun
+    model, notes = _initial_model(init, corpus, cfg, progress) if init is not None else (None, [])
+    if model is not None:
+        model_config = model.config
     vocab = corpus.tokenizer.vocab_size
     if model_config.vocab_size != vocab:
         raise BertkitError(f"the model's vocab_size {model_config.vocab_size} does not match the corpus tokenizer's "
@@ -175,17 +182,39 @@ def pretrain(data: str | Path, out: str | Path, model_config: BertConfig, cfg: P
     if model_config.max_position_embeddings < cfg.max_len:
         raise BertkitError(f"max_len {cfg.max_len} exceeds the model's max_position_embeddings "
                            f"{model_config.max_position_embeddings}")
-    torch.manual_seed(train_cfg.seed)  # the same initial weights in every process and every rerun
-    model = build_model(model_config, "pretraining" if cfg.nsp else "masked_lm")
+    if model is None:
+        model = build_model(model_config, "pretraining" if cfg.nsp else "masked_lm")
     task = PretrainTask(corpus, cfg)
     if int(os.environ.get("RANK", "0")) == 0 and (resume or not any((out / "checkpoints").glob("step_*"))):
-        check_recipe(out, "pretrain_config.json", {"data": str(Path(data).resolve()), "pretrain": asdict(cfg)},
-                     resume=resume, force=force)
+        recipe = {"data": str(Path(data).resolve()), "pretrain": asdict(cfg)}
+        if init is not None:
+            recipe["init"] = str(Path(init).resolve())
+        check_recipe(out, "pretrain_config.json", recipe, resume=resume, force=force)
     result = train(model, task, train_cfg, out, tokenizer=corpus.tokenizer, reading={"max_length": cfg.max_len},
                    resume=resume, progress_bar=progress)
+    if init is not None:
+        result = {**result, "init": str(init), "initialised": notes}
     try:
         from bertkit.plots import plot_training
         plot_training(out / "metrics.jsonl", out / "curves.png")
     except ImportError:
         pass
     return result
+
+
+def _initial_model(init: str | Path, corpus: Corpus, cfg: PretrainConfig, progress: bool) -> tuple[nn.Module, list]:
+    """A pre-trained model to continue from, with the heads pre-training needs, and the loader's notes (heads
+    initialised new); its tokenizer must be the corpus's (prepared with `--tokenizer` set to the model's folder)."""
+    from bertkit.checkpoint import load_model
+    loaded = load_model(init, task="pretraining" if cfg.nsp else "masked_lm")
+    if loaded.tokenizer is None:
+        raise BertkitError(f"{init} has no tokenizer files")
+    if loaded.tokenizer.vocab() != corpus.tokenizer.vocab():
+        raise BertkitError(f"{corpus.path} was prepared with another tokenizer than {init}'s; prepare it again with "
+                           f"`bertkit prepare ... --tokenizer {init}`")
+    if progress:
+        for note in loaded.notes:
+            print(f"note: {note}")
+    model = loaded.model.train()
+    model.config.unpad = True
+    return model, loaded.notes

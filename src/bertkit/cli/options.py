@@ -28,9 +28,10 @@ def field_docs(cls) -> dict[str, str]:
 
 
 def add_fields(parser: argparse.ArgumentParser, cls, names: list[str], *, defaults: dict | None = None,
-               flags: dict[str, str] | None = None, choices: dict[str, tuple] | None = None) -> None:
+               flags: dict[str, str | tuple] | None = None, choices: dict[str, tuple] | None = None) -> None:
     """An option for each named field of cls. Its value is None unless given, so the dataclass's default (or the
-    recipe's, in `defaults`, shown in the help) applies. A bool field defaulting to True becomes --no-NAME."""
+    recipe's, in `defaults`, shown in the help) applies. A bool field defaulting to True becomes --no-NAME.
+    flags: another spelling of a field's option, or a tuple of spellings (aliases)."""
     docs = field_docs(cls)
     by_name = {f.name: f for f in fields(cls)}
     for name in names:
@@ -42,13 +43,17 @@ def add_fields(parser: argparse.ArgumentParser, cls, names: list[str], *, defaul
         if kind == "bool":
             if default:
                 flag = flag if (flags or {}).get(name) else "--no-" + name.replace("_", "-")
-            parser.add_argument(flag, dest=name, action="store_const", const=not default, default=None,
+            parser.add_argument(*_spellings(flag), dest=name, action="store_const", const=not default, default=None,
                                 help=help_text)
             continue
         shown = "" if default is None else f" (default {default})"
-        parser.add_argument(flag, dest=name, default=None, type=f.metadata.get("range", TYPES.get(kind, str)),
+        parser.add_argument(*_spellings(flag), dest=name, default=None, type=f.metadata.get("range", TYPES.get(kind, str)),
                             choices=(choices or {}).get(name), metavar=None if (choices or {}).get(name) else
                             name.upper(), help=help_text + shown)
+
+
+def _spellings(flag: str | tuple) -> tuple:
+    return flag if isinstance(flag, tuple) else (flag,)
 
 
 def given(args: argparse.Namespace, cls, names: list[str] | None = None) -> dict:

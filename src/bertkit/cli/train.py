@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bertkit.cli.common import add_columns, add_overwrite, add_quiet, columns, headline, rank
 from bertkit.cli.options import add_fields, given
+from bertkit.errors import BertkitError
 from bertkit.folders import claim, mark
 from bertkit.options import NON_NEGATIVE_INT
 
@@ -21,6 +22,7 @@ FINETUNE_FIELDS = ["task", "problem_type", "batch_size", "accum", "epochs", "gro
                    "eval_batch_size", "seed"]
 READING_FIELDS = ["max_length", "window_stride", "window_pool", "doc_stride", "max_answer_length", "threshold"]
 FINETUNE_TRAIN_FIELDS = ["lr", "warmup", "weight_decay", "bf16", "best_metric", "patience", "eval_every"]
+PRETRAIN_FLAGS = {"whole_word": ("--whole-word", "--wwm")}
 TRAIN_FLAGS = {"max_steps": "--steps", "max_tokens": "--tokens", "budget_minutes": "--budget",
                "keep_checkpoints": "--keep"}
 
@@ -36,9 +38,12 @@ def register(verbs) -> None:
     pt = verbs.add_parser("pretrain", help="pre-train BERT (MLM + NSP) on a prepared corpus")
     pt.add_argument("--data", required=True, help="a directory written by `bertkit prepare`")
     pt.add_argument("--out", required=True, help="run directory: checkpoints, metrics.jsonl, curves.png, model/")
-    pt.add_argument("--preset", default="mini", choices=["tiny", "mini", "small", "medium", "base", "large"])
+    pt.add_argument("--preset", choices=["tiny", "mini", "small", "medium", "base", "large"],
+                    help="size of a new model (default mini)")
     pt.add_argument("--model-config", help="a BertConfig json instead of a preset")
-    add_fields(pt, PretrainConfig, PRETRAIN_FIELDS)
+    pt.add_argument("--init", metavar="MODEL_DIR", help="continue pre-training this model (domain adaptation) "
+                    "instead of starting from new weights; prepare --data with `--tokenizer MODEL_DIR`")
+    add_fields(pt, PretrainConfig, PRETRAIN_FIELDS, flags=PRETRAIN_FLAGS)
     add_fields(pt, TrainConfig, PRETRAIN_TRAIN_FIELDS, flags=TRAIN_FLAGS, choices={"schedule": SCHEDULES})
     _add_run_options(pt)
     pt.set_defaults(func=pretrain)
@@ -85,21 +90,28 @@ def pretrain(args: argparse.Namespace) -> None:
     from bertkit.data.corpus import Corpus
     from bertkit.pretrain import PretrainConfig, pretrain as run_pretraining
     from bertkit.trainer import TrainConfig
+    if args.init and (args.preset or args.model_config):
+        raise BertkitError("--init continues an existing model, whose size is its own: drop --preset/--model-config")
     if rank() == 0:  # the other processes of a torchrun job would see the folder rank 0 just made
-        claim(args.out, "pretrain", overwrite=args.overwrite, inputs=[args.data], run=True)
+        claim(args.out, "pretrain", overwrite=args.overwrite, inputs=[args.data] + ([args.init] if args.init else []),
+              run=True)
     cfg = PretrainConfig(**given(args, PretrainConfig, PRETRAIN_FIELDS))
     train_cfg = TrainConfig(**given(args, TrainConfig, PRETRAIN_TRAIN_FIELDS), seed=cfg.seed)
     vocab = Corpus(args.data).tokenizer.vocab_size
-    if args.model_config:
+    if args.init:
+        model_config = None
+    elif args.model_config:
         model_config = BertConfig.from_dict(read_json(Path(args.model_config)))
     else:
-        model_config = BertConfig.preset(args.preset, vocab_size=vocab, unpad=True,
+        model_config = BertConfig.preset(args.preset or "mini", vocab_size=vocab, unpad=True,
                                          max_position_embeddings=max(512, cfg.max_len))
-    result = run_pretraining(args.data, args.out, model_config, cfg, train_cfg, resume=args.resume, force=args.force,
-                             progress=not args.quiet)
+    result = run_pretraining(args.data, args.out, model_config, cfg, train_cfg, init=args.init, resume=args.resume,
+                             force=args.force, progress=not args.quiet)
     if rank() == 0:
         mark(args.out, "pretrain")
-        print(json.dumps({"held_out": result, "model": str(Path(args.out) / "model")}, indent=2))
+        started = {k: result.pop(k) for k in ("init", "initialised") if k in result}
+        print(json.dumps({"held_out": result, **started, "model": str(Path(args.out) / "model")}, indent=2,
+                         ensure_ascii=False))
 
 
 def finetune(args: argparse.Namespace) -> None:

@@ -1,11 +1,13 @@
 """Evaluation: metrics as pure functions of gold labels and predictions."""
 
 from bertkit.evaluate.metrics import (
+    bio_decode,
     bio_entities,
     classification_metrics,
     entity_metrics,
     expected_calibration_error,
     multilabel_metrics,
+    orphan_inside_tags,
     plot_confusion,
     regression_metrics,
     squad_metrics,
@@ -14,5 +16,6 @@ from bertkit.evaluate.metrics import (
 
 __all__ = [
     "classification_metrics", "multilabel_metrics", "regression_metrics", "expected_calibration_error",
-    "bio_entities", "entity_metrics", "squad_normalize", "squad_metrics", "plot_confusion",
+    "bio_decode", "bio_entities", "entity_metrics", "orphan_inside_tags", "squad_normalize", "squad_metrics",
+    "plot_confusion",
 ]

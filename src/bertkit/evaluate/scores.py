@@ -25,14 +25,17 @@ def score(items: list[Encoded], logits: list, task: str, problem_type: str, labe
         return M.squad_metrics({k: v["text"] for k, v in answers.items()}, gold)
     if task == "ner":
         from bertkit.inference.tokens import word_tags
-        gold, pred = [], []
+        gold, pred, orphans = [], [], 0
         for item, lg, sent in zip(items, logits, context):
             gold.append(list(sent.tags))
             pred.append([t for t, _ in word_tags(item.word_ids, lg, labels, len(sent.tokens))])
+            firsts = [p for p, w in enumerate(item.word_ids) if w is not None and (p == 0 or item.word_ids[p - 1] != w)]
+            orphans += M.orphan_inside_tags([labels[k] for k in lg[firsts].argmax(-1).tolist()])
         total = sum(token_classification_loss(lg, torch.tensor(it.target), reduction="sum")
                     for it, lg in zip(items, logits))
         n = max(1, sum(sum(t != IGNORE_INDEX for t in it.target) for it in items))
-        return {"loss": float(total / n), **M.entity_metrics(gold, pred)}
+        # how many I- tags plain per-token argmax would have left without their B- (the decoding repairs them)
+        return {"loss": float(total / n), **M.entity_metrics(gold, pred), "argmax_orphan_inside_tags": orphans}
     if reading.window_stride:
         items, logits = pool_windows(items, logits, reading.window_pool)
     stacked = torch.stack(logits)

@@ -5,22 +5,26 @@ from __future__ import annotations
 import torch
 
 from bertkit.errors import BertkitError
-from bertkit.evaluate.metrics import bio_entities
+from bertkit.evaluate.metrics import bio_decode, bio_entities
 from bertkit.inference.base import Predictor, check_texts
 from bertkit.inference.batches import Encoded, collate_inputs, forward
 
 
 def word_tags(word_ids: list[int | None], logits: torch.Tensor, tags: list[str], n_words: int):
-    """One tag per word from its first sub-token's logits, with that tag's probability; words cut off by
-    truncation get ("O", 0.0)."""
-    out = [("O", 0.0)] * n_words
-    probs = logits.softmax(-1)
-    best = probs.argmax(-1).tolist()
-    previous = None
+    """One (tag, probability) per word, read from its first sub-token's logits and decoded as well-formed BIO
+    (bio_decode: never an I-X without its B-X); words cut off by truncation get ("O", 0.0)."""
+    first: dict[int, int] = {}  # word -> position of its first sub-token
     for pos, w in enumerate(word_ids):
-        if w is not None and w != previous and w < n_words:
-            out[w] = (tags[best[pos]], float(probs[pos, best[pos]]))
-        previous = w
+        if w is not None and w < n_words:
+            first.setdefault(w, pos)
+    out = [("O", 0.0)] * n_words
+    if not first:
+        return out
+    words = sorted(first)
+    log_probs = logits[[first[w] for w in words]].float().log_softmax(-1)
+    path = bio_decode(log_probs.numpy(), tags)
+    for w, k, row in zip(words, path, log_probs.exp()):
+        out[w] = (tags[k], float(row[k]))
     return out
 
 
