@@ -28,6 +28,25 @@ from bertkit.errors import BertkitError
 
 
 @dataclass(frozen=True)
+class Recipe:
+    """How the demo fine-tunes one model on one task."""
+    lr: float
+    epochs: float
+    batch_size: int = 32
+
+
+RECIPES = {
+    # who ("scratch": the model the demo pre-trains; "pretrained": the catalog's) -> task kind -> recipe
+    "en": {"scratch": {"classification": Recipe(1e-4, 3.0)},  # a model pre-trained for minutes wants larger steps
+           "pretrained": {"classification": Recipe(5e-5, 3.0)}},
+    # one epoch each keeps `demo --lang zh` within 30 minutes; measured choices in docs/demo.md
+    "zh": {"scratch": {"classification": Recipe(2e-4, 1.0), "ner": Recipe(2e-4, 1.0)},
+           "pretrained": {"classification": Recipe(1e-4, 1.0), "ner": Recipe(2e-4, 1.0, batch_size=16)}},
+}
+SMOKE_RECIPE = Recipe(1e-3, 1.0)
+
+
+@dataclass(frozen=True)
 class DemoPlan:
     """Sizes of a demo run; `plan()` gives the full run and the smoke run."""
     lang: str = "en"
@@ -37,11 +56,11 @@ class DemoPlan:
     pretrain_steps: int | None = None  # overrides the budget (smoke)
     pretrain_batch: int = 64
     pretrain_lr: float = 7e-4
-    finetune_epochs: float = 3.0
-    finetune_lr: float = 1e-4  # a model pre-trained for minutes wants a larger step than a converged one
-    minilm_epochs: float = 3.0
     limit: int | None = None  # examples per split (smoke)
     text_limit: int | None = None  # pre-training documents (smoke)
+
+    def recipe(self, who: str, kind: str) -> Recipe:
+        return SMOKE_RECIPE if self.limit else RECIPES[self.lang][who][kind]
 
 
 PRETRAINED = {"en": ("all-MiniLM-L6-v2", catalog.minilm_l6), "zh": ("m3e-small", catalog.zh_small)}
@@ -56,8 +75,8 @@ def plan(lang: str = "en", budget_minutes: float = 10.0, smoke: bool = False) ->
     vocab = 16000 if lang == "en" else 8000
     if smoke:
         return DemoPlan(lang, budget_minutes, "tiny", 1000, pretrain_steps=30, pretrain_batch=16, pretrain_lr=1e-3,
-                        finetune_epochs=1.0, finetune_lr=1e-3, minilm_epochs=1.0, limit=160, text_limit=300)
-    return DemoPlan(lang, budget_minutes, vocab_size=vocab, finetune_lr=1e-4 if lang == "en" else 2e-4)
+                        limit=160, text_limit=300)
+    return DemoPlan(lang, budget_minutes, vocab_size=vocab)
 
 
 def _bf16_ok() -> bool:
@@ -121,11 +140,11 @@ def run_demo(out: str | Path, lang: str = "en", budget_minutes: float = 10.0, sm
         label = {"classification": "test accuracy", "ner": "test entity F1"}[kind]
         say(f"fine-tune the pre-trained model on {name}")
         rows[f"{name}: bertkit pre-trained here ({p.preset}), fine-tuned"] = _finetune(
-            p, scratch, files, out / f"finetune-{name}", kind, p.finetune_lr, p.finetune_epochs, bf16)
+            scratch, files, out / f"finetune-{name}", kind, p.recipe("scratch", kind), bf16)
         say(f"fine-tune {pretrained_name} (pretrained, from PyPI) on {name}")
         rows[f"{name}: {pretrained_name}, fine-tuned"] = _finetune(
-            p, Path(minilm_dir) if minilm_dir else pretrained(), files, out / f"minilm-{name}", kind,
-            5e-5 if lang == "en" else 1e-4, p.minilm_epochs, bf16)
+            Path(minilm_dir) if minilm_dir else pretrained(), files, out / f"minilm-{name}", kind,
+            p.recipe("pretrained", kind), bf16)
         say(f"classic baseline on {name}")
         rows[f"{name}: TF-IDF + logistic regression" if kind == "classification"
              else f"{name}: window features + logistic regression"] = _baseline(files, out / f"baseline-{name}", kind)
@@ -199,16 +218,15 @@ def _pretrain(p: DemoPlan, prepared: Path, vocab: int, out: Path, bf16: bool) ->
     return r
 
 
-def _finetune(p: DemoPlan, model: Path, files: dict, out: Path, kind: str, lr: float, epochs: float,
-              bf16: bool) -> dict:
+def _finetune(model: Path, files: dict, out: Path, kind: str, recipe: Recipe, bf16: bool) -> dict:
     from bertkit.finetune import FinetuneConfig, finetune
     from bertkit.inference import Reading
     # People's Daily sentences run to 200+ characters: 256 tokens keeps nearly all of them whole
-    cfg = FinetuneConfig(task=kind, epochs=epochs, batch_size=32,
+    cfg = FinetuneConfig(task=kind, epochs=recipe.epochs, batch_size=recipe.batch_size,
                          reading=Reading(max_length=256 if kind == "ner" else 128))
     paths = files["paths"]
     t0 = time.perf_counter()
-    r = finetune(model, out, cfg, {"lr": lr, "bf16": bf16}, paths["train"], paths["dev"], paths["test"],
+    r = finetune(model, out, cfg, {"lr": recipe.lr, "bf16": bf16}, paths["train"], paths["dev"], paths["test"],
                  resume=_resumable(out))
     return _row(r["test"], kind, time.perf_counter() - t0, out)
 
