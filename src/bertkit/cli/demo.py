@@ -16,7 +16,8 @@ def register(verbs) -> None:
     d.add_argument("--budget", type=POSITIVE, default=10.0, help="pre-training minutes (default 10)")
     d.add_argument("--smoke", action="store_true", help="the same path on slices with tiny sizes (under 2 minutes)")
     d.add_argument("--out", help="run folder (default runs/demo-LANG)")
-    d.add_argument("--model", help="a BERT folder to use instead of the packaged all-MiniLM-L6-v2")
+    d.add_argument("--model", help="a BERT folder to use instead of the catalog's pretrained model (all-MiniLM-L6-v2; "
+                   "m3e-small for --lang zh)")
     add_overwrite(d)
     d.set_defaults(func=demo)
 
