@@ -110,9 +110,10 @@ def augment_texts(texts: list[str], mlm: nn.Module, tokenizer: Tokenizer, n: int
             for a, b in spans:
                 scores = logits[row]
                 row += 1
-                own = tokenizer.token_to_id(text[a:b].lower()) or tokenizer.token_to_id(text[a:b])
-                if own is not None and own < vocab_size:
-                    scores[own] = float("-inf")
+                for form in {text[a:b], text[a:b].lower()}:  # never the word itself
+                    own = tokenizer.token_to_id(form)
+                    if own is not None and own < vocab_size:
+                        scores[own] = float("-inf")
                 top = scores.topk(top_k)
                 keep = torch.isfinite(top.values)
                 p = top.values[keep].softmax(-1).double().numpy()

@@ -74,6 +74,9 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, train_
         raise BertkitError(f"--student {cfg.student!r}: neither teacher, a preset ({', '.join(SHAPES[1:])}) nor a "
                            "model directory")
     ft.reading.for_model(student.config, cfg.student)  # a student that cannot read as far is an error now
+    mlm = None
+    if cfg.augment and not (resume and (out / AUGMENTED).is_file()):
+        mlm = _masked_lm(cfg, teacher_dir)
     control_student = copy.deepcopy(student) if cfg.control else None
     teacher.config.unpad = True  # the teacher runs on real tokens only too (not saved)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -96,7 +99,7 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, train_
     started = time.perf_counter()
     variants = []
     if cfg.augment:
-        variants = _augment(splits["train"], cfg, teacher_dir, out / AUGMENTED, ft.reading, device, resume)
+        variants = _augment(splits["train"], cfg, mlm, out / AUGMENTED, ft.reading, device)
         augmented = [Example(v.text, splits["train"][v.source].pair) for v in variants]
         train_items += encode_split(tok, augmented, ft.task, ft.problem_type, labels, ft.reading)[0]
     bf16 = bool(train_kwargs.get("bf16"))
@@ -177,18 +180,23 @@ def _where(student: str) -> str:
     return student if student in SHAPES else str(Path(student).resolve())
 
 
-def _augment(examples: list[Example], cfg: DistillConfig, teacher_dir: Path, path: Path, reading: Reading,
-             device: torch.device, resume: bool):
-    """The augmented variants of the training texts, written to `path` for a user to read (read back from there
-    when resuming)."""
-    from bertkit.data.augment import augment_texts, load_masked_lm, read_variants, write_variants
-    if resume and path.is_file():
-        return read_variants(path)
+def _masked_lm(cfg: DistillConfig, teacher_dir: Path):
+    """The masked LM that proposes words for --augment: --augment-mlm's, else the teacher folder's own MLM head."""
+    from bertkit.data.augment import load_masked_lm
     mlm = load_masked_lm(cfg.augment_mlm) if cfg.augment_mlm else load_masked_lm(teacher_dir, required=False)
     if mlm is None:
         raise BertkitError(f"{teacher_dir} has no masked-LM head to propose words for --augment; give "
                            "--augment-mlm MODEL_DIR (a pre-trained BERT, such as the one the teacher was fine-tuned "
                            "from)")
+    return mlm
+
+
+def _augment(examples: list[Example], cfg: DistillConfig, mlm, path: Path, reading: Reading, device: torch.device):
+    """The augmented variants of the training texts, made by `mlm` and written to `path` for a user to read; read
+    back from there when a resumed run finds it (mlm None)."""
+    from bertkit.data.augment import augment_texts, read_variants, write_variants
+    if mlm is None:
+        return read_variants(path)
     mlm.model.to(device)
     length = min(reading.max_length, mlm.model.config.max_position_embeddings)
     variants = augment_texts([e.text for e in examples], mlm.model, mlm.tokenizer, cfg.augment, cfg.augment_rate,
