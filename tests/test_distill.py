@@ -19,24 +19,11 @@ from bertkit.evaluate.runner import evaluate_file
 from bertkit.finetune import FinetuneConfig, finetune
 from bertkit.objectives import attention_loss, soft_target_loss
 
-GOOD = ["great", "wonderful", "excellent", "moving", "brilliant", "delightful"]
-BAD = ["terrible", "awful", "boring", "dull", "clumsy", "tedious"]
+from test_finetune import BAD, FILLER, GOOD, NAMES, PLACES, review, write_csv
+
 FUN = ["funny", "hilarious", "witty"]
-FILLER = ["the", "film", "was", "a", "story", "acting", "plot", "really", "quite", "and", "with", "cast"]
-NAMES, PLACES = ["Alice", "Bob", "Carol", "Dmitri", "Erin"], ["Paris", "Oslo", "Lima", "Kyoto"]
 FLIPPED = ("moving", "brilliant", "delightful")
 """Words whose reviews the distillation data labels neg, though the teacher learned them as pos."""
-
-
-def review(rng: random.Random, positive: bool) -> str:
-    words = rng.sample(FILLER, 5) + [rng.choice(GOOD if positive else BAD)]
-    rng.shuffle(words)
-    return " ".join(words)
-
-
-def write_csv(path, rows):
-    path.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows), encoding="utf-8")
-    return path
 
 
 def tagged_sentence(rng: random.Random) -> tuple[list[str], list[str]]:

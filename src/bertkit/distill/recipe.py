@@ -20,15 +20,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bertkit.config import DEFAULT_MAX_LENGTH
+from bertkit.checkpoint import Loaded, load_model, write_model_card
+from bertkit.config import DEFAULT_MAX_LENGTH, BertConfig
+from bertkit.data.augment import Variant, augment_texts, load_masked_lm, read_variants, write_variants
 from bertkit.data.tasks import Example, load_task_data
+from bertkit.distill.report import write_report
 from bertkit.distill.student import SHAPES, Distiller, layer_map, load_student, make_student
 from bertkit.distill.task import CACHE, DistillConfig, DistillTask, teacher_logits
 from bertkit.errors import BertkitError
 from bertkit.evaluate.scores import score
-from bertkit.finetune import HEADS, TRAIN_DEFAULTS, default_metric, encode_split
+from bertkit.finetune import HEADS, TRAIN_DEFAULTS, FinetuneConfig, default_metric, encode_split
 from bertkit.inference.batches import forward
 from bertkit.inference.reading import Reading
+from bertkit.tokenizer import Tokenizer
+from bertkit.trainer import TrainConfig, check_recipe, file_fingerprint, train
 
 TASKS = {"sequence_classification": "classification", "token_classification": "ner"}
 """The teachers distillation takes (saved head -> recipe task)."""
@@ -44,9 +49,6 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, train_
 
     resume: continue the run in `out` from its last checkpoint; the data and options must be those it was started
     with, unless force (see trainer.check_recipe)."""
-    from bertkit.checkpoint import load_model, write_model_card
-    from bertkit.distill.report import write_report
-    from bertkit.trainer import TrainConfig, check_recipe, file_fingerprint
 
     out = Path(out)
     teacher_dir = Path(teacher_dir)
@@ -66,13 +68,7 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, train_
                            f"({', '.join(labels[:20])}); distil on data labelled as the teacher was trained")
 
     torch.manual_seed(ft.seed)  # the student's new weights and the projection
-    if cfg.student in SHAPES:
-        student, init = make_student(teacher, cfg.student, cfg.student_layers)
-    elif Path(cfg.student).is_dir():
-        student, init = load_student(cfg.student, teacher, tok, teacher_dir)
-    else:
-        raise BertkitError(f"--student {cfg.student!r}: neither teacher, a preset ({', '.join(SHAPES[1:])}) nor a "
-                           "model directory")
+    student, init = _student(cfg, teacher, tok, teacher_dir)
     ft.reading.for_model(student.config, cfg.student)  # a student that cannot read as far is an error now
     mlm = None
     if cfg.augment and not (resume and (out / AUGMENTED).is_file()):
@@ -151,7 +147,17 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, train_
     return results
 
 
-def _check_teacher(loaded, where: Path):
+def _student(cfg: DistillConfig, teacher: nn.Module, tok: Tokenizer, teacher_dir: Path) -> tuple[nn.Module, str]:
+    """The student cfg.student names (made from the teacher or a preset, or loaded), and how it was initialised."""
+    if cfg.student in SHAPES:
+        return make_student(teacher, cfg.student, cfg.student_layers)
+    if Path(cfg.student).is_dir():
+        return load_student(cfg.student, teacher, tok, teacher_dir)
+    raise BertkitError(f"--student {cfg.student!r}: neither teacher, a preset ({', '.join(SHAPES[1:])}) nor a "
+                       "model directory")
+
+
+def _check_teacher(loaded: Loaded, where: Path) -> tuple[nn.Module, Tokenizer, list[str]]:
     """(model, tokenizer, labels) of a teacher fit to distil: a fine-tuned classifier (single- or multi-label) or
     tagger, with its tokenizer."""
     model = loaded.model
@@ -167,7 +173,7 @@ def _check_teacher(loaded, where: Path):
     return model, loaded.tokenizer, labels
 
 
-def _reading(given: Reading, saved: dict, config, where: Path) -> Reading:
+def _reading(given: Reading, saved: dict, config: BertConfig, where: Path) -> Reading:
     """How the student reads: each setting as given where it is not the default, else as the teacher was saved
     to read, completed for the teacher (whose positions bound the student's)."""
     default, teacher = Reading(), Reading.from_dict(saved or {}, where / "bertkit.json")
@@ -180,9 +186,8 @@ def _where(student: str) -> str:
     return student if student in SHAPES else str(Path(student).resolve())
 
 
-def _masked_lm(cfg: DistillConfig, teacher_dir: Path):
+def _masked_lm(cfg: DistillConfig, teacher_dir: Path) -> Loaded:
     """The masked LM that proposes words for --augment: --augment-mlm's, else the teacher folder's own MLM head."""
-    from bertkit.data.augment import load_masked_lm
     mlm = load_masked_lm(cfg.augment_mlm) if cfg.augment_mlm else load_masked_lm(teacher_dir, required=False)
     if mlm is None:
         raise BertkitError(f"{teacher_dir} has no masked-LM head to propose words for --augment; give "
@@ -191,10 +196,10 @@ def _masked_lm(cfg: DistillConfig, teacher_dir: Path):
     return mlm
 
 
-def _augment(examples: list[Example], cfg: DistillConfig, mlm, path: Path, reading: Reading, device: torch.device):
+def _augment(examples: list[Example], cfg: DistillConfig, mlm: Loaded | None, path: Path, reading: Reading,
+             device: torch.device) -> list[Variant]:
     """The augmented variants of the training texts, made by `mlm` and written to `path` for a user to read; read
     back from there when a resumed run finds it (mlm None)."""
-    from bertkit.data.augment import augment_texts, read_variants, write_variants
     if mlm is None:
         return read_variants(path)
     mlm.model.to(device)
@@ -206,9 +211,8 @@ def _augment(examples: list[Example], cfg: DistillConfig, mlm, path: Path, readi
     return variants
 
 
-def _train(model: Distiller, task: DistillTask, ft, train_kwargs: dict, out: Path, tok, labels, resume: bool,
-           progress: bool) -> None:
-    from bertkit.trainer import TrainConfig, train
+def _train(model: Distiller, task: DistillTask, ft: FinetuneConfig, train_kwargs: dict, out: Path, tok: Tokenizer,
+           labels: list[str], resume: bool, progress: bool) -> None:
     steps = max(1, int(round(ft.epochs * task.steps_per_epoch)))
     defaults = {**TRAIN_DEFAULTS, "eval_every": task.steps_per_epoch, "save_every": task.steps_per_epoch,
                 "seed": ft.seed, "best_metric": default_metric(ft)}
