@@ -309,7 +309,8 @@ def test_bad_input_is_a_one_line_error(data, tmp_path, capsys):
                             show_progress=False)
     foreign = save_model(tmp_path / "foreign", build_model(BertConfig(vocab_size=other.vocab_size, hidden_size=16,
                                                                       num_layers=1, num_heads=2), "encoder"), other)
-    wrong_labels = write_csv(tmp_path / "meh.csv", [(f"a great film {i}", "pos" if i % 2 else "meh") for i in range(40)])
+    wrong_labels = write_csv(tmp_path / "meh.csv", [(f"a great film {i}", "pos" if i % 2 else "meh")
+                                                    for i in range(40)])
     cases = [
         (args(data["base"], data, tmp_path / "a"), "not a fine-tuned classifier or tagger"),
         (args(data["mlm"], data, tmp_path / "a"), "holds a masked_lm model"),

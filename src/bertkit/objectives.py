@@ -1,8 +1,9 @@
 """Losses, one per task head, and distillation's (a student learning from a teacher's outputs). Labels equal to
 IGNORE_INDEX take no part in a loss.
 
-Shapes: B batch, T tokens, V vocab, L labels, N rows (texts, or tokens of a tagger), C hidden, H heads. reduction="sum" is what the recipes use: they divide by the global
-batch's count of targets themselves, so accumulation and several processes give the same gradient.
+Shapes: B batch, T tokens, V vocab, L labels, N rows (texts, or tokens of a tagger), C hidden, H heads.
+reduction="sum" is what the recipes use: they divide by the global batch's count of targets themselves, so
+accumulation and several processes give the same gradient.
 """
 
 from __future__ import annotations
