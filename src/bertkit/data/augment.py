@@ -13,6 +13,7 @@ model and seed give the same variants.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -133,7 +134,7 @@ def write_variants(path: Path, variants: list[Variant], pairs: list[str | None] 
     for v in variants:
         record = asdict(v) | ({"pair": pairs[v.source]} if pairs and pairs[v.source] is not None else {})
         lines.append(json.dumps(record, ensure_ascii=False) + "\n")
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text("".join(lines), encoding="utf-8")
     tmp.replace(path)
 

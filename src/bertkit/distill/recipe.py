@@ -109,7 +109,8 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, train_
         return score(items, logits, ft.task, ft.problem_type, labels, ft.reading, context)
 
     hidden = layer_map(student.config.num_layers, teacher.config.num_layers) if cfg.hidden_weight else []
-    model = Distiller(student, teacher, hidden, attention=bool(cfg.attention_weight))
+    needed = cfg.soft_weight or cfg.hidden_weight or cfg.attention_weight  # else the labels alone teach
+    model = Distiller(student, teacher if needed else None, hidden, attention=bool(cfg.attention_weight))
     task = DistillTask(train_items, cfg, tok.pad_id, len(labels), lambda m: scores(m, "dev"), cached)
     _train(model, task, ft, train_kwargs, out, tok, labels, resume, progress)
     seconds = time.perf_counter() - started

@@ -6,6 +6,7 @@ Shapes: B batch, T tokens, L labels, M tagged tokens (a tagger's words), N real 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -190,7 +191,7 @@ def teacher_logits(teacher: nn.Module, items: list[Encoded], pad_id: int, batch_
     device = next(teacher.parameters()).device
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         logits = forward(teacher, items, pad_id, batch_size)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     save_file({"logits": torch.cat([x.reshape(-1, x.shape[-1]) for x in logits]).contiguous(),
                "rows": torch.tensor([x.shape[0] if per_token else 1 for x in logits])}, str(tmp))
     tmp.replace(path)
