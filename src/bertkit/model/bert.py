@@ -28,7 +28,7 @@ class EncoderOutput(NamedTuple):
     hidden: torch.Tensor  # (B, T, C) last layer
     pooled: torch.Tensor | None  # (B, C) tanh(Linear([CLS])), None when the model has no pooler
     hidden_states: list[torch.Tensor] | None  # num_layers + 1 tensors (B, T, C): embeddings, then each block
-    attentions: list[torch.Tensor] | None  # num_layers tensors (B, H, T, T), eager backend only
+    attentions: list[torch.Tensor] | None  # num_layers tensors (B, H, T, T), any backend (plain ops then)
 
 
 def activation(name: str):
@@ -273,6 +273,9 @@ class Bert(nn.Module):
         cls_only: the caller reads position 0 ([CLS]) only, as a pooled head does, so the last layer computes
         just that position (its keys and values still come from every token): the same pooled output for about
         one layer less work. hidden is then (B, 1, C).
+
+        output_hidden_states / output_attentions: every layer's output / attention probabilities too, from the
+        same (unpadded, when config.unpad) execution; hidden states are zero at padding, as `hidden` is.
         """
         B, T = input_ids.shape
         if T > self.config.max_position_embeddings:
