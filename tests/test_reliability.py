@@ -268,6 +268,8 @@ def _bases(w: dict, out: Path) -> dict[str, tuple[list, list[int]]]:
                       "--max-len", "16", "--preset", "tiny", "-q"], [2]),
         "finetune": (["finetune", enc, "--train", w["train"], "--dev", w["dev"], "--out", out, "--epochs", "0.2",
                       "--batch-size", "16", "-q"], [1, 3, 5]),
+        "distill": (["distill", m, "--train", w["train"], "--dev", w["dev"], "--out", out, "--epochs", "0.2",
+                     "--batch-size", "16", "-q"], [1, 3, 5]),
         "evaluate": (["evaluate", m, "--input", w["test"]], [1, 3]),
         "predict": (["predict", m, "--input", w["test"]], [1, 3]),
         "explain": (["explain", m, "--text", "good film", "--method", "occlusion", "--out", out, "-q"], [1]),
@@ -343,8 +345,8 @@ def test_cli_fuzz_bad_values_and_files_fail_cleanly_and_fast(world, tmp_path, ca
 
 
 @pytest.mark.parametrize("verb", ["tokenizer train", "tokenizer encode", "convert", "info", "prepare", "pretrain",
-                                  "finetune", "evaluate", "predict", "explain", "embed", "similar", "baseline",
-                                  "data list"])
+                                  "finetune", "distill", "evaluate", "predict", "explain", "embed", "similar",
+                                  "baseline", "data list"])
 def test_fuzz_bases_are_valid(world, tmp_path, capsys, verb):
     """The fuzz test's command lines work as given, so each of its cases fails for the one thing it changed.
     (export needs onnx, tested in test_export.py; data get and demo need the package index.)"""

@@ -23,7 +23,7 @@ from torch import nn
 
 from bertkit import objectives
 from bertkit.config import DEFAULT_MAX_LENGTH
-from bertkit.data.encoding import collate, encode_classification, encode_tagged, length_grouped_order
+from bertkit.data.encoding import collate, encode_classification, encode_tagged, global_batches
 from bertkit.data.tasks import PROBLEM_TYPES, load_task_data
 from bertkit.errors import BertkitError
 from bertkit.evaluate.scores import score
@@ -96,28 +96,16 @@ class FinetuneTask:
 
     def steps(self, state: dict | None, rank: int, world: int):
         cfg = self.cfg
-        micro_size = cfg.batch_size // cfg.accum
-        if micro_size % world:
-            raise BertkitError(f"batch_size / accum = {micro_size} does not split evenly over {world} processes")
-        per_rank = micro_size // world
-        epoch, index = (state["epoch"], state["index"]) if state else (0, 0)
         lengths = [len(x.ids) for x in self.train]
-        while True:
-            order = length_grouped_order(lengths, cfg.batch_size, np.random.default_rng([cfg.seed, epoch]),
-                                         cfg.group_by_length)
-            while index + cfg.batch_size <= len(order):  # the last, partial batch of an epoch is dropped
-                rows = [self.train[i] for i in order[index:index + cfg.batch_size]]
-                index += cfg.batch_size
-                norm = self._normaliser(rows)
-                micro = []
-                for m in range(cfg.accum):
-                    lo = m * micro_size + rank * per_rank
-                    batch = collate(rows[lo:lo + per_rank], self.pad_id, cfg.task, cfg.problem_type)
-                    batch["scale"] = torch.tensor(world / norm)
-                    micro.append(batch)
-                tokens = sum(len(x.ids) for x in rows)
-                yield Step(micro, tokens, {"epoch": epoch, "index": index})
-            epoch, index = epoch + 1, 0
+        for rows, micro, after in global_batches(lengths, cfg.batch_size, cfg.accum, cfg.seed, cfg.group_by_length,
+                                                 state, rank, world):
+            norm = self._normaliser([self.train[i] for i in rows])
+            batches = []
+            for part in micro:
+                batch = collate([self.train[i] for i in part], self.pad_id, cfg.task, cfg.problem_type)
+                batch["scale"] = torch.tensor(world / norm)
+                batches.append(batch)
+            yield Step(batches, sum(lengths[i] for i in rows), after)
 
     def _normaliser(self, rows: list[Encoded]) -> float:
         """What the global batch's summed loss is divided by, so it is a mean over the whole batch."""
@@ -176,7 +164,7 @@ def finetune(model_dir: str | Path, out: str | Path, cfg: FinetuneConfig, train_
 
     out = Path(out)
     train_kwargs = {k: v for k, v in train_cfg_kwargs.items() if v is not None}
-    TrainConfig(**{"best_metric": _default_metric(cfg), **train_kwargs, "max_steps": 1})  # bad options fail now
+    TrainConfig(**{"best_metric": default_metric(cfg), **train_kwargs, "max_steps": 1})  # bad options fail now
     splits, labels = load_task_data(cfg.task, train_file, dev_file, test_file, columns, cfg.problem_type)
     num_labels = 1 if cfg.problem_type == "regression" and cfg.task == "classification" else len(labels)
     torch.manual_seed(cfg.seed)  # the new head's initial weights
@@ -208,7 +196,7 @@ def finetune(model_dir: str | Path, out: str | Path, cfg: FinetuneConfig, train_
         check_recipe(out, "finetune_config.json", recipe, resume=resume, force=force)
     steps = max(1, int(round(cfg.epochs * task.steps_per_epoch)))
     defaults = {**TRAIN_DEFAULTS, "eval_every": task.steps_per_epoch, "save_every": task.steps_per_epoch,
-                "seed": cfg.seed, "best_metric": _default_metric(cfg)}
+                "seed": cfg.seed, "best_metric": default_metric(cfg)}
     train_cfg = TrainConfig(**{**defaults, **train_kwargs, "max_steps": steps})
     train(model, task, train_cfg, out, tokenizer=tok, labels=labels if labels and num_labels == len(labels) else None,
           reading=cfg.reading.to_dict(), resume=resume, progress_bar=progress)
@@ -232,7 +220,8 @@ def finetune(model_dir: str | Path, out: str | Path, cfg: FinetuneConfig, train_
     return results
 
 
-def _default_metric(cfg: FinetuneConfig) -> str:
+def default_metric(cfg: FinetuneConfig) -> str:
+    """The dev metric that picks the model kept: macro-F1, micro-F1 (multi-label), Pearson or entity / SQuAD F1."""
     if cfg.task in ("ner", "qa"):
         return "f1"
     return {"single_label": "macro_f1", "multi_label": "micro_f1", "regression": "pearson"}[cfg.problem_type]

@@ -1,7 +1,9 @@
-"""Losses, one per task head. Labels equal to IGNORE_INDEX take no part in a loss.
+"""Losses, one per task head, and distillation's (a student learning from a teacher's outputs). Labels equal to
+IGNORE_INDEX take no part in a loss.
 
-Shapes: B batch, T tokens, V vocab, L labels. reduction="sum" is what the recipes use: they divide by the global
-batch's count of targets themselves, so accumulation and several processes give the same gradient.
+Shapes: B batch, T tokens, V vocab, L labels, N rows (texts, or tokens of a tagger), C hidden, H heads.
+reduction="sum" is what the recipes use: they divide by the global batch's count of targets themselves, so
+accumulation and several processes give the same gradient.
 """
 
 from __future__ import annotations
@@ -55,3 +57,41 @@ def span_loss(start_logits: torch.Tensor, end_logits: torch.Tensor, start_positi
     end = end_positions.clamp(0, T - 1)
     return (F.cross_entropy(start_logits.float(), start, reduction=reduction)
             + F.cross_entropy(end_logits.float(), end, reduction=reduction)) / 2
+
+
+def soft_target_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float,
+                     problem_type: str = "single_label", reduction: str = "sum") -> torch.Tensor:
+    """Distillation's soft-target loss (Hinton et al., 2015) on logits (N, L) of the same rows, scaled by T^2 so that
+    its gradients keep their size whatever the temperature T:
+
+        single_label: T^2 * KL(softmax(teacher / T) || softmax(student / T)), per row
+        multi_label:  T^2 * BCE(sigmoid(student / T), target sigmoid(teacher / T)), per row and label
+
+    The teacher takes no gradient."""
+    s, t = student.float() / temperature, teacher.detach().float() / temperature
+    if problem_type == "multi_label":
+        loss = F.binary_cross_entropy_with_logits(s, t.sigmoid(), reduction=reduction)
+    elif problem_type == "single_label":
+        per_row = F.kl_div(s.log_softmax(-1), t.log_softmax(-1), log_target=True, reduction="none").sum(-1)  # (N,)
+        loss = per_row.sum() if reduction == "sum" else per_row.mean()
+    else:
+        raise ValueError(f"soft targets are for single_label or multi_label logits, not {problem_type!r}")
+    return loss * temperature ** 2
+
+
+def hidden_state_loss(student: torch.Tensor, teacher: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+    """Squared error between a student's hidden states (already projected to the teacher's width) and the
+    teacher's, (N, C) each for N real tokens (TinyBERT's hidden-state loss)."""
+    return F.mse_loss(student.float(), teacher.detach().float(), reduction=reduction)
+
+
+def attention_loss(student: torch.Tensor, teacher: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student) of attention distributions over the keys (MiniLM's attention loss), summed over heads
+    and the real queries. Probabilities (B, H, T, T), zero on padded keys; queries (B, T) bool, True at real
+    tokens. A student with other than the teacher's number of heads is compared on the mean over heads."""
+    s, t = student.float(), teacher.detach().float()
+    if s.shape[1] != t.shape[1]:
+        s, t = s.mean(1, keepdim=True), t.mean(1, keepdim=True)  # (B, 1, T, T)
+    # 0 * log 0 is 0 for the teacher; a student probability of exactly 0 (underflow) is floored
+    kl = (torch.xlogy(t, t) - t * s.clamp_min(1e-30).log()).sum(-1)  # (B, H, T)
+    return (kl * queries[:, None, :]).sum()

@@ -2,7 +2,9 @@
 stop on steps / tokens / a wall-clock budget, a guard against non-finite losses, exact resume, DDP.
 
 A task plugs in through a small object (see `Task`): it hands out the micro-batches of each optimiser step
-and turns one micro-batch into a loss. Everything else is here, once.
+and turns one micro-batch into a loss. Everything else is here, once. The model trained is usually the model
+saved; a task may instead train a wrapper that names the model to save `saved_model` (distillation: a student
+beside a frozen teacher), and then checkpoints hold that model plus the wrapper's other trainable weights.
 
 Exact resume: a checkpoint holds the weights, the optimiser, the step/token/time counters, the global torch
 RNG (dropout) and the task's own state (data position, masking RNG). Runs stopped by steps or tokens resume
@@ -222,6 +224,19 @@ def file_fingerprint(path: str | Path | None) -> str | None:
     return f"{path.resolve()} ({path.stat().st_size} bytes, sha1 {h.hexdigest()[:12]})"
 
 
+def _saved(model: nn.Module) -> nn.Module:
+    """The model a run writes (checkpoints, best/, model/): the model trained, or the one a training wrapper names
+    `saved_model`."""
+    return getattr(model, "saved_model", model)
+
+
+def _extra_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """What a training wrapper trains besides its saved model (distillation's projections), by name; kept in
+    train_state.pt so that a resumed run has them. Frozen weights (a teacher's) are not kept."""
+    inner = {id(p) for p in _saved(model).parameters()}
+    return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad and id(p) not in inner}
+
+
 def _checkpoints(run_dir: Path) -> list[Path]:
     return sorted((run_dir / "checkpoints").glob("step_*"))
 
@@ -380,7 +395,7 @@ def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: str | Path
                     prog = replace(prog, best=value, bad_evals=0)
                     if main:
                         write_atomically(run_dir / "best",
-                                         lambda tmp: write_model_files(tmp, core, tokenizer, labels, reading))
+                                         lambda tmp: write_model_files(tmp, _saved(core), tokenizer, labels, reading))
                 else:
                     prog = replace(prog, bad_evals=prog.bad_evals + 1)
                     if config.patience and prog.bad_evals >= config.patience:
@@ -398,7 +413,8 @@ def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: str | Path
         if config.best_metric and (run_dir / "best").is_dir():
             write_atomically(run_dir / "model", lambda tmp: shutil.copytree(run_dir / "best", tmp, dirs_exist_ok=True))
         else:
-            write_atomically(run_dir / "model", lambda tmp: write_model_files(tmp, core, tokenizer, labels, reading))
+            write_atomically(run_dir / "model",
+                             lambda tmp: write_model_files(tmp, _saved(core), tokenizer, labels, reading))
     if world > 1:
         dist.barrier()
     return last_eval
@@ -409,8 +425,9 @@ def _save_checkpoint(run_dir: Path, model: nn.Module, tokenizer, labels, reading
     target = run_dir / "checkpoints" / f"step_{prog.step:08d}"
 
     def write(tmp: Path) -> None:
-        write_model_files(tmp, model, tokenizer, labels, reading)
+        write_model_files(tmp, _saved(model), tokenizer, labels, reading)
         torch.save({"optimizer": optimizer.state_dict(), "progress": asdict(prog), "task": task_state,
+                    "extra_weights": _extra_weights(model),
                     "torch_rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
                    tmp / "train_state.pt")
@@ -421,16 +438,24 @@ def _save_checkpoint(run_dir: Path, model: nn.Module, tokenizer, labels, reading
 
 
 def _load_checkpoint(folder: Path, model: nn.Module, optimizer) -> tuple[Progress, dict]:
-    saved = load_model(folder).model
-    if saved.config != model.config or saved.task != model.task:
+    saved, target = load_model(folder).model, _saved(model)
+    if saved.config != target.config or saved.task != target.task:
         raise BertkitError(f"{folder}: this checkpoint is of another model config "
                            f"({saved.task}, {saved.config.to_dict()}) than the run asks for; resume with "
                            "the same options, or start a new --out")
-    load_state(model, saved.state_dict(), folder / WEIGHTS)
+    load_state(target, saved.state_dict(), folder / WEIGHTS)
     try:
         state = torch.load(folder / "train_state.pt", map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
         raise BertkitError(f"{folder / 'train_state.pt'}: unreadable ({type(e).__name__})") from None
+    extra, expected = state.get("extra_weights", {}), _extra_weights(model)
+    if set(extra) != set(expected) or any(extra[k].shape != v.shape for k, v in expected.items()):
+        raise BertkitError(f"{folder}: this checkpoint has other trained weights beside the model "
+                           f"({', '.join(extra) or 'none'}) than the run asks for; resume with the same options, or "
+                           "start a new --out")
+    with torch.no_grad():
+        for name, value in expected.items():
+            value.copy_(extra[name])
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["torch_rng"])
     if torch.cuda.is_available() and state["cuda_rng"]:

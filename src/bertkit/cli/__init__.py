@@ -1,7 +1,7 @@
 """`bertkit <verb>`: thin argument parsing over the library, one module per pipeline stage. A user's mistake
 prints one line and exits 2. Options of a long verb can also come from `--config FILE` (TOML or JSON; flags win).
 
-    cli/data.py      tokenizer, prepare, data          cli/train.py    pretrain, finetune, baseline
+    cli/data.py      tokenizer, prepare, data          cli/train.py    pretrain, finetune, distill, baseline
     cli/infer.py     predict, evaluate                 cli/inspect.py  explain, embed, similar
     cli/models.py    convert, info, export             cli/demo.py     demo
     cli/serve.py     serve

@@ -1,5 +1,6 @@
-"""Training verbs: `pretrain` (MLM + NSP from scratch), `finetune` (a task head on a model), `baseline` (TF-IDF +
-logistic regression on the same files). Their options are the fields of the configs they fill."""
+"""Training verbs: `pretrain` (MLM + NSP from scratch), `finetune` (a task head on a model), `distill` (a fine-tuned
+model into a smaller student), `baseline` (TF-IDF + logistic regression on the same files). Their options are the
+fields of the configs they fill."""
 
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ FINETUNE_FIELDS = ["task", "problem_type", "batch_size", "accum", "epochs", "gro
                    "eval_batch_size", "seed"]
 READING_FIELDS = ["max_length", "window_stride", "window_pool", "doc_stride", "max_answer_length", "threshold"]
 FINETUNE_TRAIN_FIELDS = ["lr", "warmup", "weight_decay", "bf16", "best_metric", "patience", "eval_every"]
+DISTILL_FIELDS = ["student", "student_layers", "temperature", "soft_weight", "hard_weight", "hidden_weight",
+                  "attention_weight", "cache_teacher", "augment", "augment_rate", "augment_mlm", "control"]
+DISTILL_FINETUNE_FIELDS = ["batch_size", "accum", "epochs", "group_by_length", "eval_batch_size", "seed"]
+DISTILL_READING_FIELDS = ["max_length", "window_stride", "window_pool", "threshold"]
 PRETRAIN_FLAGS = {"whole_word": ("--whole-word", "--wwm")}
 TRAIN_FLAGS = {"max_steps": "--steps", "max_tokens": "--tokens", "budget_minutes": "--budget",
                "keep_checkpoints": "--keep"}
@@ -29,6 +34,7 @@ TRAIN_FLAGS = {"max_steps": "--steps", "max_tokens": "--tokens", "budget_minutes
 
 def register(verbs) -> None:
     from bertkit.data.tasks import PROBLEM_TYPES
+    from bertkit.distill import DistillConfig
     from bertkit.finetune import TASKS, TRAIN_DEFAULTS, FinetuneConfig
     from bertkit.inference.reading import WINDOW_POOLS, Reading
     from bertkit.optim import SCHEDULES
@@ -61,6 +67,23 @@ def register(verbs) -> None:
     add_columns(ft)
     _add_run_options(ft)
     ft.set_defaults(func=finetune)
+
+    ds = verbs.add_parser("distill", help="distil a fine-tuned classifier or tagger into a smaller, faster student")
+    ds.add_argument("teacher", help="a fine-tuned classifier or NER tagger (a finetune run's model/, or a Hugging Face "
+                    "one)")
+    ds.add_argument("--train", required=True, help="CSV/TSV/JSON lines (classification) or CoNLL/JSON lines (ner), "
+                    "labelled as the teacher was trained")
+    ds.add_argument("--dev", help="dev file (default: split from --train by the project rule)")
+    ds.add_argument("--test", help="test file (the report measures on it, else on dev)")
+    ds.add_argument("--out", required=True, help="run directory: model/ (the student), metrics.json, report.md, "
+                    "report.json, metrics.jsonl, control/")
+    add_fields(ds, DistillConfig, DISTILL_FIELDS)
+    add_fields(ds, FinetuneConfig, DISTILL_FINETUNE_FIELDS)
+    add_fields(ds, Reading, DISTILL_READING_FIELDS, choices={"window_pool": WINDOW_POOLS})
+    add_fields(ds, TrainConfig, FINETUNE_TRAIN_FIELDS, defaults=TRAIN_DEFAULTS)
+    add_columns(ds)
+    _add_run_options(ds)
+    ds.set_defaults(func=distill)
 
     bl = verbs.add_parser("baseline", help="TF-IDF + logistic regression on the same task files")
     bl.add_argument("--task", default="classification", choices=["classification", "ner"])
@@ -129,6 +152,28 @@ def finetune(args: argparse.Namespace) -> None:
         mark(args.out, "finetune")
         print(json.dumps({k: headline(v) for k, v in results.items() if k in ("dev", "test")}, indent=2))
         print(f"model: {Path(args.out) / 'model'}; all metrics: {Path(args.out) / 'metrics.json'}")
+
+
+def distill(args: argparse.Namespace) -> None:
+    from bertkit.distill import DistillConfig, distill as run_distillation
+    from bertkit.finetune import FinetuneConfig
+    from bertkit.inference.reading import Reading
+    from bertkit.trainer import TrainConfig
+    if rank() == 0:
+        models = [p for p in (args.teacher, args.student, args.augment_mlm) if p and Path(p).is_dir()]
+        claim(args.out, "distill", overwrite=args.overwrite, inputs=models, run=True)
+    recipe = FinetuneConfig(**given(args, FinetuneConfig, DISTILL_FINETUNE_FIELDS),
+                            reading=Reading(**given(args, Reading, DISTILL_READING_FIELDS)))
+    cfg = DistillConfig(**given(args, DistillConfig, DISTILL_FIELDS), finetune=recipe)
+    results = run_distillation(args.teacher, args.out, cfg, given(args, TrainConfig, FINETUNE_TRAIN_FIELDS),
+                               args.train, args.dev, args.test, columns(args), resume=args.resume, force=args.force,
+                               progress=not args.quiet)
+    if rank() == 0:
+        mark(args.out, "distill")
+        shown = {k: headline(v) for k, v in results.items() if k in ("dev", "test")}
+        shown["teacher"] = {k: headline(v) for k, v in results["teacher"].items()}
+        print(json.dumps({**shown, "student_against_teacher": results["report"]["ratios"]}, indent=2))
+        print(f"student: {Path(args.out) / 'model'}; report: {Path(args.out) / 'report.md'}")
 
 
 def baseline(args: argparse.Namespace) -> None:

@@ -6,9 +6,12 @@ targets: a class id, a 0/1 vector or a value per text (its windows share it), ta
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 
+from bertkit.errors import BertkitError
 from bertkit.inference.batches import Encoded, collate_inputs, encode_texts
 from bertkit.objectives import IGNORE_INDEX
 from bertkit.tokenizer import Tokenizer
@@ -58,9 +61,11 @@ def encode_tagged(tokenizer: Tokenizer, sentences, tags: list[str], max_length: 
 
 
 def collate(items: list[Encoded], pad_id: int, task: str, problem_type: str) -> dict[str, torch.Tensor]:
-    """collate_inputs plus "labels" shaped for the task's loss (see bertkit.objectives)."""
+    """collate_inputs plus "labels" shaped for the task's loss (see bertkit.objectives). A classification row
+    without a target (an augmented text in distillation) among labelled ones gets IGNORE_INDEX targets."""
     batch = collate_inputs(items, pad_id)
-    if items[0].target is None:
+    labelled = [x for x in items if x.target is not None]
+    if not labelled:
         return batch
     B, T = batch["input_ids"].shape
     if task == "qa":
@@ -70,9 +75,10 @@ def collate(items: list[Encoded], pad_id: int, task: str, problem_type: str) -> 
         for i, x in enumerate(items):
             labels[i, :len(x.target)] = torch.tensor(x.target)
     elif problem_type == "single_label":
-        labels = torch.tensor([x.target for x in items], dtype=torch.long)
-    else:
-        labels = torch.tensor([x.target for x in items], dtype=torch.float32)
+        labels = torch.tensor([IGNORE_INDEX if x.target is None else x.target for x in items], dtype=torch.long)
+    else:  # (B, L) 0/1 or (B,) values
+        none = [IGNORE_INDEX] * len(labelled[0].target) if isinstance(labelled[0].target, list) else IGNORE_INDEX
+        labels = torch.tensor([none if x.target is None else x.target for x in items], dtype=torch.float32)
     batch["labels"] = labels
     return batch
 
@@ -88,3 +94,24 @@ def length_grouped_order(lengths: list[int], batch_size: int, rng: np.random.Gen
         part = sorted(order[start:start + chunk].tolist(), key=lambda i: lengths[i])
         batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
     return [i for b in (batches[j] for j in rng.permutation(len(batches))) for i in b]
+
+
+def global_batches(lengths: list[int], batch_size: int, accum: int, seed: int, group: bool, state: dict | None,
+                   rank: int, world: int) -> Iterator[tuple[list[int], list[list[int]], dict]]:
+    """The optimiser steps of a fine-tuning run, endlessly, from `state` (None: the start): for each step, the
+    example indices of its global batch, this process's share of each micro-step, and the state after the step
+    ({"epoch", "index"}, for checkpoints). Each epoch is a length_grouped_order seeded by (seed, epoch); its last,
+    partial batch is dropped."""
+    micro_size = batch_size // accum
+    if micro_size % world:
+        raise BertkitError(f"batch_size / accum = {micro_size} does not split evenly over {world} processes")
+    per_rank = micro_size // world
+    epoch, index = (state["epoch"], state["index"]) if state else (0, 0)
+    while True:
+        order = length_grouped_order(lengths, batch_size, np.random.default_rng([seed, epoch]), group)
+        while index + batch_size <= len(order):
+            rows = order[index:index + batch_size]
+            index += batch_size
+            micro = [rows[lo:lo + per_rank] for lo in (m * micro_size + rank * per_rank for m in range(accum))]
+            yield rows, micro, {"epoch": epoch, "index": index}
+        epoch, index = epoch + 1, 0

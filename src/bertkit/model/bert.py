@@ -28,7 +28,7 @@ class EncoderOutput(NamedTuple):
     hidden: torch.Tensor  # (B, T, C) last layer
     pooled: torch.Tensor | None  # (B, C) tanh(Linear([CLS])), None when the model has no pooler
     hidden_states: list[torch.Tensor] | None  # num_layers + 1 tensors (B, T, C): embeddings, then each block
-    attentions: list[torch.Tensor] | None  # num_layers tensors (B, H, T, T), eager backend only
+    attentions: list[torch.Tensor] | None  # num_layers tensors (B, H, T, T), any backend (plain ops then)
 
 
 def activation(name: str):
@@ -120,12 +120,13 @@ class Attention(nn.Module):
         """x (B, T, C), or (N, C) real tokens packed as `packed` says; mask (B, 1, 1, T) bool, True where a key may
         be attended, or None for no padding. first_only: only position 0 ([CLS]) queries; the output is (B, C).
 
-        Returns the attention output shaped like x and, when asked (eager only), the probabilities (B, H, T, T).
+        Returns the attention output shaped like x and, when asked, the probabilities (B, H, T, T): a layer asked
+        for them attends in the padded layout, the only one that has them whole.
         """
         H, D = self.num_heads, self.head_dim
         C = H * D
         qkv = self.qkv(x)  # (B, T, 3C) or (N, 3C)
-        if packed is not None and packed.starts is not None and self.varlen:
+        if packed is not None and packed.starts is not None and self.varlen and not need_probs:
             # CPU: per sequence, except when training under bf16 autocast, where batched bf16 products in the
             # padded layout beat the fp32 per-sequence ones (BERT-small pre-training: 2,966 vs 2,684 tokens/s; in
             # fp32 per sequence wins, 1,532 vs 1,431; in inference by up to 2.4x).
@@ -272,6 +273,9 @@ class Bert(nn.Module):
         cls_only: the caller reads position 0 ([CLS]) only, as a pooled head does, so the last layer computes
         just that position (its keys and values still come from every token): the same pooled output for about
         one layer less work. hidden is then (B, 1, C).
+
+        output_hidden_states / output_attentions: every layer's output / attention probabilities too, from the
+        same (unpadded, when config.unpad) execution; hidden states are zero at padding, as `hidden` is.
         """
         B, T = input_ids.shape
         if T > self.config.max_position_embeddings:
@@ -284,7 +288,7 @@ class Bert(nn.Module):
             mask = attention_mask.bool().view(B, 1, 1, T)  # (B, 1, 1, T) broadcast over heads and queries
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, C)
         packed = None
-        if self.config.unpad and mask is not None and not (output_attentions or output_hidden_states):
+        if self.config.unpad and mask is not None:
             # Every layer but attention works per token: run them on the N real tokens only.
             packed = packing(attention_mask)
             x = unpad(x, packed)  # (N, C)
@@ -306,6 +310,8 @@ class Bert(nn.Module):
             x = x.unsqueeze(1)  # (B, 1, C)
         elif packed is not None:
             x = pad(x, packed)  # (B, T, C), zeros at padding
+        if hidden_states is not None and packed is not None:
+            hidden_states = [pad(h, packed) for h in hidden_states]  # each (B, T, C), zeros at padding
         pooled = torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None  # (B, C)
         return EncoderOutput(x, pooled, hidden_states, attentions)
 

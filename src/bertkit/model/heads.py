@@ -109,8 +109,11 @@ class BertForSequenceClassification(nn.Module):
         init_weights(self, config.initializer_range)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
-        pooled = self.bert(input_ids, attention_mask, token_type_ids, cls_only=True).pooled  # (B, C)
-        return self.classifier(self.dropout(pooled))  # (B, L)
+        return self.head(self.bert(input_ids, attention_mask, token_type_ids, cls_only=True))
+
+    def head(self, out: EncoderOutput) -> torch.Tensor:
+        """The logits (B, L) from the encoder's output (distillation reads its hidden states beside them)."""
+        return self.classifier(self.dropout(out.pooled))  # (B, L)
 
 
 class BertForTokenClassification(nn.Module):
@@ -128,8 +131,11 @@ class BertForTokenClassification(nn.Module):
         init_weights(self, config.initializer_range)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
-        hidden = self.bert(input_ids, attention_mask, token_type_ids).hidden  # (B, T, C)
-        return self.classifier(self.dropout(hidden))  # (B, T, L)
+        return self.head(self.bert(input_ids, attention_mask, token_type_ids))
+
+    def head(self, out: EncoderOutput) -> torch.Tensor:
+        """The logits (B, T, L) from the encoder's output."""
+        return self.classifier(self.dropout(out.hidden))  # (B, T, L)
 
 
 class BertForQuestionAnswering(nn.Module):

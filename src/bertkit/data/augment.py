@@ -1,0 +1,148 @@
+"""Data augmentation for distillation (TinyBERT, Jiao et al., 2020): variants of each training text with some of
+its words replaced by what a masked language model proposes in their place. The teacher labels the variants
+softly; they carry no human label.
+
+A word is what the MLM's tokenizer splits a text into (a run of letters or digits, a CJK character, a punctuation
+mark); only words with a letter or digit are replaced. A variant replaces round(rate x words) of them (at least
+one), chosen at random: each becomes a single [MASK], and one forward pass for all the variants of a batch gives
+the MLM's distribution at every mask, from which the replacement is drawn among the top_k whole-word tokens (no
+## pieces, special tokens or the word itself), in proportion to their probabilities. Seeded: the same texts,
+model and seed give the same variants.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from bertkit.checkpoint import Loaded, load_model, read_weights
+from bertkit.errors import BertkitError
+from bertkit.inference.batches import Encoded, collate_inputs
+from bertkit.tokenizer import Tokenizer
+
+
+@dataclass
+class Variant:
+    """One augmented text."""
+
+    source: int
+    """Index of the text it was made from."""
+    text: str
+    replaced: list[tuple[str, str]]
+    """(word, replacement) for each replaced word, in text order."""
+
+
+def load_masked_lm(folder: str | Path, *, required: bool = True) -> Loaded | None:
+    """The masked language model of a folder: its MLM head must be in its weights (a pre-trained BERT, or a
+    fine-tuned folder that kept it). None when it has none and not `required`."""
+    folder = Path(folder)
+    loaded = load_model(folder)
+    if loaded.model.task not in ("masked_lm", "pretraining"):
+        weights = next((folder / n for n in ("model.safetensors", "pytorch_model.bin") if (folder / n).is_file()), None)
+        has_head = weights is not None and any(k.removeprefix("bert.").startswith("cls.predictions.")
+                                               for k in read_weights(weights))
+        if not has_head:
+            if required:
+                raise BertkitError(f"{folder} has no masked-LM head to propose words; give a BERT that has one "
+                                   "(a pre-trained model)")
+            return None
+        loaded = load_model(folder, task="masked_lm")
+    if loaded.tokenizer is None:
+        raise BertkitError(f"{folder} has no tokenizer files")
+    return loaded
+
+
+@torch.no_grad()
+def augment_texts(texts: list[str], mlm: nn.Module, tokenizer: Tokenizer, n: int, rate: float = 0.2,
+                  seed: int = 0, max_length: int = 128, top_k: int = 8, batch_size: int = 64) -> list[Variant]:
+    """n variants of each text (its words within max_length tokens replaced as the module docstring says), in
+    text order; a text without a word to replace gets none."""
+    if not 0 < rate <= 1:
+        raise BertkitError(f"the augmentation rate must be in (0, 1], got {rate}")
+    rng = np.random.default_rng(seed)
+    mlm.eval()
+    device = next(mlm.parameters()).device
+    vocab_size = mlm.config.vocab_size
+    # tokens never proposed: specials, word pieces, anything without a letter or digit, ids the tokenizer lacks
+    banned = torch.ones(vocab_size, dtype=torch.bool)
+    for token, i in tokenizer.vocab().items():
+        if i < vocab_size and not token.startswith("##") and any(c.isalnum() for c in token):
+            banned[i] = False
+    banned[tokenizer.special_ids] = True
+
+    plans = []  # (source, ids with [MASK]s, character spans of the masked words)
+    for d, (text, enc) in enumerate(zip(texts, tokenizer.encode_all(texts, max_length=max_length))):
+        words: dict[int, list[int]] = {}  # word -> its token positions
+        for pos, w in enumerate(enc.word_ids):
+            if w is not None:
+                words.setdefault(w, []).append(pos)
+        spans = {w: (enc.offsets[p[0]][0], enc.offsets[p[-1]][1]) for w, p in words.items()}
+        candidates = [w for w, (a, b) in spans.items() if any(c.isalnum() for c in text[a:b])]
+        if not candidates or tokenizer.mask_id in enc.ids:  # a literal [MASK] would take a proposal of its own
+            continue
+        k = max(1, round(rate * len(candidates)))
+        for _ in range(n):
+            chosen = {int(w) for w in rng.choice(candidates, size=k, replace=False)}
+            ids = [tokenizer.mask_id if w in chosen else t for p, (t, w) in enumerate(zip(enc.ids, enc.word_ids))
+                   if w not in chosen or p == words[w][0]]  # a masked word is one [MASK], whatever its pieces
+            plans.append((d, ids, [spans[w] for w in sorted(chosen)]))
+
+    variants: list[Variant | None] = [None] * len(plans)
+    order = sorted(range(len(plans)), key=lambda i: len(plans[i][1]))
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        batch = collate_inputs([Encoded(plans[i][1], [0] * len(plans[i][1])) for i in idx], tokenizer.pad_id)
+        masks = batch["input_ids"] == tokenizer.mask_id  # (B, T), the masks in row order
+        logits = mlm(*(batch[k].to(device) for k in ("input_ids", "attention_mask", "token_type_ids")),
+                     mlm_mask=masks.to(device))
+        logits = (logits[0] if isinstance(logits, tuple) else logits).float().cpu()  # (masks, V)
+        logits[:, banned] = float("-inf")
+        row = 0
+        for i in idx:
+            source, _, spans = plans[i]
+            text = texts[source]
+            replaced = []
+            for a, b in spans:
+                scores = logits[row]
+                row += 1
+                for form in {text[a:b], text[a:b].lower()}:  # never the word itself
+                    own = tokenizer.token_to_id(form)
+                    if own is not None and own < vocab_size:
+                        scores[own] = float("-inf")
+                top = scores.topk(top_k)
+                keep = torch.isfinite(top.values)
+                p = top.values[keep].softmax(-1).double().numpy()
+                pick = int(top.indices[keep][rng.choice(len(p), p=p / p.sum())])
+                replaced.append((text[a:b], tokenizer.id_to_token(pick)))
+            new = text
+            for (a, b), (_, word) in sorted(zip(spans, replaced), reverse=True):  # from the end: offsets stay valid
+                new = new[:a] + word + new[b:]
+            variants[i] = Variant(source, new, replaced)
+    return variants
+
+
+def write_variants(path: Path, variants: list[Variant], pairs: list[str | None] | None = None) -> None:
+    """augmented.jsonl: one variant per line, {"source", "text", "replaced"} (and "pair": the source's second
+    text, unchanged), for a user to read."""
+    lines = []
+    for v in variants:
+        record = asdict(v) | ({"pair": pairs[v.source]} if pairs and pairs[v.source] is not None else {})
+        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text("".join(lines), encoding="utf-8")
+    tmp.replace(path)
+
+
+def read_variants(path: Path) -> list[Variant]:
+    """The variants an earlier run wrote (write_variants)."""
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        out.append(Variant(record["source"], record["text"], [tuple(r) for r in record["replaced"]]))
+    return out

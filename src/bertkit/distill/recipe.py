@@ -1,0 +1,222 @@
+"""The distillation recipe: a fine-tuned teacher (classifier or tagger) teaches a smaller student on the one
+training loop, and the run ends with a report comparing them.
+
+Steps: load the teacher and check it (a classifier or tagger with label names), the data (its labels must be the
+teacher's) and the student (made from the teacher or a preset, or loaded, sharing the teacher's vocabulary);
+optionally augment the training texts and cache the teacher's logits; train `Distiller` with `DistillTask` through
+trainer.train (bf16 autocast, checkpoints, exact --resume, the best dev model kept); optionally train the control
+(the same student on the labels alone); score everything on dev and test and write the report.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from dataclasses import asdict, fields, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bertkit.checkpoint import Loaded, load_model, write_model_card
+from bertkit.config import DEFAULT_MAX_LENGTH, BertConfig
+from bertkit.data.augment import Variant, augment_texts, load_masked_lm, read_variants, write_variants
+from bertkit.data.tasks import Example, load_task_data
+from bertkit.distill.report import write_report
+from bertkit.distill.student import SHAPES, Distiller, layer_map, load_student, make_student
+from bertkit.distill.task import CACHE, DistillConfig, DistillTask, teacher_logits
+from bertkit.errors import BertkitError
+from bertkit.evaluate.scores import score
+from bertkit.finetune import HEADS, TRAIN_DEFAULTS, FinetuneConfig, default_metric, encode_split
+from bertkit.inference.batches import forward
+from bertkit.inference.reading import Reading
+from bertkit.tokenizer import Tokenizer
+from bertkit.trainer import TrainConfig, check_recipe, file_fingerprint, train
+
+TASKS = {"sequence_classification": "classification", "token_classification": "ner"}
+"""The teachers distillation takes (saved head -> recipe task)."""
+AUGMENTED = "augmented.jsonl"
+
+
+def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, train_cfg_kwargs: dict, train_file,
+            dev_file=None, test_file=None, columns: dict | None = None, *, resume: bool = False,
+            force: bool = False, progress: bool = True) -> dict:
+    """Distil a fine-tuned classifier or tagger into a student; returns (and writes into `out`) the metrics:
+    out/model (the student, a model directory), metrics.json, report.json and report.md, and with cfg.control the
+    control run in out/control. train_cfg_kwargs: TrainConfig options (lr, bf16, ...; fine-tuning's defaults).
+
+    resume: continue the run in `out` from its last checkpoint; the data and options must be those it was started
+    with, unless force (see trainer.check_recipe)."""
+
+    out = Path(out)
+    teacher_dir = Path(teacher_dir)
+    train_kwargs = {k: v for k, v in train_cfg_kwargs.items() if v is not None}
+    loaded = load_model(teacher_dir)
+    teacher, tok, labels = _check_teacher(loaded, teacher_dir)
+    ft = replace(cfg.finetune, task=TASKS[teacher.task], problem_type=getattr(teacher, "problem_type", "single_label"),
+                 reading=_reading(cfg.finetune.reading, loaded.reading, teacher.config, teacher_dir))
+    cfg = replace(cfg, finetune=ft)
+    TrainConfig(**{"best_metric": default_metric(ft), **train_kwargs, "max_steps": 1})  # bad options fail now
+    if cfg.augment and ft.task == "ner":
+        raise BertkitError("--augment makes variants of texts for classification; NER augmentation is not supported")
+    splits, data_labels = load_task_data(ft.task, train_file, dev_file, test_file, columns, ft.problem_type)
+    unknown = [x for x in data_labels if x not in labels]
+    if unknown:
+        raise BertkitError(f"{train_file}: label {unknown[0]!r} is not one of the teacher's labels "
+                           f"({', '.join(labels[:20])}); distil on data labelled as the teacher was trained")
+
+    torch.manual_seed(ft.seed)  # the student's new weights and the projection
+    student, init = _student(cfg, teacher, tok, teacher_dir)
+    ft.reading.for_model(student.config, cfg.student)  # a student that cannot read as far is an error now
+    mlm = None
+    if cfg.augment and not (resume and (out / AUGMENTED).is_file()):
+        mlm = _masked_lm(cfg, teacher_dir)
+    control_student = copy.deepcopy(student) if cfg.control else None
+    teacher.config.unpad = True  # the teacher runs on real tokens only too (not saved)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    teacher.to(device)
+    if progress:
+        print(f"student: {student.config.num_layers} layers x {student.config.hidden_size} wide; {init}")
+        for note in loaded.notes:
+            print(f"note: teacher: {note}")
+
+    files = {name: file_fingerprint(path) for name, path in (("train", train_file), ("dev", dev_file),
+                                                              ("test", test_file))}
+    if int(os.environ.get("RANK", "0")) == 0 and (resume or not (out / "checkpoints").is_dir()):
+        recipe = {"teacher": str(teacher_dir.resolve()), "student": _where(cfg.student), "data": files,
+                  "columns": columns or {}, "distill": asdict(cfg), "train": train_kwargs}
+        check_recipe(out, "distill_config.json", recipe, resume=resume, force=force)
+
+    encoded = {name: encode_split(tok, part, ft.task, ft.problem_type, labels, ft.reading)
+               for name, part in splits.items()}
+    train_items = list(encoded["train"][0])
+    started = time.perf_counter()
+    variants = []
+    if cfg.augment:
+        variants = _augment(splits["train"], cfg, mlm, out / AUGMENTED, ft.reading, device)
+        augmented = [Example(v.text, splits["train"][v.source].pair) for v in variants]
+        train_items += encode_split(tok, augmented, ft.task, ft.problem_type, labels, ft.reading)[0]
+    bf16 = bool(train_kwargs.get("bf16"))
+    cached = None
+    if cfg.cache_teacher:
+        cached = teacher_logits(teacher, train_items, tok.pad_id, ft.eval_batch_size, bf16, out / CACHE, resume)
+
+    def scores(model: nn.Module, name: str) -> dict:
+        items, context = encoded[name]
+        logits = forward(model, items, tok.pad_id, ft.eval_batch_size)
+        return score(items, logits, ft.task, ft.problem_type, labels, ft.reading, context)
+
+    hidden = layer_map(student.config.num_layers, teacher.config.num_layers) if cfg.hidden_weight else []
+    needed = cfg.soft_weight or cfg.hidden_weight or cfg.attention_weight  # else the labels alone teach
+    model = Distiller(student, teacher if needed else None, hidden, attention=bool(cfg.attention_weight))
+    task = DistillTask(train_items, cfg, tok.pad_id, len(labels), lambda m: scores(m, "dev"), cached)
+    _train(model, task, ft, train_kwargs, out, tok, labels, resume, progress)
+    seconds = time.perf_counter() - started
+
+    results = {"task": ft.task, "problem_type": ft.problem_type, "labels": labels, "student_init": init,
+               "train_examples": len(encoded["train"][0]), "augmented_examples": len(variants),
+               "reading": ft.reading.to_dict(), "seconds": round(seconds, 1)}
+    best = load_model(out / "model").model.to(device)
+    for name in ("dev", "test"):
+        if encoded[name][0]:
+            results[name] = scores(best, name)
+    results["teacher"] = {name: scores(teacher, name) for name in ("dev", "test") if encoded[name][0]}
+    control = None
+    if control_student is not None:  # the same student on the labels alone: no teacher, no augmented texts
+        hard_only = replace(cfg, soft_weight=0.0, hard_weight=1.0, hidden_weight=0.0, attention_weight=0.0,
+                            augment=0, cache_teacher=False)
+        started = time.perf_counter()
+        task = DistillTask(encoded["train"][0], hard_only, tok.pad_id, len(labels), lambda m: scores(m, "dev"))
+        _train(Distiller(control_student, None), task, ft, train_kwargs, out / "control", tok, labels,
+               resume and (out / "control" / "checkpoints").is_dir(), progress)
+        control = load_model(out / "control" / "model").model.to(device)
+        results["control"] = {name: scores(control, name) for name in ("dev", "test") if encoded[name][0]}
+        results["control"]["seconds"] = round(time.perf_counter() - started, 1)
+    (out / "metrics.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_model_card(out / "model", task=HEADS[ft.task], labels=labels, reading=ft.reading.to_dict(),
+                     data={"distilled from": str(teacher_dir), **{k: v for k, v in files.items() if v}},
+                     metrics={k: results[k] for k in ("dev", "test") if k in results})
+    from bertkit.plots import plot_training
+    plot_training(out / "metrics.jsonl", out / "curves.png")
+
+    split = "test" if encoded["test"][0] else "dev"
+    results["report"] = write_report(out, {"teacher": (teacher, teacher_dir), "student": (best, out / "model"),
+                                           **({"control": (control, out / "control" / "model")} if control else {})},
+                                     encoded[split], split, ft, labels, tok.pad_id, results)
+    return results
+
+
+def _student(cfg: DistillConfig, teacher: nn.Module, tok: Tokenizer, teacher_dir: Path) -> tuple[nn.Module, str]:
+    """The student cfg.student names (made from the teacher or a preset, or loaded), and how it was initialised."""
+    if cfg.student in SHAPES:
+        return make_student(teacher, cfg.student, cfg.student_layers)
+    if Path(cfg.student).is_dir():
+        return load_student(cfg.student, teacher, tok, teacher_dir)
+    raise BertkitError(f"--student {cfg.student!r}: neither teacher, a preset ({', '.join(SHAPES[1:])}) nor a "
+                       "model directory")
+
+
+def _check_teacher(loaded: Loaded, where: Path) -> tuple[nn.Module, Tokenizer, list[str]]:
+    """(model, tokenizer, labels) of a teacher fit to distil: a fine-tuned classifier (single- or multi-label) or
+    tagger, with its tokenizer."""
+    model = loaded.model
+    if model.task not in TASKS:
+        raise BertkitError(f"{where} holds a {model.task} model, not a fine-tuned classifier or tagger; distil a "
+                           "model made by `bertkit finetune` (text classification or NER)")
+    if getattr(model, "problem_type", "single_label") == "regression":
+        raise BertkitError(f"{where} is a regression model; distillation covers single- and multi-label "
+                           "classification and NER")
+    if loaded.tokenizer is None:
+        raise BertkitError(f"{where} has no tokenizer files")
+    labels = loaded.labels or [f"LABEL_{i}" for i in range(model.num_labels)]
+    return model, loaded.tokenizer, labels
+
+
+def _reading(given: Reading, saved: dict, config: BertConfig, where: Path) -> Reading:
+    """How the student reads: each setting as given where it is not the default, else as the teacher was saved
+    to read, completed for the teacher (whose positions bound the student's)."""
+    default, teacher = Reading(), Reading.from_dict(saved or {}, where / "bertkit.json")
+    merged = {f.name: getattr(given if getattr(given, f.name) != getattr(default, f.name) else teacher, f.name)
+              for f in fields(Reading)}
+    return Reading(**merged).for_model(config, where, DEFAULT_MAX_LENGTH)
+
+
+def _where(student: str) -> str:
+    return student if student in SHAPES else str(Path(student).resolve())
+
+
+def _masked_lm(cfg: DistillConfig, teacher_dir: Path) -> Loaded:
+    """The masked LM that proposes words for --augment: --augment-mlm's, else the teacher folder's own MLM head."""
+    mlm = load_masked_lm(cfg.augment_mlm) if cfg.augment_mlm else load_masked_lm(teacher_dir, required=False)
+    if mlm is None:
+        raise BertkitError(f"{teacher_dir} has no masked-LM head to propose words for --augment; give "
+                           "--augment-mlm MODEL_DIR (a pre-trained BERT, such as the one the teacher was fine-tuned "
+                           "from)")
+    return mlm
+
+
+def _augment(examples: list[Example], cfg: DistillConfig, mlm: Loaded | None, path: Path, reading: Reading,
+             device: torch.device) -> list[Variant]:
+    """The augmented variants of the training texts, made by `mlm` and written to `path` for a user to read; read
+    back from there when a resumed run finds it (mlm None)."""
+    if mlm is None:
+        return read_variants(path)
+    mlm.model.to(device)
+    length = min(reading.max_length, mlm.model.config.max_position_embeddings)
+    variants = augment_texts([e.text for e in examples], mlm.model, mlm.tokenizer, cfg.augment, cfg.augment_rate,
+                             cfg.finetune.seed, length)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_variants(path, variants, [e.pair for e in examples])
+    return variants
+
+
+def _train(model: Distiller, task: DistillTask, ft: FinetuneConfig, train_kwargs: dict, out: Path, tok: Tokenizer,
+           labels: list[str], resume: bool, progress: bool) -> None:
+    steps = max(1, int(round(ft.epochs * task.steps_per_epoch)))
+    defaults = {**TRAIN_DEFAULTS, "eval_every": task.steps_per_epoch, "save_every": task.steps_per_epoch,
+                "seed": ft.seed, "best_metric": default_metric(ft)}
+    train_cfg = TrainConfig(**{**defaults, **train_kwargs, "max_steps": steps})
+    train(model, task, train_cfg, out, tokenizer=tok, labels=labels, reading=ft.reading.to_dict(), resume=resume,
+          progress_bar=progress)
