@@ -374,10 +374,7 @@ def attack(model: str | Path | TextClassifier, texts: list[str], labels: list[st
     mlm: a masked language model of the same vocabulary for bae; default the classifier folder's own MLM head,
     if it has one."""
     cfg = config or AttackConfig()
-    victim = model if isinstance(model, TextClassifier) else TextClassifier.load(model)
-    if victim.problem_type != "single_label":
-        raise BertkitError(f"attacks need a single-label classifier; {getattr(victim.model, 'source', 'this')} is "
-                           f"{victim.problem_type}")
+    victim = _victim(model)
     masked_lm = _masked_lm(victim, model, mlm) if "bae" in cfg.recipes else None
     if len(texts) != len(labels) or not texts:
         raise BertkitError(f"give one label per text (got {len(texts)} texts and {len(labels)} labels)")
@@ -401,6 +398,14 @@ def attack(model: str | Path | TextClassifier, texts: list[str], labels: list[st
             seconds[name] = time.perf_counter() - start
     return AttackRun(str(getattr(victim.model, "source", model)), victim.labels, cfg, runs, seconds,
                      list(victim.notes))
+
+
+def _victim(model: str | Path | TextClassifier) -> TextClassifier:
+    victim = model if isinstance(model, TextClassifier) else TextClassifier.load(model)
+    if victim.problem_type != "single_label":
+        raise BertkitError(f"attacks need a single-label classifier; {getattr(victim.model, 'source', model)} is "
+                           f"{victim.problem_type}")
+    return victim
 
 
 def _search(name: str, t: Target, cfg: AttackConfig) -> Search:
@@ -434,7 +439,7 @@ def attack_file(model: str | Path | TextClassifier, path: str | Path, *, text_co
     """`attack` on a labelled CSV/TSV/JSON-lines file (a seeded sample of config.limit rows when set)."""
     from bertkit.data.tasks import read_examples
     cfg = config or AttackConfig()
-    victim = model if isinstance(model, TextClassifier) else TextClassifier.load(model)  # a bad model fails first
+    victim = _victim(model)  # a bad model fails before the data is read
     examples = read_examples(path, text_column=text_column, label_column=label_column)
     if cfg.limit and len(examples) > cfg.limit:
         examples = [examples[i] for i in sorted(random.Random(cfg.seed).sample(range(len(examples)), cfg.limit))]
