@@ -350,7 +350,8 @@ def test_bias_cli_on_a_classifier_and_a_masked_lm(world, tmp_path, capsys):
     result = json.loads((tmp_path / "c" / "bias.json").read_text())
     assert result["input_cases"] > 0 and result["template_cases"] > 0
     assert {t["source"] for t in result["tests"]} == {"input", "template"}
-    assert (tmp_path / "c" / "bias.png").stat().st_size > 1000 and "INV: swap" in (tmp_path / "c" / "bias.md").read_text()
+    assert (tmp_path / "c" / "bias.png").stat().st_size > 1000
+    assert "INV: swap" in (tmp_path / "c" / "bias.md").read_text()
     assert main(["bias", str(world["mlm"]), "--out", str(tmp_path / "m"), "-q"]) == 0
     result = json.loads((tmp_path / "m" / "bias.json").read_text())
     assert result["pairs"] == len(load_pairs("en")) >= 40 and len(load_pairs("zh")) >= 40

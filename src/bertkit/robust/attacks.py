@@ -22,9 +22,10 @@ As TextAttack does, only texts the model gets right are attacked (the others are
 changed (deepwordbug and bae), and the queries of an attack count every text the classifier was asked about,
 the original included.
 
-Each attack on one text is written as a generator that yields requests (texts to classify, texts to embed, words
-to fill in) and receives the answers, so it reads top to bottom; `run_searches` keeps many of them going at once
-and answers all their requests of a kind in one batched call through the inference layer's unpadded forward.
+Each attack on one text is written as a generator that yields requests (texts to classify, texts to read with
+their sentence vectors, words to fill in) and receives the answers, so it reads top to bottom; `run_searches`
+keeps many of them going at once and answers all their requests of a kind in one batched call through the
+inference layer's unpadded forward.
 """
 
 from __future__ import annotations
@@ -37,12 +38,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from bertkit.data.words import is_cjk
 from bertkit.errors import BertkitError
 from bertkit.inference import FillMask, TextClassifier
-from bertkit.inference.embed import embed_texts
+from bertkit.inference.batches import encode_texts, forward, pool_windows
 from bertkit.options import at_least, between, check_fields
 from bertkit.robust.mlm import fill_candidates, load_masked_lm
 from bertkit.robust.noise import DEEPWORDBUG, edit, editable, noisy
@@ -145,8 +148,8 @@ class Outcome:
 # ---- the searches ---------------------------------------------------------------------------------------
 
 Request = tuple[str, list]
-"""("classify", texts) -> (n, L) probabilities; ("embed", texts) -> (n, C) unit vectors; ("fill", [(text, start,
-end)]) -> the masked language model's top tokens for each span."""
+"""("classify", texts) -> (n, L) probabilities; ("read", texts) -> ((n, L) probabilities, (n, C) unit sentence
+vectors); ("fill", [(text, start, end)]) -> the masked language model's top tokens for each span."""
 Search = Generator[Request, object, Outcome]
 
 
@@ -220,7 +223,7 @@ def deepwordbug(t: Target, cfg: AttackConfig, rng: random.Random) -> Search:
 def bae(t: Target, cfg: AttackConfig) -> Search:
     budget = Budget(cfg.max_queries - 1)
     order = yield from rank_words(t, attackable(t), budget)
-    origin = (yield "embed", [t.pieces.text])[0]
+    _, origin = yield "read", [t.pieces.text]  # the original's sentence vector (its prediction is known)
     current, after = t.pieces, t.before
     for i in order:
         if len(t.pieces.changed(current)) >= most_changed(t, cfg) or budget.left <= 0:
@@ -232,18 +235,19 @@ def bae(t: Target, cfg: AttackConfig) -> Search:
         if not options:
             continue
         candidates = [current.replace(i, w) for w in options]
-        similar = (yield "embed", [c.text for c in candidates]) @ origin
-        kept = budget.take([(c, s) for c, s in zip(candidates, similar) if s >= cfg.similarity])
+        probs, vectors = yield "read", [c.text for c in candidates]
+        similar = vectors @ origin[0]
+        # The constraint comes first: only the candidates it keeps are looked at, and counted as queries.
+        kept = budget.take([j for j in range(len(candidates)) if similar[j] >= cfg.similarity])
         if not kept:
             continue
-        probs = yield "classify", [c.text for c, _ in kept]
-        flipped = [j for j in range(len(kept)) if int(probs[j].argmax()) != t.gold]
+        flipped = [j for j in kept if int(probs[j].argmax()) != t.gold]
         if flipped:  # BAE: of the texts that flip the label, the one most like the original
-            j = max(flipped, key=lambda j: kept[j][1])
-            return _outcome("bae", t, kept[j][0], probs[j], budget.used)
-        j = int(np.argmin(probs[:, t.gold]))
+            j = max(flipped, key=lambda j: similar[j])
+            return _outcome("bae", t, candidates[j], probs[j], budget.used)
+        j = min(kept, key=lambda j: probs[j][t.gold])
         if probs[j][t.gold] < after[t.gold]:
-            current, after = kept[j][0], probs[j]
+            current, after = candidates[j], probs[j]
     return _outcome("bae", t, current, after, budget.used)
 
 
@@ -270,22 +274,51 @@ def _outcome(recipe: str, t: Target, perturbed: Pieces, after: np.ndarray, queri
 # ---- running them -----------------------------------------------------------------------------------------
 
 class Oracle:
-    """Answers the searches' requests in batches: the victim's probabilities and sentence vectors (both through
-    the inference layer, unpadded), and a masked language model's fillers."""
+    """Answers the searches' requests in batches, through the inference layer's length-sorted, unpadded forward:
+    the victim's probabilities; its probabilities and sentence vectors from one encoder pass ("read": BAE's
+    constraint and its queries at the cost of one); a masked language model's fillers."""
 
     def __init__(self, victim: TextClassifier, mlm: FillMask | None, cfg: AttackConfig):
         self.victim, self.mlm, self.cfg = victim, mlm, cfg
+        self.both = ProbsAndVector(victim.model)
 
     def classify(self, texts: list[str]) -> np.ndarray:
         return self.victim.logits(texts, batch_size=self.cfg.batch_size).softmax(-1).numpy()
 
-    def embed(self, texts: list[str]) -> np.ndarray:
-        v = self.victim
-        return embed_texts(v.model, v.tokenizer, texts, pooling="mean", max_length=v.reading.max_length,
-                           batch_size=self.cfg.batch_size, normalize=True, progress=False).numpy()
+    def read(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(n, L) probabilities and (n, C) unit sentence vectors (mean of the last hidden states); a text read as
+        windows gets its windows' pooled logits and mean vector."""
+        v, r = self.victim, self.victim.reading
+        items = encode_texts(v.tokenizer, texts, None, r.max_length, r.window_stride)
+        outputs = forward(self.both, items, v.tokenizer.pad_id, self.cfg.batch_size)
+        L = len(v.labels)
+        _, logits = pool_windows(items, [o[:L] for o in outputs], r.window_pool)
+        _, vectors = pool_windows(items, [o[L:] for o in outputs], "mean")
+        return (torch.stack(logits).softmax(-1).numpy(),
+                torch.nn.functional.normalize(torch.stack(vectors), dim=-1).numpy())
 
     def fill(self, spans: list[tuple[str, int, int]]) -> list[list[str]]:
         return fill_candidates(self.mlm, spans, self.cfg.candidates, self.cfg.batch_size)
+
+
+class ProbsAndVector(nn.Module):
+    """A sequence classifier whose output is its logits (B, L) and, beside them, the mean of its last hidden
+    states (B, C): both from one pass of the encoder (every token of the last layer computed, not [CLS] only)."""
+
+    task = "sequence_classification"
+
+    def __init__(self, classifier: nn.Module):
+        super().__init__()
+        self.classifier = classifier
+        self.source = getattr(classifier, "source", "the model")  # named by errors about what it computes
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        c = self.classifier
+        out = c.bert(input_ids, attention_mask, token_type_ids)
+        logits = c.classifier(c.dropout(out.pooled))  # (B, L), as BertForSequenceClassification computes them
+        m = (attention_mask if attention_mask is not None else torch.ones_like(input_ids)).unsqueeze(-1)
+        mean = (out.hidden * m).sum(1) / m.sum(1).clamp(min=1)  # (B, C)
+        return torch.cat([logits, mean.to(logits.dtype)], dim=-1)  # (B, L + C)
 
 
 def run_searches(searches: Iterable[Search], oracle: Oracle, total: int, desc: str = "attack",
@@ -314,14 +347,15 @@ def run_searches(searches: Iterable[Search], oracle: Oracle, total: int, desc: s
         if not active:
             break
         asked = list(active.items())
-        for kind in ("classify", "embed", "fill"):
+        for kind in ("classify", "read", "fill"):
             mine = [(i, s, payload) for i, (s, (k, payload)) in asked if k == kind]
             if not mine:
                 continue
             answers = getattr(oracle, kind)([p for _, _, payload in mine for p in payload])
             at = 0
             for i, search, payload in mine:
-                advance(i, search, answers[at:at + len(payload)])
+                part = slice(at, at + len(payload))
+                advance(i, search, tuple(a[part] for a in answers) if isinstance(answers, tuple) else answers[part])
                 at += len(payload)
     bar.close()
     return [done[i] for i in sorted(done)]

@@ -22,7 +22,8 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 ROWS = [("Number of successful attacks:", "successful", "{}"), ("Number of failed attacks:", "failed", "{}"),
         ("Number of skipped attacks:", "skipped", "{}"), ("Original accuracy:", "clean_accuracy", "{:.2%}"),
         ("Accuracy under attack:", "accuracy_under_attack", "{:.2%}"),
-        ("Attack success rate:", "success_rate", "{:.2%}"), ("Average perturbed word %:", "perturbed_word_pct", "{:.2f}%"),
+        ("Attack success rate:", "success_rate", "{:.2%}"),
+        ("Average perturbed word %:", "perturbed_word_pct", "{:.2f}%"),
         ("Average num. words per input:", "words_per_input", "{:.2f}"), ("Avg num queries:", "avg_queries", "{:.2f}")]
 """TextAttack's summary table, row by row: (label, summary key, format)."""
 
