@@ -26,22 +26,16 @@ from bertkit.robust.bias import (Pair, case_of, crows, load_categories, load_pai
 from bertkit.robust.mlm import load_masked_lm
 from bertkit.robust.noise import edit_distance, noisy
 from bertkit.robust.pieces import Pieces
+from test_finetune import BAD, GOOD, write_csv
 
-GOOD = ["great", "wonderful", "moving", "brilliant", "delightful"]
-BAD = ["terrible", "awful", "boring", "dull", "tedious"]
 FILLER = ["the", "film", "was", "a", "story", "acting", "plot", "really", "quite", "and", "with", "cast", "she", "he",
-          "Emily", "James", "not"]
+          "Emily", "James", "not"]  # test_finetune's, with people and stop-words to swap or spare
 
 
 def review(rng: random.Random, positive: bool) -> str:
     words = rng.sample(FILLER, 6) + [rng.choice(GOOD if positive else BAD)]
     rng.shuffle(words)
     return " ".join(words)
-
-
-def write_csv(path, rows):
-    path.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows), encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -378,13 +372,13 @@ def test_pseudo_log_likelihood_matches_a_hand_computation(world):
     assert shared_positions([2, 10, 11, 3], [2, 14, 15, 10, 11, 3], {2, 3}) == ([1, 2], [3, 4])
     mlm = FillMask.load(world["mlm"])
     tok, model = mlm.tokenizer, mlm.model
-    pair = {"category": "gender", "stereo": "women are bad at math", "anti": "men are bad at math"}
+    pair = {"category": "x", "stereo": "the plot was dull", "anti": "the plot was great"}
+    assert [len(tok.tokenize(w)) for w in "the plot was dull great".split()] == [1] * 5
     result = crows(mlm, [pair], progress=False)
-    shared = len(tok.tokenize("are bad at math"))  # "women" / "men" differ, the rest is shared
     for key in ("stereo", "anti"):
-        ids = tok.encode(pair[key]).ids
+        ids = tok.encode(pair[key]).ids  # [CLS] the plot was dull/great [SEP]
         total = 0.0
-        for p in range(len(ids) - 1 - shared, len(ids) - 1):  # each shared token masked in turn; [SEP] is not scored
+        for p in (1, 2, 3):  # each shared token masked in turn
             masked = torch.tensor([ids[:p] + [tok.mask_id] + ids[p + 1:]])
             with torch.no_grad():
                 total += float(model(masked)[0, p].log_softmax(-1)[ids[p]])
