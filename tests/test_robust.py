@@ -92,6 +92,14 @@ def test_charnoise_makes_exactly_one_or_two_edits(world):
                 assert all(a == b or a.isalpha() for a, b in zip(pieces.words, out.words))
 
 
+def test_chinese_noise_swaps_or_drops_characters():
+    text = "这部电影的剧情非常精彩，演员也很好。"
+    pieces = Pieces.from_spans(text, [(i, i + 1) for i, ch in enumerate(text) if ch not in "，。"])
+    for k in (1, 2):
+        for seed in range(10):
+            assert edit_distance(text, noisy(pieces, k, random.Random(seed)).text) == k
+
+
 # ---- attacks ------------------------------------------------------------------------------------------------
 
 def test_deepwordbug_flips_some_and_the_metrics_add_up(world):

@@ -1,9 +1,10 @@
 """Character noise: the typos people make (adjacent swaps, dropped letters, a neighbouring key) and the edits a
 character-level attack searches over (DeepWordBug, Gao et al., 2018: swap, substitute, delete, insert).
 
-Edits stay inside words made of letters, so a word never disappears or merges with its neighbour, and
-`noisy` makes exactly the number of edits asked for: it checks the result's edit distance (Damerau's optimal
-string alignment: an adjacent swap is one edit) and draws again when two edits happen to undo each other.
+Edits stay inside words made of letters, so a word never disappears or merges with its neighbour (Chinese, where
+every character is a word, has its own: two adjacent characters swapped, one dropped), and `noisy` makes exactly
+the number of edits asked for: it checks the result's edit distance (Damerau's optimal string alignment: an
+adjacent swap is one edit) and draws again when two edits happen to undo each other.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import random
 import string
 
+from bertkit.data.words import is_cjk
 from bertkit.robust.pieces import Pieces
 
 NATURAL = ("swap", "delete", "keyboard")
@@ -97,9 +99,9 @@ def noisy(pieces: Pieces, edits: int, rng: random.Random, kinds=NATURAL, tries: 
             kinds_left = list(kinds)
             rng.shuffle(kinds_left)
             for kind in kinds_left:
-                new = edit(out.words[i], kind, rng, alphabet)
-                if new is not None and new != out.words[i]:
-                    out = out.replace(i, new)
+                changed = _edit_at(out, i, kind, rng, alphabet)
+                if changed is not None:
+                    out = changed
                     break
         distance = edit_distance(pieces.text, out.text, limit=edits)
         if distance == edits:
@@ -107,6 +109,19 @@ def noisy(pieces: Pieces, edits: int, rng: random.Random, kinds=NATURAL, tries: 
         if distance <= edits:
             best = out
     return best
+
+
+def _edit_at(pieces: Pieces, i: int, kind: str, rng: random.Random, alphabet: str) -> Pieces | None:
+    """pieces with one edit of `kind` in word i, or None where it cannot change anything. A Chinese character is
+    a word of its own, so its typos are a swap with the character right after it, or the character dropped."""
+    word = pieces.words[i]
+    if len(word) == 1 and is_cjk(word):
+        after = pieces.words[i + 1] if i + 1 < len(pieces) and not pieces.parts[2 * i + 2] else ""
+        if kind == "swap" and len(after) == 1 and is_cjk(after) and after != word:
+            return pieces.replace(i, after).replace(i + 1, word)
+        return pieces.replace(i, "") if kind == "delete" else None
+    new = edit(word, kind, rng, alphabet)
+    return None if new is None or new == word else pieces.replace(i, new)
 
 
 def _spread(candidates: list[int], k: int, rng: random.Random) -> list[int]:
