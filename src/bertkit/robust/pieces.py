@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bertkit.interpret.words import words_of
 from bertkit.tokenizer import Tokenizer
 
 
@@ -22,6 +21,7 @@ class Pieces:
     @classmethod
     def split(cls, tokenizer: Tokenizer, text: str) -> Pieces:
         """The text cut at the tokenizer's word boundaries (the whole text, never truncated)."""
+        from bertkit.interpret.words import words_of  # here: the interpret package imports scikit-learn, matplotlib
         words = words_of(tokenizer.encode(text, truncation=None), text)
         return cls.from_spans(text, [(w.start, w.end) for w in words])
 

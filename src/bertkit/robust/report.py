@@ -9,8 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-from bertkit.plots import plt
-
 HTML_EXAMPLES = 200
 """Attacked texts shown per recipe in attack.html (adversarial.jsonl holds them all)."""
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -144,6 +142,7 @@ def _cell(text: str) -> str:
 
 def plot_invariance(result: dict, png: Path) -> Path:
     """Bars: the flip rate of each test (left), the mean probability shift of each group (right)."""
+    from bertkit.plots import plt  # matplotlib only when a chart is drawn: the command line starts faster
     tests, groups = result["tests"], result["groups"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 0.4 * max(len(tests), len(groups), 3) + 1.5))
     names = [f"{t['category']} ({t['source']})" for t in tests]
@@ -166,6 +165,7 @@ def plot_invariance(result: dict, png: Path) -> Path:
 
 def plot_crows(result: dict, png: Path) -> Path:
     """Bars per category of the stereotype preference, with the 50% line of no preference."""
+    from bertkit.plots import plt
     names = list(result["categories"]) + ["all"]
     values = [result["categories"][n]["stereo_pct"] for n in names[:-1]] + [result["stereo_pct"]]
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.4))
