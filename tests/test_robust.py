@@ -24,7 +24,7 @@ from bertkit.robust.attacks import STOPWORDS, most_changed
 from bertkit.robust.bias import (Pair, case_of, crows, load_categories, load_pairs, shared_positions,
                                  summarize_crows, summarize_pairs)
 from bertkit.robust.mlm import load_masked_lm
-from bertkit.robust.noise import edit_distance, noisy
+from bertkit.robust.noise import edit_distance, noise_words, noisy
 from bertkit.robust.pieces import Pieces
 from test_finetune import BAD, GOOD, write_csv
 
@@ -98,6 +98,8 @@ def test_chinese_noise_swaps_or_drops_characters():
     for k in (1, 2):
         for seed in range(10):
             assert edit_distance(text, noisy(pieces, k, random.Random(seed)).text) == k
+    words = list("王芳在北京工作")  # a tagged sentence: one character a word, none may vanish
+    assert all(all(noise_words(words, 2, random.Random(seed))) for seed in range(20))
 
 
 # ---- attacks ------------------------------------------------------------------------------------------------

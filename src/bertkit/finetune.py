@@ -181,16 +181,19 @@ class FinetuneTask:
 
 def noised_copies(examples: list, task: str, p: float, seed: int, tokenizer) -> list:
     """A copy with 1 or 2 random typos (bertkit.robust.noise) of each example, with probability p; seeded, so a
-    resumed run trains on the same copies. NER sentences keep their words' count, so tags stay aligned."""
+    resumed run trains on the same copies. NER sentences keep every word, so tags stay aligned (and a sentence of
+    one-character Chinese words gets no copy: none of its typos would keep the tags right)."""
     rng = random.Random(f"{seed}:augment-noise")
     out = []
     for x in examples:
         if rng.random() < p:
             edits = rng.choice((1, 2))
             if task == "ner":
-                out.append(replace(x, tokens=noise_words(x.tokens, edits, rng)))
+                copy = replace(x, tokens=noise_words(x.tokens, edits, rng))
             else:
-                out.append(replace(x, text=noisy(Pieces.split(tokenizer, x.text), edits, rng).text))
+                copy = replace(x, text=noisy(Pieces.split(tokenizer, x.text), edits, rng).text)
+            if copy != x:  # a text without a word of letters stays as it was
+                out.append(copy)
     return out
 
 

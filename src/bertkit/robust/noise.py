@@ -84,10 +84,12 @@ def edit(word: str, kind: str, rng: random.Random, alphabet: str = "") -> str | 
     raise ValueError(f"unknown edit {kind!r}")
 
 
-def noisy(pieces: Pieces, edits: int, rng: random.Random, kinds=NATURAL, tries: int = 20) -> Pieces:
+def noisy(pieces: Pieces, edits: int, rng: random.Random, kinds=NATURAL, tries: int = 20,
+          keep_words: bool = False) -> Pieces:
     """pieces with `edits` random edits (of `kinds`) in its letter words, each in a different word while there are
     enough; the text is exactly `edits` edits away from the original (edit_distance), unless no such draw came up
-    in `tries` (a text of one short word), or it has no letter word at all (returned unchanged)."""
+    in `tries` (a text of one short word), or it has no letter word at all (returned unchanged). keep_words: no
+    word may vanish (a dropped Chinese character), so tagged words keep their tags."""
     candidates = [i for i, w in enumerate(pieces.words) if editable(w)]
     if not candidates or edits < 1:
         return pieces
@@ -99,7 +101,7 @@ def noisy(pieces: Pieces, edits: int, rng: random.Random, kinds=NATURAL, tries: 
             kinds_left = list(kinds)
             rng.shuffle(kinds_left)
             for kind in kinds_left:
-                changed = _edit_at(out, i, kind, rng, alphabet)
+                changed = _edit_at(out, i, kind, rng, alphabet, keep_words)
                 if changed is not None:
                     out = changed
                     break
@@ -111,7 +113,8 @@ def noisy(pieces: Pieces, edits: int, rng: random.Random, kinds=NATURAL, tries: 
     return best
 
 
-def _edit_at(pieces: Pieces, i: int, kind: str, rng: random.Random, alphabet: str) -> Pieces | None:
+def _edit_at(pieces: Pieces, i: int, kind: str, rng: random.Random, alphabet: str,
+             keep_words: bool = False) -> Pieces | None:
     """pieces with one edit of `kind` in word i, or None where it cannot change anything. A Chinese character is
     a word of its own, so its typos are a swap with the character right after it, or the character dropped."""
     word = pieces.words[i]
@@ -119,7 +122,7 @@ def _edit_at(pieces: Pieces, i: int, kind: str, rng: random.Random, alphabet: st
         after = pieces.words[i + 1] if i + 1 < len(pieces) and not pieces.parts[2 * i + 2] else ""
         if kind == "swap" and len(after) == 1 and is_cjk(after) and after != word:
             return pieces.replace(i, after).replace(i + 1, word)
-        return pieces.replace(i, "") if kind == "delete" else None
+        return pieces.replace(i, "") if kind == "delete" and not keep_words else None
     new = edit(word, kind, rng, alphabet)
     return None if new is None or new == word else pieces.replace(i, new)
 
@@ -131,8 +134,8 @@ def _spread(candidates: list[int], k: int, rng: random.Random) -> list[int]:
 
 
 def noise_words(words: list[str], edits: int, rng: random.Random, kinds=NATURAL) -> list[str]:
-    """The same for pre-split words (a tagged sentence): the list keeps its length, so tags stay aligned."""
-    return noisy(Pieces.from_words(words), edits, rng, kinds).words
+    """The same for pre-split words (a tagged sentence): every word stays, so tags stay aligned."""
+    return noisy(Pieces.from_words(words), edits, rng, kinds, keep_words=True).words
 
 
 def edit_distance(a: str, b: str, limit: int | None = None) -> int:
