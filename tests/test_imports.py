@@ -1,5 +1,5 @@
-"""The package's layering: no import cycle anywhere in src/, and inference, evaluation, interpretation and
-serving never import a training recipe (nor anything that does)."""
+"""The package's layering: no import cycle anywhere in src/, and inference, evaluation, interpretation, serving
+and robustness tests never import a training recipe (nor anything that does)."""
 
 import ast
 from pathlib import Path
@@ -10,7 +10,7 @@ SRC = Path(bertkit.__file__).parent
 RECIPES = {"bertkit.finetune", "bertkit.pretrain", "bertkit.trainer", "bertkit.demo", "bertkit.baseline",
            "bertkit.distill", "bertkit.distill.recipe"}
 SERVING = ("bertkit.inference", "bertkit.evaluate", "bertkit.interpret", "bertkit.serve", "bertkit.embeddings",
-           "bertkit.export")
+           "bertkit.export", "bertkit.robust")
 
 
 def module_name(path: Path) -> str:

@@ -281,6 +281,8 @@ def _bases(w: dict, out: Path) -> dict[str, tuple[list, list[int]]]:
         "data get": (["data", "get", "nonexistent-dataset"], []),
         "demo": (["demo", "--smoke", "--out", out], []),
         "serve": (["serve", m, "--port", "0", "--threads", "1"], [1]),  # valid, so it would serve: not in the bases test
+        "attack": (["attack", m, "--input", w["test"], "--out", out, "--mlm", w["mlm"], "--limit", "6", "-q"], [1, 3, 7]),
+        "bias": (["bias", m, "--input", w["test"], "--out", out, "-q"], [1, 3]),
     }
 
 
@@ -346,7 +348,7 @@ def test_cli_fuzz_bad_values_and_files_fail_cleanly_and_fast(world, tmp_path, ca
 
 @pytest.mark.parametrize("verb", ["tokenizer train", "tokenizer encode", "convert", "info", "prepare", "pretrain",
                                   "finetune", "distill", "evaluate", "predict", "explain", "embed", "similar",
-                                  "baseline", "data list"])
+                                  "baseline", "data list", "attack", "bias"])
 def test_fuzz_bases_are_valid(world, tmp_path, capsys, verb):
     """The fuzz test's command lines work as given, so each of its cases fails for the one thing it changed.
     (export needs onnx, tested in test_export.py; data get and demo need the package index.)"""

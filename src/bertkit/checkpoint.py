@@ -168,7 +168,7 @@ def _load_hf_layout(folder: Path, hf: dict, task: str | None, num_labels: int | 
     (heads it lacks freshly initialised, weights it has that the head does not use reported)."""
     ours = _read_extras(folder, hf)
     config = config_from_hf(hf, folder / CONFIG, ours["bertkit"] if ours else None)
-    weights = folder / WEIGHTS if ours else _weights_file(folder)
+    weights = folder / WEIGHTS if ours else weights_file(folder)
     hf_state = read_weights(weights)
     saved_task = ours["task"] if ours else task_from_hf(hf, set(normalise_hf_keys(hf_state)))
     hf_labels = labels_from_hf(hf)
@@ -229,7 +229,7 @@ def _read_extras(folder: Path, hf: dict) -> dict | None:
     return {"bertkit": {}, "reading": {}} | meta
 
 
-def _weights_file(folder: Path) -> Path:
+def weights_file(folder: Path) -> Path:
     for name in ("model.safetensors", "pytorch_model.bin"):
         if (folder / name).is_file():
             return folder / name

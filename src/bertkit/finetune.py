@@ -8,12 +8,16 @@ losses are sums divided by global counts, so accumulation and torchrun give the 
 
 The model is saved with the reading settings it was trained with (max length, windows, ...), and dev and test
 are scored through the inference layer, as `bertkit evaluate` scores them.
+
+Robustness (docs/robustness.md): `adversarial` adds the loss under an FGM or PGD perturbation of the word
+embeddings (bertkit.robust.adversarial); `augment_noise` gives training texts a copy with typos.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -30,7 +34,10 @@ from bertkit.evaluate.scores import score
 from bertkit.inference.batches import Encoded, forward
 from bertkit.inference.reading import Reading
 from bertkit.objectives import IGNORE_INDEX
-from bertkit.options import at_least, check_fields
+from bertkit.options import at_least, between, check_fields
+from bertkit.robust import adversarial
+from bertkit.robust.noise import noise_words, noisy
+from bertkit.robust.pieces import Pieces
 from bertkit.trainer import Step
 
 TASKS = ("classification", "ner", "qa")
@@ -62,6 +69,16 @@ class FinetuneConfig:
     """Examples per forward pass when scoring dev and test."""
     seed: int = field(default=0, metadata=at_least(0))
     """Fixes the new head's weights, the batch order and dropout: same seed, same metrics."""
+    adversarial: str | None = None
+    """Adversarial training: also take the loss with the word embeddings pushed uphill, fgm (one step) or pgd
+    (adv_steps projected steps), and add it; a step costs about 2x (fgm) or adv_steps + 1 times as much."""
+    adv_eps: float = field(default=1.0, metadata=at_least(0.0, open=True))
+    """Adversarial training: the perturbation's size, the L2 norm over each example's word embeddings."""
+    adv_steps: int = field(default=3, metadata=at_least(1))
+    """pgd: gradient steps, each projected back into the adv_eps ball."""
+    augment_noise: float = field(default=0.0, metadata=between(0.0, 1.0))
+    """Each training text (ner: sentence) also goes in with 1 or 2 random typos, with this probability: a cheap
+    defence against natural noise (classification, ner)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.reading, dict):  # from a config file or a saved recipe
@@ -73,6 +90,10 @@ class FinetuneConfig:
             raise BertkitError(f"problem_type must be one of {PROBLEM_TYPES}, got {self.problem_type!r}")
         if self.batch_size % self.accum:
             raise BertkitError(f"batch_size {self.batch_size} must be a multiple of accum {self.accum}")
+        if self.adversarial not in (None, *adversarial.METHODS):
+            raise BertkitError(f"adversarial must be one of {adversarial.METHODS}, got {self.adversarial!r}")
+        if self.augment_noise and self.task == "qa":
+            raise BertkitError("augment_noise works for classification and ner (typos would move QA answer spans)")
 
 
 class FinetuneTask:
@@ -121,6 +142,14 @@ class FinetuneTask:
         return len(rows)
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]):
+        cfg = self.cfg
+        if cfg.adversarial is None:
+            return self._loss(model, batch), {}
+        clean, adv = adversarial.losses(model, lambda m: self._loss(m, batch), cfg.adversarial, cfg.adv_eps,
+                                        cfg.adv_steps)
+        return clean + adv, {"clean_loss": float(clean.detach()), "adv_loss": float(adv.detach())}
+
+    def _loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
         labels = batch["labels"]
         cfg = self.cfg
@@ -131,11 +160,29 @@ class FinetuneTask:
         else:
             w = self.weights.to(out.device) if self.weights is not None else None
             total = objectives.classification_loss(out, labels, cfg.problem_type, w, reduction="sum")
-        return total * batch["scale"], {}
+        return total * batch["scale"]
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         return self.evaluate_fn(model)
+
+
+def noised_copies(examples: list, task: str, p: float, seed: int, tokenizer) -> list:
+    """A copy with 1 or 2 random typos (bertkit.robust.noise) of each example, with probability p; seeded, so a
+    resumed run trains on the same copies. NER sentences keep every word, so tags stay aligned (and a sentence of
+    one-character Chinese words gets no copy: none of its typos would keep the tags right)."""
+    rng = random.Random(f"{seed}:augment-noise")
+    out = []
+    for x in examples:
+        if rng.random() < p:
+            edits = rng.choice((1, 2))
+            if task == "ner":
+                copy = replace(x, tokens=noise_words(x.tokens, edits, rng))
+            else:
+                copy = replace(x, text=noisy(Pieces.split(tokenizer, x.text), edits, rng).text)
+            if copy != x:  # a text without a word of letters stays as it was
+                out.append(copy)
+    return out
 
 
 def encode_split(tokenizer, part, task: str, problem_type: str, labels: list[str], reading: Reading):
@@ -179,6 +226,8 @@ def finetune(model_dir: str | Path, out: str | Path, cfg: FinetuneConfig, train_
         for note in loaded.notes:
             print(f"note: {note}")
 
+    noised = noised_copies(splits["train"], cfg.task, cfg.augment_noise, cfg.seed, tok) if cfg.augment_noise else []
+    splits["train"] = splits["train"] + noised
     encoded = {name: encode_split(tok, part, cfg.task, cfg.problem_type, labels, cfg.reading)
                for name, part in splits.items()}
 
@@ -203,7 +252,8 @@ def finetune(model_dir: str | Path, out: str | Path, cfg: FinetuneConfig, train_
 
     best = load_model(out / "model").model
     results = {"task": cfg.task, "problem_type": cfg.problem_type, "labels": labels,
-               "train_examples": len(encoded["train"][0]), "dev_examples": len(encoded["dev"][0]),
+               "train_examples": len(encoded["train"][0]), "noised_copies": len(noised),
+               "dev_examples": len(encoded["dev"][0]),
                "reading": cfg.reading.to_dict()}
     for name in ("dev", "test"):
         if encoded[name][0]:

@@ -4,7 +4,7 @@ prints one line and exits 2. Options of a long verb can also come from `--config
     cli/data.py      tokenizer, prepare, data          cli/train.py    pretrain, finetune, distill, baseline
     cli/infer.py     predict, evaluate                 cli/inspect.py  explain, embed, similar
     cli/models.py    convert, info, export             cli/demo.py     demo
-    cli/serve.py     serve
+    cli/serve.py     serve                             cli/robust.py   attack, bias
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ SHORT_VERBS = ("info", "data", "tokenizer encode", "data list", "data get")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bertkit.cli import data, demo, infer, inspect, models, serve, train
+    from bertkit.cli import data, demo, infer, inspect, models, robust, serve, train
     p = Parser(prog="bertkit", description="BERT end to end: vocabulary, pre-training, fine-tuning, evaluation, "
                "explanation, speed.")
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for stage in (data, models, train, infer, inspect, serve, demo):
+    for stage in (data, models, train, infer, inspect, robust, serve, demo):
         stage.register(verbs)
     for name, sub in _verbs(p).items():
         if name not in SHORT_VERBS:

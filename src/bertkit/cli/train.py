@@ -20,7 +20,7 @@ PRETRAIN_TRAIN_FIELDS = ["lr", "weight_decay", "warmup", "schedule", "max_grad_n
                          "budget_minutes", "bf16", "compile", "log_every", "eval_every", "save_every",
                          "keep_checkpoints"]
 FINETUNE_FIELDS = ["task", "problem_type", "batch_size", "accum", "epochs", "group_by_length", "class_weights",
-                   "eval_batch_size", "seed"]
+                   "eval_batch_size", "seed", "adversarial", "adv_eps", "adv_steps", "augment_noise"]
 READING_FIELDS = ["max_length", "window_stride", "window_pool", "doc_stride", "max_answer_length", "threshold"]
 FINETUNE_TRAIN_FIELDS = ["lr", "warmup", "weight_decay", "bf16", "best_metric", "patience", "eval_every"]
 DISTILL_FIELDS = ["student", "student_layers", "temperature", "soft_weight", "hard_weight", "hidden_weight",
@@ -39,6 +39,7 @@ def register(verbs) -> None:
     from bertkit.inference.reading import WINDOW_POOLS, Reading
     from bertkit.optim import SCHEDULES
     from bertkit.pretrain import PretrainConfig
+    from bertkit.robust.adversarial import METHODS as ADVERSARIAL
     from bertkit.trainer import TrainConfig
 
     pt = verbs.add_parser("pretrain", help="pre-train BERT (MLM + NSP) on a prepared corpus")
@@ -61,7 +62,8 @@ def register(verbs) -> None:
     ft.add_argument("--dev", help="dev file (default: split from --train by the project rule)")
     ft.add_argument("--test", help="test file")
     ft.add_argument("--out", required=True, help="run directory: metrics.jsonl, metrics.json, PNGs, model/")
-    add_fields(ft, FinetuneConfig, FINETUNE_FIELDS, choices={"task": TASKS, "problem_type": PROBLEM_TYPES})
+    add_fields(ft, FinetuneConfig, FINETUNE_FIELDS, choices={"task": TASKS, "problem_type": PROBLEM_TYPES,
+                                                             "adversarial": ADVERSARIAL})
     add_fields(ft, Reading, READING_FIELDS, choices={"window_pool": WINDOW_POOLS})
     add_fields(ft, TrainConfig, FINETUNE_TRAIN_FIELDS, defaults=TRAIN_DEFAULTS)
     add_columns(ft)
