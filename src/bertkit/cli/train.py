@@ -122,12 +122,12 @@ def pretrain(args: argparse.Namespace) -> None:
               run=True)
     cfg = PretrainConfig(**given(args, PretrainConfig, PRETRAIN_FIELDS))
     train_cfg = TrainConfig(**given(args, TrainConfig, PRETRAIN_TRAIN_FIELDS), seed=cfg.seed)
-    vocab = Corpus(args.data).tokenizer.vocab_size
     if args.init:
-        model_config = None
+        model_config = None  # the initial model's own
     elif args.model_config:
         model_config = BertConfig.from_dict(read_json(Path(args.model_config)))
     else:
+        vocab = Corpus(args.data).tokenizer.vocab_size
         model_config = BertConfig.preset(args.preset or "mini", vocab_size=vocab, unpad=True,
                                          max_position_embeddings=max(512, cfg.max_len))
     result = run_pretraining(args.data, args.out, model_config, cfg, train_cfg, init=args.init, resume=args.resume,
