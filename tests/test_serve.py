@@ -3,7 +3,6 @@ request split over batches, and outputs equal to pipeline(...) on the same input
 
 import random
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -141,17 +140,16 @@ def test_error_codes(served, monkeypatch):
         check_error(c.get("/nowhere"), 404, "not_found")
 
         # a full queue: the worker busy on one job, one more waiting
-        release = threading.Event()
+        started, release = threading.Event(), threading.Event()
         worker = c.app.state.worker
-        worker.submit(Job(call=release.wait))
-        while worker.depth():
-            time.sleep(0.001)
-        time.sleep(0.1)  # past the batcher's wait for more: the worker is now inside the job
-        worker.submit(Job(call=lambda: None))
+        worker.submit(Job(call=lambda: (started.set(), release.wait())))
+        assert started.wait(timeout=30)  # the worker is inside the job, past the batcher's wait for more
+        waiting = worker.submit(Job(call=lambda: None))
         r = c.post("/predict", json={"inputs": ["a"]})
         check_error(r, 429, "overloaded")
         assert r.headers["retry-after"] == "1"
         release.set()
+        waiting.result(timeout=30)  # the queue is empty again before the next request
 
         # a model error: 500 without details, and the server keeps serving
         import bertkit.serve.worker as worker_module
