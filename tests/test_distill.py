@@ -252,6 +252,19 @@ def test_cached_teacher_gives_the_losses_of_the_teacher_run_each_step(data, tmp_
                for x in lines)
 
 
+def test_a_batch_of_augmented_texts_alone_trains_on_soft_targets(data, tmp_path):
+    """Batches of 2 from a set 4/5 augmented: most hold no labelled row (collate then gives no labels), and their
+    hard loss is 0 while the soft one trains."""
+    cfg = DistillConfig(augment=4, augment_mlm=str(data["mlm"]), cache_teacher=True,
+                        finetune=FinetuneConfig(batch_size=2, epochs=0.05))
+    distill(data["teacher"], tmp_path / "st", cfg, {"lr": 3e-3, "log_every": 1}, data["train"], data["dev"],
+            data["test"], progress=False)
+    hard, soft = losses(tmp_path / "st", "hard"), losses(tmp_path / "st", "soft")
+    assert len(hard) == len(soft) >= 20
+    unlabelled = [step for step in hard if hard[step] == 0.0]
+    assert len(unlabelled) >= 5 and all(soft[step] > 0 for step in unlabelled)
+
+
 def test_augmentation_makes_n_variants_that_differ_from_their_source(data):
     loaded = load_model(data["mlm"])
     texts = [f"the plot was {w} and the cast quite {b}" for w, b in zip(GOOD, BAD)] + ["!!"]

@@ -94,11 +94,12 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, train_
     train_items = list(encoded["train"][0])
     started = time.perf_counter()
     variants = []
+    bf16 = bool(train_kwargs.get("bf16"))
     if cfg.augment:
-        variants = _augment(splits["train"], cfg, mlm, out / AUGMENTED, ft.reading, device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):  # as the training runs
+            variants = _augment(splits["train"], cfg, mlm, out / AUGMENTED, ft.reading, device)
         augmented = [Example(v.text, splits["train"][v.source].pair) for v in variants]
         train_items += encode_split(tok, augmented, ft.task, ft.problem_type, labels, ft.reading)[0]
-    bf16 = bool(train_kwargs.get("bf16"))
     cached = None
     if cfg.cache_teacher:
         cached = teacher_logits(teacher, train_items, tok.pad_id, ft.eval_batch_size, bf16, out / CACHE, resume)

@@ -144,7 +144,8 @@ class DistillTask:
         cfg, ft = self.cfg, self.cfg.finetune
         out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], batch.get("teacher_logits"))
         soft_scale, hard_scale, token_scale = batch["scales"]
-        student, teacher, labels = out.student, out.teacher, batch["labels"]
+        # a batch of augmented texts alone has no labels (collate leaves them out): its hard loss is 0
+        student, teacher, labels = out.student, out.teacher, batch.get("labels")
         if ft.task == "ner":  # a tagger learns at its tagged positions: each word's first sub-token
             tagged = labels != IGNORE_INDEX  # (B, T)
             student, labels = student[tagged], labels[tagged]  # (M, L), (M,)
@@ -153,7 +154,9 @@ class DistillTask:
         terms = {}
         if cfg.soft_weight:
             terms["soft"] = cfg.soft_weight * soft_scale * soft_target_loss(student, teacher, cfg.temperature, problem)
-        if cfg.hard_weight:
+        if cfg.hard_weight and labels is None:
+            terms["hard"] = student.sum() * 0.0  # logged as 0, in the graph like the other terms
+        elif cfg.hard_weight:
             if problem == "multi_label":  # unlabelled (augmented) rows hold IGNORE_INDEX
                 labelled = labels[:, 0] != IGNORE_INDEX
                 student, labels = student[labelled], labels[labelled]
