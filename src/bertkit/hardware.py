@@ -158,7 +158,7 @@ def summary(machine: dict) -> str:
     return (f"machine: {machine['model']}; {' '.join(machine['isa']) or 'no listed ISA extensions'}"
             f"{' (no ' + ', '.join(missing) + ')' if missing and machine['isa'] else ''}; "
             f"{machine['available']} of {machine['cpus']} CPUs available{cores}; torch {machine['torch']} with "
-            f"{machine['threads']} threads\n"
+            f"{machine['threads']} thread{'s' if machine['threads'] != 1 else ''}\n"
             f"matmul peak measured now ({where}GFLOP/s): {peak}")
 
 
