@@ -70,6 +70,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed passes per model and precision (median)")
     ap.add_argument("--out", type=Path, help="where the runs go (default: a temporary folder)")
     args = ap.parse_args()
+    from bertkit.hardware import describe, summary
+    print(summary(describe("cuda" if torch.cuda.is_available() else "cpu")), flush=True)
 
     from bertkit.distill import DistillConfig, distill
     from bertkit.finetune import FinetuneConfig, finetune

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import subprocess
@@ -166,8 +165,11 @@ def main() -> None:
     if args.what == "ig-child":
         print(json.dumps(ig_child(args)))
         return
+    from bertkit.hardware import describe, summary
+    machine = describe()
+    print(summary(machine), flush=True)
     result = {"ig": bench_ig, "aopc": bench_aopc, "index": bench_index}[args.what](args)
-    result["machine"] = {"cpus": os.cpu_count(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
+    result["machine"] = {**machine, "date": time.strftime("%Y-%m-%d")}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.out}")

@@ -121,6 +121,8 @@ def main() -> None:
 
     from bertkit.baseline import run_baseline
     from bertkit.data.catalog import minilm_l6
+    from bertkit.hardware import describe, summary
+    print(summary(describe()), flush=True)
     model_dir = args.model or minilm_l6()
     work = Path(tempfile.mkdtemp(prefix="bertkit-ft-bench-"))
     rows = {}

@@ -15,15 +15,22 @@ Methods, each on the same padded batches (input_ids, attention_mask, token_type_
   to int8 (dynamic, QInt8 weights); and the same two from `bertkit export --onnx --int8` of bertkit's model;
 - bertkit: every layer on real tokens only, attention per sequence; fp32, bf16 weights, int8 (dynamic);
   with --compile also fp32 and bf16 under torch.compile, padded to lengths in steps of 32 (ShapeStable).
-Prints real tokens/s (the median of --repeats passes over the workload), each method's largest difference
-from transformers fp32 on real tokens (last hidden state), and the ratios the speed issue sets targets on.
+Timing: the methods take turns, pass 1 of every method, then pass 2, ... (--passes, the starting method rotating
+each pass), so a slow spell of a shared machine falls on all of them instead of on whichever ran then. Prints the
+machine (CPU, ISA flags, matmul peak), real tokens/s per method as the median of the passes with their min-max,
+each method's largest difference from transformers fp32 on real tokens (last hidden state), and the ratios the
+speed issue sets targets on: ratios of the medians, with the range of the per-pass ratios (pass i of one method
+against pass i of the other, which ran moments apart). --busy-neighbour measures the same with a busy loop taking
+one core (a normal-priority neighbour job).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -35,6 +42,7 @@ import transformers
 
 from bertkit import BertConfig, build_model
 from bertkit.convert import config_to_hf, state_to_hf
+from bertkit.hardware import busy_neighbour, describe, summary, use_threads
 from bertkit.model.precision import for_inference
 
 
@@ -59,22 +67,31 @@ def workload(kind: str, n_batches: int, batch_size: int, vocab: int, fixed_len: 
     return batches
 
 
-def timed(run, batches, repeats: int, warm_all: bool = False) -> tuple[float, list]:
-    """(median real tokens/s over repeats, outputs of the first pass). warm_all: a warm-up pass over every batch
-    (compiled models: each new shape compiles), else over the first one."""
+def interleaved(methods: dict, batches, passes: int) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """({method: real tokens/s of each pass}, {method: largest difference from the first method's outputs on real
+    tokens, first pass}). Within a pass every method runs once over all batches; the first method of a pass
+    rotates, so none always follows the same one. Each method first warms up on one batch (a compiled one on every
+    batch: each new shape compiles)."""
     tokens = sum(int(m.sum()) for _, m, _ in batches)
     sync = torch.cuda.synchronize if batches[0][0].is_cuda else (lambda: None)
-    for b in batches if warm_all else batches[:1]:
-        run(*b)  # warm-up (allocations, oneDNN primitives, CUDA kernels, compilation)
-    speeds, outputs = [], None
-    for r in range(repeats):
-        sync()
-        t = time.perf_counter()
-        outs = [run(*b) for b in batches]
-        sync()
-        speeds.append(tokens / (time.perf_counter() - t))
-        outputs = outputs or outs
-    return statistics.median(speeds), outputs
+    for name, run in methods.items():
+        for b in batches if "compiled" in name else batches[:1]:
+            run(*b)  # warm-up (allocations, oneDNN primitives, CUDA kernels, compilation)
+    names = list(methods)
+    speeds, diffs, reference = {name: [] for name in names}, {}, None
+    for p in range(passes):
+        for name in names[p % len(names):] + names[:p % len(names)]:
+            sync()
+            t = time.perf_counter()
+            outs = [methods[name](*b) for b in batches]
+            sync()
+            speeds[name].append(tokens / (time.perf_counter() - t))
+            if p == 0:  # outputs are kept only long enough to compare them
+                reference = reference or outs
+                diffs[name] = max(float((o.float()[m.bool()] - r[m.bool()]).abs().max())
+                                  for o, r, (_, m, _) in zip(outs, reference, batches))
+        print(f"  pass {p + 1}/{passes} done", file=sys.stderr, flush=True)
+    return speeds, diffs
 
 
 class _LastHidden(torch.nn.Module):
@@ -110,17 +127,24 @@ def main() -> None:
     ap.add_argument("--preset", default="base")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--batches", type=int, default=4, help="batches per workload")
-    ap.add_argument("--repeats", type=int, default=3, help="timed passes over each workload (median reported)")
+    ap.add_argument("--passes", "--repeats", dest="passes", type=int, default=5,
+                    help="timed passes over each workload, the methods taking turns (median and min-max reported)")
     ap.add_argument("--fixed-len", type=int, default=128)
     ap.add_argument("--workloads", default="mixed,fixed")
     ap.add_argument("--skip", default="", help="comma-separated methods to leave out")
     ap.add_argument("--compile", action="store_true",
                     help="also time bertkit fp32/bf16 under torch.compile (bertkit.model.compiled.ShapeStable)")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda (transformers and bertkit in fp32 and bf16 only)")
+    ap.add_argument("--threads", type=int, help="torch and ONNX Runtime threads (default: bertkit's, the CPUs this "
+                    "process may use)")
+    ap.add_argument("--busy-neighbour", action="store_true", help="time everything with a busy loop in another "
+                    "process taking one core, as a neighbour's job would")
     args = ap.parse_args()
     device = torch.device(args.device)
     cpu = device.type == "cpu"
     transformers.logging.set_verbosity_error()
+    use_threads(args.threads)
+    print(summary(describe(device)), flush=True)
 
     torch.manual_seed(0)
     config = BertConfig.preset(args.preset, vocab_size=30522, unpad=True)
@@ -179,35 +203,37 @@ def main() -> None:
         methods["bertkit bf16 compiled"] = run_ours(for_inference(ours, "bf16", compile=True, batch_size=args.batch_size))
     skip = set(filter(None, args.skip.split(",")))
     where = torch.cuda.get_device_name(device) if not cpu else f"{torch.get_num_threads()} threads"
+    methods = {name: run for name, run in methods.items() if name not in skip}
+    neighbour = " with a busy neighbour" if args.busy_neighbour else ""
     print(f"preset {args.preset} ({config.num_layers}L/{config.hidden_size}H), batch {args.batch_size}, "
-          f"{args.batches} batches a workload, median of {args.repeats} passes, {where}, torch {torch.__version__}, "
-          f"transformers {transformers.__version__}" + (f", onnxruntime {ort.__version__}" if cpu else ""))
+          f"{args.batches} batches a workload, {args.passes} interleaved passes, {where}{neighbour}, torch "
+          f"{torch.__version__}, transformers {transformers.__version__}"
+          + (f", onnxruntime {ort.__version__}" if cpu else ""), flush=True)
     table = {}
-    for kind in args.workloads.split(","):
-        batches = [tuple(t.to(device) for t in b)
-                   for b in workload(kind, args.batches, args.batch_size, config.vocab_size, args.fixed_len)]
-        real = sum(int(m.sum()) for _, m, _ in batches)
-        padded = sum(m.numel() for _, m, _ in batches)
-        print(f"\n{kind}: {real:,} real tokens, {1 - real / padded:.1%} of the padded batch is padding")
-        print("| method | real tokens/s | max abs diff vs transformers fp32 (real tokens) |")
-        print("|---|---|---|")
-        reference = None
-        for name, run in methods.items():
-            if name in skip:
-                continue
+    with busy_neighbour() if args.busy_neighbour else contextlib.nullcontext():
+        for kind in args.workloads.split(","):
+            batches = [tuple(t.to(device) for t in b)
+                       for b in workload(kind, args.batches, args.batch_size, config.vocab_size, args.fixed_len)]
+            real = sum(int(m.sum()) for _, m, _ in batches)
+            padded = sum(m.numel() for _, m, _ in batches)
             with torch.inference_mode():
-                speed, outs = timed(run, batches, args.repeats, warm_all="compiled" in name)
-            if reference is None:
-                reference = outs
-            diff = max(float((o.float()[m.bool()] - r[m.bool()]).abs().max())
-                       for o, r, (_, m, _) in zip(outs, reference, batches))
-            table[kind, name] = speed
-            print(f"| {name} | {speed:,.0f} | {diff:.1e} |", flush=True)
-    print("\nratios (mixed lengths):")
+                speeds, diffs = interleaved(methods, batches, args.passes)
+            print(f"\n{kind}: {real:,} real tokens, {1 - real / padded:.1%} of the padded batch is padding")
+            print("| method | real tokens/s (median) | min-max of passes | max abs diff vs transformers fp32 "
+                  "(real tokens) |")
+            print("|---|---|---|---|")
+            for name, speed in speeds.items():
+                table[kind, name] = speed
+                print(f"| {name} | {statistics.median(speed):,.0f} | {min(speed):,.0f}-{max(speed):,.0f} | "
+                      f"{diffs[name]:.1e} |", flush=True)
+    print("\nratios (mixed lengths) of the medians, and the range of the per-pass ratios:")
     for ours_name, theirs in [("bertkit fp32", "transformers fp32"), ("bertkit bf16", "transformers bf16"),
                               ("bertkit int8", "ONNX Runtime int8"), ("bertkit fp32", "ONNX Runtime fp32 (fused)")]:
         if ("mixed", ours_name) in table and ("mixed", theirs) in table:
-            print(f"  {ours_name} / {theirs}: {table['mixed', ours_name] / table['mixed', theirs]:.2f}x")
+            a, b = table["mixed", ours_name], table["mixed", theirs]
+            paired = [x / y for x, y in zip(a, b)]
+            print(f"  {ours_name} / {theirs}: {statistics.median(a) / statistics.median(b):.2f}x "
+                  f"(per pass {min(paired):.2f}-{max(paired):.2f}x)")
 
 
 if __name__ == "__main__":

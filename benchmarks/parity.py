@@ -20,10 +20,12 @@ from test_parity import hf_model, max_diff, outputs_bertkit, outputs_hf  # noqa:
 
 from bertkit import BertConfig, build_model, load_model  # noqa: E402
 from bertkit.convert import ARCHITECTURES, config_from_hf, config_to_hf, state_from_hf, state_to_hf  # noqa: E402
+from bertkit.hardware import describe, summary  # noqa: E402
 
 
 def main() -> None:
     transformers.logging.set_verbosity_error()
+    print(summary(describe()), flush=True)
     config = BertConfig(vocab_size=99, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=37,
                         max_position_embeddings=64)
     ids, mask, types = random_batch(config.vocab_size)

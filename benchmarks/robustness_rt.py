@@ -58,7 +58,9 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
+    from bertkit import hardware
     from bertkit.robust import AttackConfig, attack_file
+    print(hardware.summary(hardware.describe("cuda" if torch.cuda.is_available() else "cpu")), flush=True)
     given = dict(m.split("=", 1) for m in args.model)
     names = [n for n in args.only.split(",") if n in VARIANTS or n in given] + [n for n in given if n not in VARIANTS]
     recipe = "charnoise,deepwordbug" + (",bae" if args.mlm else "")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import re
 import signal
 import socket
@@ -192,6 +191,8 @@ def main() -> None:
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--texts-file", help="a text a line instead of rt-polarity's test reviews")
     args = ap.parse_args()
+    from bertkit.hardware import describe, summary
+    print(summary(describe()), flush=True)  # measured before any server starts
     texts = review_texts(args)
     rows = []
     for precision in args.precisions.split(","):
@@ -210,8 +211,7 @@ def main() -> None:
                                texts, args, batches=False)
 
     source = args.texts_file or "rt-polarity test reviews"
-    print(f"\n{len(texts)} texts ({source}), one per request; closed loop on {HOST}; "
-          f"{os.cpu_count()} CPUs\n")
+    print(f"\n{len(texts)} texts ({source}), one per request; closed loop on {HOST}\n")
     print("| server | concurrency | req/s | p50 ms | p95 ms | p99 ms | mean batch | errors |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

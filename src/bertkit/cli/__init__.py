@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise BertkitError("--config works with a verb that has options: bertkit VERB --config FILE")
             _apply_config_file(verbs[name], config)
         args = parser.parse_args(argv)
+        if hasattr(args, "threads"):  # a verb that runs a model: torch's threads are decided in one place
+            from bertkit.hardware import use_threads
+            use_threads(args.threads)
         args.func(args)
     except BertkitError as e:
         print(f"bertkit: error: {e}", file=sys.stderr)

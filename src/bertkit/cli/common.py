@@ -7,6 +7,7 @@ import json
 import os
 
 from bertkit.errors import BertkitError
+from bertkit.options import POSITIVE_INT
 
 
 class Parser(argparse.ArgumentParser):
@@ -37,6 +38,13 @@ def columns(args: argparse.Namespace) -> dict:
 
 def add_quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def add_threads(p: argparse.ArgumentParser) -> None:
+    """--threads on a verb that runs a model; `main` applies it (bertkit.hardware.use_threads) before the verb runs."""
+    p.add_argument("--threads", type=POSITIVE_INT, help="torch threads (default: the CPUs this process may use, "
+                   "os.sched_getaffinity; OMP_NUM_THREADS when set). Fewer than the cores leaves room for "
+                   "another job on a shared machine")
 
 
 def rank() -> int:

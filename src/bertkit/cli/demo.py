@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bertkit.cli.common import add_overwrite
+from bertkit.cli.common import add_overwrite, add_threads
 from bertkit.folders import claim, mark
 from bertkit.options import POSITIVE
 
@@ -19,6 +19,7 @@ def register(verbs) -> None:
     d.add_argument("--model", help="a BERT folder to use instead of the catalog's pretrained model (all-MiniLM-L6-v2; "
                    "m3e-small for --lang zh)")
     add_overwrite(d)
+    add_threads(d)
     d.set_defaults(func=demo)
 
 

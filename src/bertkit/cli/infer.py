@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from bertkit.cli.common import add_columns, add_overwrite, columns, headline, print_json
+from bertkit.cli.common import add_columns, add_overwrite, add_threads, columns, headline, print_json
 from bertkit.cli.options import add_fields, given
 from bertkit.errors import BertkitError
 from bertkit.folders import claim, mark
@@ -26,6 +26,7 @@ def _add_inference(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model on a few fixed shapes (fp32, bf16; ~10 s a shape, cached on disk)")
     p.add_argument("--batch-size", type=POSITIVE_INT, default=64, help="inputs per forward pass (default 64)")
+    add_threads(p)
 
 
 def register(verbs) -> None:

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bertkit.cli.common import add_columns, add_overwrite, add_quiet
+from bertkit.cli.common import add_columns, add_overwrite, add_quiet, add_threads
 from bertkit.cli.options import add_fields, given
 from bertkit.errors import BertkitError
 from bertkit.folders import claim, mark
@@ -41,6 +41,7 @@ def register(verbs) -> None:
     add_quiet(xp)
     add_columns(xp, label=False)
     add_overwrite(xp)
+    add_threads(xp)
     xp.set_defaults(func=explain)
 
     em = verbs.add_parser("embed", help="sentence vectors of a file of texts (+ t-SNE plot by label)")
@@ -58,6 +59,7 @@ def register(verbs) -> None:
     em.add_argument("--label-column", default="label")
     add_quiet(em)
     add_overwrite(em)
+    add_threads(em)
     em.set_defaults(func=embed)
 
     si = verbs.add_parser("similar", help="nearest texts of an embedded file, or nearest words / analogies")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from bertkit.cli.common import add_overwrite, add_quiet
+from bertkit.cli.common import add_overwrite, add_quiet, add_threads
 from bertkit.cli.options import add_fields, given
 from bertkit.folders import claim, mark
 from bertkit.options import NON_NEGATIVE_INT, POSITIVE_INT
@@ -28,6 +28,7 @@ def register(verbs) -> None:
     at.add_argument("--label-column", default="label")
     add_quiet(at)
     add_overwrite(at)
+    add_threads(at)
     at.set_defaults(func=attack)
 
     bi = verbs.add_parser("bias", help="bias tests: invariance of a classifier to names, pronouns, nationalities, "
@@ -46,6 +47,7 @@ def register(verbs) -> None:
     bi.add_argument("--text-column", default="text")
     add_quiet(bi)
     add_overwrite(bi)
+    add_threads(bi)
     bi.set_defaults(func=bias)
 
 

@@ -8,7 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bertkit.cli.common import add_columns, add_overwrite, add_quiet, columns, headline, rank
+from bertkit.cli.common import add_columns, add_overwrite, add_quiet, add_threads, columns, headline, rank
 from bertkit.cli.options import add_fields, given
 from bertkit.errors import BertkitError
 from bertkit.folders import claim, mark
@@ -102,12 +102,13 @@ def register(verbs) -> None:
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    """What every training verb takes about its run folder."""
+    """What every training verb takes about its run folder and the cores it runs on."""
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     p.add_argument("--force", action="store_true", help="with --resume: go on although the data or options differ "
                    "from the run's start")
     add_quiet(p)
     add_overwrite(p)
+    add_threads(p)
 
 
 def pretrain(args: argparse.Namespace) -> None:

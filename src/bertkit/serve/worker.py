@@ -11,7 +11,6 @@ split over several; its outputs are put back together in order before its future
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -20,21 +19,12 @@ from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
-
 from bertkit.errors import BertkitError
+from bertkit.hardware import default_threads, use_threads
 from bertkit.inference import KINDS, Embedder, Predictor, QuestionAnswerer, TextClassifier, pipeline
 from bertkit.options import at_least, check_fields
 
 log = logging.getLogger("bertkit.serve")
-
-
-def available_cores() -> int:
-    """Cores this process may run on (a container's or taskset's limit, not the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 @dataclass
@@ -54,12 +44,13 @@ class Limits:
     max_payload_mb: float = field(default=2.0, metadata=at_least(0.0, open=True))
     """Request body size; more is answered 413."""
     threads: int | None = field(default=None, metadata=at_least(1))
-    """Torch threads of the model worker; None: the cores this process may use (os.sched_getaffinity)."""
+    """Torch threads of the model worker; None: the CPUs this process may use (os.sched_getaffinity;
+    OMP_NUM_THREADS when set)."""
 
     def __post_init__(self) -> None:
         check_fields(self)
         if self.threads is None:
-            self.threads = available_cores()
+            self.threads = default_threads()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -204,7 +195,7 @@ class ModelWorker:
     # ---- the thread --------------------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        torch.set_num_threads(self.limits.threads)
+        use_threads(self.limits.threads)
         wait, last = self.limits.max_wait_ms / 1000, 0
         while True:
             first = self.queue.get()

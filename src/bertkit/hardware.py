@@ -1,0 +1,183 @@
+"""The machine a run is on: how many threads torch uses, which CPU it is, and how fast it multiplies matrices.
+
+The thread count is decided here and nowhere else (`use_threads`, which every verb that runs a model calls through
+`--threads`). Its default is the CPUs this process may use, so a container or `taskset` limit is honoured rather
+than the machine's count. Benchmarks print `summary(describe())` first, so every number they print carries the
+CPU model, its instruction sets and a matmul peak measured in the same run; `busy_neighbour` takes a core away
+from a measurement on purpose, to see how a run degrades when it shares the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from bertkit.options import POSITIVE_INT
+
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile")
+"""The /proc/cpuinfo flags that decide which kernels run: avx512_bf16 / amx_bf16 make bf16 faster than fp32,
+avx512_vnni / amx_int8 make int8 fast."""
+
+
+# ---- threads -------------------------------------------------------------------------------------------------------
+
+def available_cpus() -> int:
+    """Logical CPUs this process may run on (a container's or taskset's limit, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def default_threads() -> int:
+    """Torch threads when none are asked for: OMP_NUM_THREADS when it holds a positive integer (torch's own rule,
+    and torchrun sets it to 1 when it starts several processes on one machine, so they do not oversubscribe the
+    cores), else every CPU this process may use."""
+    value = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    return available_cpus()
+
+
+def use_threads(n: int | None = None) -> int:
+    """Set torch's intra-op threads to n (None: `default_threads()`) and return the count set."""
+    n = default_threads() if n is None else n
+    POSITIVE_INT.check("threads", n)
+    torch.set_num_threads(n)
+    return n
+
+
+# ---- the CPU -------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Cpu:
+    """What a benchmark needs to say about the CPU it ran on."""
+
+    model: str
+    """The model name, e.g. "AMD EPYC 9654 96-Core Processor"."""
+    isa: tuple[str, ...]
+    """Those of ISA_FLAGS the CPU has, in ISA_FLAGS' order."""
+    cpus: int
+    """Logical CPUs of the machine."""
+    available: int
+    """Logical CPUs this process may use (affinity)."""
+    cores: int | None
+    """Physical cores under the available CPUs (fewer than `available` with SMT); None where unknown."""
+
+
+def parse_cpuinfo(text: str, allowed: set[int] | None = None) -> dict:
+    """{model, isa, cpus, cores} from the text of /proc/cpuinfo. allowed: the processor numbers this process may
+    use (None: all); `cores` counts the distinct (physical id, core id) pairs among them, None when the file has
+    no such fields (ARM, some VMs)."""
+    blocks = []
+    for chunk in text.strip().split("\n\n"):
+        block = {}
+        for line in chunk.splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                block[key.strip()] = value.strip()
+        if "processor" in block:
+            blocks.append(block)
+    first = blocks[0] if blocks else {}
+    model = next((first[k] for k in ("model name", "Hardware", "Processor", "cpu model") if first.get(k)), "")
+    flags = set((first.get("flags") or first.get("Features") or "").split())
+    used = [b for b in blocks if allowed is None or _int(b["processor"]) in allowed]
+    pairs = {(b["physical id"], b["core id"]) for b in used if "physical id" in b and "core id" in b}
+    return {"model": model, "isa": tuple(f for f in ISA_FLAGS if f in flags), "cpus": len(blocks),
+            "cores": len(pairs) or None}
+
+
+def _int(text: str) -> int:
+    return int(text) if text.isdigit() else -1
+
+
+def cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> Cpu:
+    """The CPU this process runs on; outside Linux the model is what `platform` knows and the ISA list is empty."""
+    try:
+        allowed = os.sched_getaffinity(0)
+    except AttributeError:
+        allowed = None
+    try:
+        info = parse_cpuinfo(cpuinfo.read_text(encoding="utf-8", errors="replace"), allowed)
+    except OSError:
+        info = {"model": "", "isa": (), "cpus": 0, "cores": None}
+    return Cpu(model=info["model"] or platform.processor() or platform.machine() or "unknown",
+               isa=info["isa"], cpus=info["cpus"] or os.cpu_count() or 1, available=available_cpus(),
+               cores=info["cores"])
+
+
+# ---- measuring -----------------------------------------------------------------------------------------------------
+
+def matmul_peak(dtype: torch.dtype = torch.float32, seconds: float = 1.0, n: int | None = None,
+                device: torch.device | str = "cpu") -> float:
+    """GFLOP/s of (n, n) @ (n, n) in dtype on device with torch's current threads: the median over repeats for
+    about `seconds` (at least one) after a warm-up product. n defaults to 2048 on a CPU (large enough for the
+    kernels' peak, ~0.1-0.3 s a product on two cores) and 8192 on a GPU."""
+    device = torch.device(device)
+    n = n or (8192 if device.type == "cuda" else 2048)
+    a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    a @ b
+    times, end = [], time.perf_counter() + seconds
+    while not times or time.perf_counter() < end:
+        sync()
+        t = time.perf_counter()
+        a @ b
+        sync()
+        times.append(time.perf_counter() - t)
+    return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
+def describe(device: torch.device | str = "cpu", seconds: float = 1.0) -> dict:
+    """The machine as a benchmark reports it: the CPU, torch's threads and version, the GPU when device is one, and
+    the matmul peak in fp32 and bf16 on device, measured now (`seconds` each)."""
+    device = torch.device(device)
+    machine = {**asdict(cpu()), "threads": torch.get_num_threads(), "torch": torch.__version__,
+               "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
+    machine["peak_gflops"] = {name: matmul_peak(dtype, seconds, device=device)
+                              for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    return machine
+
+
+def summary(machine: dict) -> str:
+    """Two lines for the top of a benchmark's output, from `describe()`."""
+    missing = [f for f in ISA_FLAGS if f not in machine["isa"]]
+    cores = f", {machine['cores']} physical cores" if machine["cores"] else ""
+    where = f"GPU {machine['gpu']}; " if machine["gpu"] else ""
+    peak = ", ".join(f"{k} {v:,.0f}" for k, v in machine["peak_gflops"].items())
+    return (f"machine: {machine['model']}; {' '.join(machine['isa']) or 'no listed ISA extensions'}"
+            f"{' (no ' + ', '.join(missing) + ')' if missing and machine['isa'] else ''}; "
+            f"{machine['available']} of {machine['cpus']} CPUs available{cores}; torch {machine['torch']} with "
+            f"{machine['threads']} thread{'s' if machine['threads'] != 1 else ''}\n"
+            f"matmul peak measured now ({where}GFLOP/s): {peak}")
+
+
+BUSY_LOOP = """import os, sys
+parent = int(sys.argv[1])
+while os.getppid() == parent:  # a neighbour that outlives a SIGKILLed benchmark would skew every later run
+    for _ in range(1_000_000):
+        pass
+"""
+
+
+@contextlib.contextmanager
+def busy_neighbour() -> Iterator[subprocess.Popen]:
+    """A pure-Python busy loop in another process, at this process's priority, for the duration of the block: one
+    core taken away as a neighbour's job would take it. Killed when the block ends (Ctrl-C included); it also ends
+    by itself within a fraction of a second when this process dies without cleaning up."""
+    proc = subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(os.getpid())], stdin=subprocess.DEVNULL)
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
