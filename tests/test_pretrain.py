@@ -373,6 +373,21 @@ def test_whole_word_and_packed_mlm_only(corpus_dir, tmp_path):
     assert json.loads((tmp_path / "r" / "model" / "bertkit.json").read_text())["task"] == "masked_lm"
 
 
+def test_dropout_option_turns_dropout_off_for_the_run_only(corpus_dir, tmp_path):
+    vocab = Corpus(corpus_dir).tokenizer.vocab_size
+    train_cfg = TrainConfig(lr=2e-3, max_steps=6, log_every=1, eval_every=100, save_every=100)
+    for name, config, dropout in (("off", tiny(vocab), None),
+                                  ("option", tiny(vocab).replace(hidden_dropout=0.3, attention_dropout=0.3), 0.0),
+                                  ("on", tiny(vocab).replace(hidden_dropout=0.3, attention_dropout=0.3), None)):
+        torch.manual_seed(0)
+        pretrain(corpus_dir, tmp_path / name, config, PretrainConfig(max_len=32, batch_size=8, eval_instances=8,
+                                                                    dropout=dropout), train_cfg, progress=False)
+    assert losses(tmp_path / "option") == losses(tmp_path / "off")  # the same steps as a model without dropout
+    assert losses(tmp_path / "on") != losses(tmp_path / "off")
+    saved = json.loads((tmp_path / "option" / "model" / "config.json").read_text())
+    assert saved["hidden_dropout_prob"] == saved["attention_probs_dropout_prob"] == 0.3  # fine-tuning gets its own
+
+
 @pytest.mark.slow
 def test_compiled_model_trains_like_eager(corpus_dir, tmp_path):
     torch.manual_seed(0)

