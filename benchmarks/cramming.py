@@ -46,7 +46,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--budget", type=float, default=10.0, help="pre-training minutes (wall clock)")
-    ap.add_argument("--text", default="wiki:1,movies:1", help="NAME:REPEATS,... of " + ", ".join(TEXTS))
+    ap.add_argument("--text", default="wiki:1,movies:1", help="NAME:REPEATS,... of " + ", ".join(TEXTS) +
+                    " (REPEATS: copies in the train split)")
     ap.add_argument("--vocab-size", type=int, default=16000)
     ap.add_argument("--preset", default="mini")
     ap.add_argument("--model", default="", help="BertConfig fields as json, over the preset (e.g. '{\"num_layers\": 6}')")
@@ -73,18 +74,19 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
 
-    # text and vocabulary
-    text_file = out / "text.txt"
-    parts = []
+    # text (each source once for the vocabulary; repeated in the train split as --text says) and vocabulary
+    files, repeat = [], {}
     for item in args.text.split(","):
         name, _, repeats = item.partition(":")
-        parts.append(TEXTS[name]() * int(repeats or 1))
-    text_file.write_text("".join(parts), encoding="utf-8")
-    tok = Tokenizer.train(files=[text_file], vocab_size=args.vocab_size, show_progress=False)
-    corpus = prepare([text_file], tok, out / "corpus", heldout_percent=2, progress=False)
+        files.append(out / "text" / f"{name}.txt")
+        files[-1].parent.mkdir(exist_ok=True)
+        files[-1].write_text(TEXTS[name](), encoding="utf-8")
+        repeat[files[-1]] = int(repeats or 1)
+    tok = Tokenizer.train(files=files, vocab_size=args.vocab_size, show_progress=False)
+    corpus = prepare(files, tok, out / "corpus", heldout_percent=2, repeat=repeat, progress=False)
     corpus_meta = Corpus(corpus).meta["splits"]
-    print(f"text {text_file.stat().st_size / 1e6:.1f} MB, train {corpus_meta['train']['tokens']:,} tokens, "
-          f"vocab {tok.vocab_size}", flush=True)
+    print(f"text {sum(f.stat().st_size for f in files) / 1e6:.1f} MB, train {corpus_meta['train']['tokens']:,} "
+          f"tokens, vocab {tok.vocab_size}", flush=True)
 
     # pre-training
     config = BertConfig.preset(args.preset, vocab_size=tok.vocab_size, unpad=True,

@@ -96,6 +96,33 @@ def test_prepare_cuts_a_corpus_without_blank_lines_into_documents(tmp_path, monk
     assert f"heldout: {splits['heldout']['documents']} documents" in printed.out
 
 
+def test_repeat_weights_a_file_in_the_train_split_only(corpus_dir, tmp_path, capsys):
+    tok = Corpus(corpus_dir).tokenizer
+    general = write_corpus(tmp_path / "general.txt", n_docs=40, seed=1)
+    domain = write_corpus(tmp_path / "domain.txt", n_docs=30, seed=2)
+    once = Corpus(prepare([general, domain], tok, tmp_path / "once", heldout_percent=20, progress=False)).meta
+    main_args = ["prepare", str(general), str(domain), "--tokenizer", str(corpus_dir / "tokenizer"), "-q",
+                 "--heldout-percent", "20", "--repeat", f"{domain}=3", "--out", str(tmp_path / "mix")]
+    assert main(main_args) == 0
+    mix = Corpus(tmp_path / "mix").meta
+    assert mix["repeat"] == {"domain.txt": 3}
+    assert mix["splits"]["heldout"] == {**once["splits"]["heldout"], "shards": mix["splits"]["heldout"]["shards"]}
+    alone = Corpus(prepare([domain], tok, tmp_path / "d", heldout_percent=20, progress=False)).meta["splits"]["train"]
+    for key in ("documents", "sentences", "tokens"):
+        assert mix["splits"]["train"][key] == once["splits"]["train"][key] + 2 * alone[key], key
+    # no held-out document is ever trained on: every held-out sentence sequence is absent from train
+    shards = {split: Corpus(tmp_path / "mix").shards(split)[0] for split in ("train", "heldout")}
+    docs = {split: {tuple(map(tuple, (s.tolist() for s in sh.document(d)))) for d in range(sh.num_documents)}
+            for split, sh in shards.items()}
+    assert docs["heldout"] and not docs["heldout"] & docs["train"]
+    for i, bad in enumerate([f"{domain}=0", f"{domain}", f"{tmp_path / 'other.txt'}=2"]):
+        assert main([*main_args[:-1], str(tmp_path / f"bad{i}"), "--repeat", bad]) == 2
+    err = capsys.readouterr().err
+    assert err.count("write FILE=N") == 2 and "other.txt, which is not among the inputs" in err
+    with pytest.raises(BertkitError, match="not among the inputs"):
+        prepare([general], tok, tmp_path / "x", repeat={domain: 2}, progress=False)
+
+
 def test_prepare_bad_input(tmp_path, corpus_dir):
     tok = Corpus(corpus_dir).tokenizer
     (tmp_path / "empty.txt").write_text("\n\n  \n")

@@ -55,6 +55,9 @@ def register(verbs) -> None:
     pp.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="picks the held-out documents (default 0)")
     pp.add_argument("--text-field", default="text", help="field of a JSON-lines record holding the text")
     pp.add_argument("--shard-tokens", type=POSITIVE_INT, default=1 << 24, help="tokens per shard (default 16M)")
+    pp.add_argument("--repeat", action="append", default=[], metavar="FILE=N",
+                    help="put an input file's training documents in N times: weights in-domain text up in the mix "
+                    "(its held-out documents stay out of training); repeatable")
     add_quiet(pp)
     add_overwrite(pp)
     pp.set_defaults(func=prepare)
@@ -105,13 +108,25 @@ def prepare(args: argparse.Namespace) -> None:
         tok = Tokenizer.train(sentences, args.vocab_size, lowercase=not args.cased,
                               limit_alphabet=args.limit_alphabet, show_progress=not args.quiet)
     out = prepare_corpus(args.inputs, tok, args.out, heldout_percent=args.heldout_percent, seed=args.seed,
-                         text_field=args.text_field, shard_tokens=args.shard_tokens, progress=not args.quiet)
+                         text_field=args.text_field, shard_tokens=args.shard_tokens, repeat=_repeat(args.repeat),
+                         progress=not args.quiet)
     mark(out, "prepare")
     meta = json.loads((out / "meta.json").read_text())
     for split, info in meta["splits"].items():
         print(f"{split}: {info['documents']:,} documents, {info['sentences']:,} sentences, {info['tokens']:,} tokens "
               f"in {len(info['shards'])} shard(s)")
     print(f"written to {out}")
+
+
+def _repeat(items: list[str]) -> dict[str, int]:
+    """--repeat FILE=N, ... as {FILE: N}."""
+    out = {}
+    for item in items:
+        path, sep, n = item.rpartition("=")
+        if not sep or not path or not n.isdigit() or int(n) < 1:
+            raise BertkitError(f"--repeat {item!r}: write FILE=N, N a positive whole number of copies")
+        out[path] = int(n)
+    return out
 
 
 def data_list(args: argparse.Namespace) -> None:

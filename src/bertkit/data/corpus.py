@@ -132,15 +132,19 @@ def is_heldout(sentences: list[str], percent: float, seed: int) -> bool:
 
 def prepare(inputs: Sequence[str | Path], tokenizer: Tokenizer, out: str | Path, *, heldout_percent: float = 1.0,
             seed: int = 0, text_field: str = "text", shard_tokens: int = 1 << 24, batch_sentences: int = 4096,
-            progress: bool = True) -> Path:
+            repeat: dict[str | Path, int] | None = None, progress: bool = True) -> Path:
     """Tokenise a corpus (plain text in google-research/bert's format, or JSON lines) into a prepared directory.
 
     Sentences are tokenised in parallel batches; ids carry no [CLS]/[SEP] (instances add them). Same inputs,
     tokenizer and seed give byte-identical output.
+
+    repeat: input file -> how many times its training documents go into the train split (the data mix: in-domain
+    text weighted up); its held-out documents are held out once, so none of them is ever trained on.
     """
     if not 0.0 <= heldout_percent < 100.0:
         raise BertkitError(f"heldout_percent must be in [0, 100), got {heldout_percent}")
     files = input_files(inputs)
+    copies = _repeats(files, repeat or {})
     dtype = np.dtype(np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32)
 
     def write(tmp: Path) -> None:
@@ -161,14 +165,15 @@ def prepare(inputs: Sequence[str | Path], tokenizer: Tokenizer, out: str | Path,
 
         with tqdm(total=total_bytes(files), unit="B", unit_scale=True, unit_divisor=1024, desc="prepare",
                   disable=not progress) as bar:
-            for sentences, consumed in iter_documents(files, text_field=text_field):
-                split = "heldout" if is_heldout(sentences, heldout_percent, seed) else "train"
-                pending.append((split, sentences))
-                n_pending += len(sentences)
-                if n_pending >= batch_sentences:
-                    tokenise_pending()
-                    n_pending = 0
-                bar.update(consumed)
+            for group, n in copies:
+                for sentences, consumed in iter_documents(group, text_field=text_field):
+                    held_out = is_heldout(sentences, heldout_percent, seed)
+                    pending += [("heldout", sentences)] if held_out else [("train", sentences)] * n
+                    n_pending += len(sentences)
+                    if n_pending >= batch_sentences:
+                        tokenise_pending()
+                        n_pending = 0
+                    bar.update(consumed)
         tokenise_pending()
         for w in writers.values():
             w.flush()
@@ -180,8 +185,28 @@ def prepare(inputs: Sequence[str | Path], tokenizer: Tokenizer, out: str | Path,
             "format": FORMAT, "dtype": dtype.name, "vocab_size": tokenizer.vocab_size, "seed": seed,
             "heldout_percent": heldout_percent, "text_field": text_field,
             "inputs": [f.name for f in files],
+            **({"repeat": {f.name: n for group, n in copies for f in group if n != 1}} if repeat else {}),
             "splits": {split: {"shards": w.names, **w.counts} for split, w in writers.items()},
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
     return write_atomically(Path(out), write)
+
+
+def _repeats(files: list[Path], repeat: dict[str | Path, int]) -> list[tuple[list[Path], int]]:
+    """The input files in order, in runs of equal repeat counts: [(files, copies), ...]."""
+    wanted = {Path(f).resolve(): n for f, n in repeat.items()}
+    for f, n in repeat.items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise BertkitError(f"repeat {f}: must be a positive whole number of copies, got {n!r}")
+    unknown = set(wanted) - {f.resolve() for f in files}
+    if unknown:
+        raise BertkitError(f"repeat names {', '.join(sorted(str(u) for u in unknown))}, which is not among the inputs")
+    runs: list[tuple[list[Path], int]] = []
+    for f in files:
+        n = wanted.get(f.resolve(), 1)
+        if runs and runs[-1][1] == n:
+            runs[-1][0].append(f)
+        else:
+            runs.append(([f], n))
+    return runs
