@@ -304,7 +304,7 @@ def rt_polarity() -> dict[str, list[tuple[str, str]]]:
 def movie_text() -> str:
     """Pre-training text about films: the rt-polarity *train* reviews (their labels dropped), ten to a document,
     then the corpus's film synopses (one per document; no task uses them). Nothing from a dev or test split."""
-    reviews = [text for text, _ in rt_polarity()["train"]]
+    reviews = [" ".join(text.split()) for text, _ in rt_polarity()["train"]]  # a review is one line
     blocks = ["\n".join(reviews[i:i + 10]) for i in range(0, len(reviews), 10)]
     plots = dict.fromkeys(" ".join(r["text"].split()) for r in _rotten_tomatoes()
                           if r["category"] == "plot" and r["text"].strip())
