@@ -42,7 +42,7 @@ TASKS = {"rt-polarity": catalog.rt_polarity, "wiki-topics": catalog.wiki_topics}
 TEXTS = {"wiki": catalog.wiki_leads, "movies": catalog.movie_text}
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--budget", type=float, default=10.0, help="pre-training minutes (wall clock)")

@@ -95,8 +95,11 @@ def tokenizer_encode(args: argparse.Namespace) -> None:
 
 
 def prepare(args: argparse.Namespace) -> None:
-    from bertkit.data.corpus import prepare as prepare_corpus
+    from bertkit.data.corpus import prepare as prepare_corpus, repeat_runs
+    from bertkit.data.text import input_files
     from bertkit.tokenizer import Tokenizer
+    repeat = _repeat(args.repeat)
+    repeat_runs(input_files(args.inputs), repeat)  # a wrong --repeat fails now, not after the vocabulary's training
     claim(args.out, "prepare", overwrite=args.overwrite, inputs=[*args.inputs, *filter(None, [args.tokenizer])])
     if args.tokenizer:
         tok = Tokenizer.load(args.tokenizer)
@@ -108,7 +111,7 @@ def prepare(args: argparse.Namespace) -> None:
         tok = Tokenizer.train(sentences, args.vocab_size, lowercase=not args.cased,
                               limit_alphabet=args.limit_alphabet, show_progress=not args.quiet)
     out = prepare_corpus(args.inputs, tok, args.out, heldout_percent=args.heldout_percent, seed=args.seed,
-                         text_field=args.text_field, shard_tokens=args.shard_tokens, repeat=_repeat(args.repeat),
+                         text_field=args.text_field, shard_tokens=args.shard_tokens, repeat=repeat,
                          progress=not args.quiet)
     mark(out, "prepare")
     meta = json.loads((out / "meta.json").read_text())

@@ -27,6 +27,7 @@ from bertkit.folders import write_atomically
 from bertkit.config import read_json
 from bertkit.data.text import input_files, iter_documents, total_bytes
 from bertkit.errors import BertkitError
+from bertkit.options import POSITIVE_INT
 from bertkit.tokenizer import Tokenizer
 
 FORMAT = "bertkit-corpus/1"
@@ -144,7 +145,7 @@ def prepare(inputs: Sequence[str | Path], tokenizer: Tokenizer, out: str | Path,
     if not 0.0 <= heldout_percent < 100.0:
         raise BertkitError(f"heldout_percent must be in [0, 100), got {heldout_percent}")
     files = input_files(inputs)
-    copies = _repeats(files, repeat or {})
+    copies = repeat_runs(files, repeat or {})
     dtype = np.dtype(np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32)
 
     def write(tmp: Path) -> None:
@@ -193,12 +194,12 @@ def prepare(inputs: Sequence[str | Path], tokenizer: Tokenizer, out: str | Path,
     return write_atomically(Path(out), write)
 
 
-def _repeats(files: list[Path], repeat: dict[str | Path, int]) -> list[tuple[list[Path], int]]:
-    """The input files in order, in runs of equal repeat counts: [(files, copies), ...]."""
-    wanted = {Path(f).resolve(): n for f, n in repeat.items()}
+def repeat_runs(files: list[Path], repeat: dict[str | Path, int]) -> list[tuple[list[Path], int]]:
+    """The input files in order, in runs of equal repeat counts: [(files, copies), ...]; BertkitError for a count
+    that is not a positive integer or a file that is not among the inputs."""
     for f, n in repeat.items():
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise BertkitError(f"repeat {f}: must be a positive whole number of copies, got {n!r}")
+        POSITIVE_INT.check(f"repeat {f}:", n)
+    wanted = {Path(f).resolve(): n for f, n in repeat.items()}
     unknown = set(wanted) - {f.resolve() for f in files}
     if unknown:
         raise BertkitError(f"repeat names {', '.join(sorted(str(u) for u in unknown))}, which is not among the inputs")
