@@ -139,11 +139,10 @@ def run_demo(out: str | Path, lang: str = "en", budget_minutes: float = 10.0, sm
     tasks, texts = _fetch(p, out / "data")
     for name, files in tasks.items():
         print(f"      {name}: " + ", ".join(f"{k} {v['n']}" for k, v in files["splits"].items()))
-    text_files, repeat = [], {}
-    for name, (text, copies) in texts.items():
-        text_files.append(out / "data" / f"{name}.txt")
-        text_files[-1].write_text(text, encoding="utf-8")
-        repeat[text_files[-1]] = copies
+    repeat = {out / "data" / f"{name}.txt": copies for name, (_, copies) in texts.items()}  # file -> copies
+    for (text, _), path in zip(texts.values(), repeat):
+        path.write_text(text, encoding="utf-8")
+    text_files = list(repeat)
     print("      pre-training text: " + ", ".join(
         f"{name} {len(text.encode()) / 1e6:.1f} MB" + (f" x{copies}" if copies > 1 else "")
         for name, (text, copies) in texts.items()))
