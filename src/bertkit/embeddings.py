@@ -176,14 +176,17 @@ def model_fingerprint(model_dir: str | Path, settings: dict) -> str:
                     for p in d.rglob("*") if p.is_file())
     h = hashlib.sha256()
     for path in files:
-        try:
-            with open(path, "rb") as f:
-                digest = hashlib.file_digest(f, "sha256").hexdigest()  # read in blocks, never whole
-        except OSError as e:
-            raise BertkitError(f"{path}: cannot read ({e.strerror})") from None
-        h.update(f"{path.relative_to(folder).as_posix()}\0{digest}\n".encode())
+        h.update(f"{path.relative_to(folder).as_posix()}\0{_sha256(path)}\n".encode())
     h.update(json.dumps(settings, sort_keys=True).encode())
     return h.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()  # read in blocks, never whole
+    except OSError as e:
+        raise BertkitError(f"{path}: cannot read ({e.strerror})") from None
 
 
 def _settings(meta: dict) -> dict:
@@ -200,13 +203,13 @@ def embed_file(model_dir: str | Path, input_file: str | Path, out: str | Path, *
     and, when the file has labels, tsne.png (a 2-D t-SNE of up to tsne_limit rows, coloured by label). pooling and
     max_length: None reads as the model was saved to (see bertkit.inference.Reading). resume: continue the
     unfinished run into `out` from its last complete chunk. chunk_rows: default CHUNK_ROWS."""
-    from bertkit.trainer import file_fingerprint
     out, chunk_rows = Path(out), chunk_rows or CHUNK_ROWS
     embedder = Embedder.load(model_dir, pooling=pooling, max_length=max_length, normalize=True)
     meta = {"model": str(Path(model_dir).resolve()), "input": str(input_file), "pooling": embedder.reading.pooling,
             "layer": layer, "max_length": embedder.reading.max_length, "normalized": True}
     meta["fingerprint"] = model_fingerprint(model_dir, _settings(meta))
-    run = {"fingerprint": meta["fingerprint"], "input": file_fingerprint(input_file), "text_column": text_column,
+    run = {"fingerprint": meta["fingerprint"], "input": str(Path(input_file).resolve()),
+           "input_sha256": _sha256(Path(input_file)) if Path(input_file).is_file() else None, "text_column": text_column,
            "label_column": label_column, "chunk_rows": chunk_rows}
     work = out.parent / f".{out.name}.partial"
     try:
@@ -254,12 +257,12 @@ def _start(work: Path, run: dict, resume: bool) -> int:
         changed = sorted(k for k in set(run) | set(recorded) if run.get(k) != recorded.get(k))
         if changed:
             raise BertkitError(f"--resume: the unfinished run was started with another "
-                               f"{', '.join('model' if k == 'fingerprint' else k for k in changed)}; give the same "
+                               f"{', '.join(RUN_NAMES.get(k, k) for k in changed)}; give the same "
                                "model, input and options, or run without --resume to start again")
         done = 0
         while (work / f"chunk-{done:06d}.npy").is_file():
             done += 1
-        for stale in work.glob("chunk-*"):  # a chunk cut by the kill
+        for stale in work.glob("chunk-[0-9][0-9][0-9][0-9][0-9][0-9]*"):  # a chunk cut by the kill
             if int(stale.name[6:12]) >= done:
                 stale.unlink()
         return done
@@ -267,6 +270,9 @@ def _start(work: Path, run: dict, resume: bool) -> int:
     work.mkdir(parents=True)
     record.write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
     return 0
+
+
+RUN_NAMES = {"fingerprint": "model (or pooling, layer, max length)", "input_sha256": "input content"}
 
 
 def _write_chunk(work: Path, k: int, vectors: np.ndarray, rows: list[tuple[str, object]], first: int) -> None:
