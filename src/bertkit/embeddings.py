@@ -214,7 +214,7 @@ def embed_file(model_dir: str | Path, input_file: str | Path, out: str | Path, *
     work = out.parent / f".{out.name}.partial"
     try:
         done = _start(work, run, resume)
-        start = time.perf_counter()
+        start, wall = time.perf_counter(), time.time()
         rows = iter_texts(input_file, text_column, label_column)
         for _ in islice(rows, done * chunk_rows):  # embedded by the run resumed: read (so checked), not again
             pass
@@ -228,7 +228,7 @@ def embed_file(model_dir: str | Path, input_file: str | Path, out: str | Path, *
             if bar is None:
                 bar = tqdm(initial=done * chunk_rows, unit="text", desc="embed", file=sys.stderr,
                            disable=not progress, dynamic_ncols=True)
-                bar.start_t = start  # texts/s counts the first chunk's time too
+                bar.start_t = wall  # texts/s counts the first chunk's time too
             bar.update(len(part))
         if bar is not None:
             bar.close()
@@ -317,9 +317,6 @@ def plot_tsne(vectors: np.ndarray, index: Path, png: Path, *, limit: int = 2000,
               title: str = "") -> Path | None:
     """t-SNE (scikit-learn) of at most `limit` rows (a seeded sample), a colour per label (read from the index
     records of the rows drawn only); None, and no plot, when none of them has a label."""
-    from sklearn.manifold import TSNE
-
-    from bertkit.plots import plot_points
     rows = np.arange(len(vectors))
     if len(rows) > limit:
         rows = np.sort(np.random.default_rng(seed).choice(rows, limit, replace=False))
@@ -331,6 +328,9 @@ def plot_tsne(vectors: np.ndarray, index: Path, png: Path, *, limit: int = 2000,
                 names.append(str(label) if label is not None else "(none)")
     if all(name == "(none)" for name in names):
         return None
+    from sklearn.manifold import TSNE  # seconds to import: only when a plot is drawn
+
+    from bertkit.plots import plot_points
     xy = TSNE(2, perplexity=min(30.0, (len(rows) - 1) / 3), init="pca",
               random_state=seed).fit_transform(np.asarray(vectors[rows]))
     return plot_points(xy, names, png, title=f"{title} ({len(rows)} of {len(vectors)} texts)")
