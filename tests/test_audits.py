@@ -117,6 +117,10 @@ def test_an_index_refuses_a_query_model_other_than_its_own(models, tmp_path, cap
     meta = json.loads((out / "meta.json").read_text())
     (out / "meta.json").write_text(json.dumps(meta | {"model": str(moved)}))
     one_line_error(["similar", out, "--query", TEXTS[4]], capsys, "built by another model")
+    pytest.importorskip("fastapi")
+    from bertkit.serve.app import load_index
+    with pytest.raises(BertkitError, match="built by another model"):  # `bertkit serve --index` loads it so too
+        load_index(out, {})
     # an index of the previous version (no fingerprint) loads, with a note; another width is still an error
     (out / "meta.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "fingerprint"}))
     assert main(["similar", str(out), "--query", TEXTS[4], "--k", "1"]) == 0
