@@ -18,18 +18,11 @@ from bertkit.errors import BertkitError
 from bertkit.inference import FillMask
 from bertkit.robust.bias import crows
 from bertkit.robust.mlm import load_masked_lm
+from test_robust import one_line_error
 
 TEXTS = ["the film was great", "a wonderful story", "really boring plot", "terrible acting and cast",
          "quite a great cast", "the plot was boring", "a story with a great cast", "boring and terrible",
          "the plot was dull", "my mother cooked dinner"]
-
-
-def one_line_error(args, capsys, contains: str) -> str:
-    code = main([str(a) for a in args])
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and err.startswith("bertkit: error: "), err
-    assert contains in err, err
-    return err
 
 
 @pytest.fixture(scope="module")
