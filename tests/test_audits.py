@@ -175,7 +175,8 @@ def test_a_killed_embed_resumes_to_the_vectors_of_an_uninterrupted_run(models, t
     assert sorted(p.name for p in partial.glob("chunk-*")) == [f"chunk-00000{k}.{s}" for k in (0, 1)
                                                                for s in ("jsonl", "npy")]  # written early
     assert similar(out, [TEXTS[0]], k=1)["results"][0][0]["row"] == 0  # the old index (model A) still answers
-    with pytest.raises(BertkitError, match="another model .or pooling, layer, max length.; give the same"):  # a resume must read the same way
+    # a resume must read the same way
+    with pytest.raises(BertkitError, match="another model .or pooling, layer, max length.; give the same"):
         embed_file(models["A"], models["data"], out, resume=True, **common)
     # the refusal kept the chunks; the run then resumes with its own model
     fresh = embed_file(models["B"], models["data"], tmp_path / "ref-b", **common)  # B, uninterrupted

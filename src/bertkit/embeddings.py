@@ -135,7 +135,8 @@ def build_index(vectors, **kwargs) -> VectorIndex:
 
 # ---- files: embed a data set, search it ------------------------------------------------------------------------
 
-def iter_texts(path: str | Path, text_column: str = "text", label_column: str = "label") -> Iterator[tuple[str, object]]:
+def iter_texts(path: str | Path, text_column: str = "text", label_column: str = "label"
+               ) -> Iterator[tuple[str, object]]:
     """(text, label or None) of each row of a CSV/TSV/JSON-lines file, or of each non-blank line of a .txt file,
     streamed: a mistake is raised when its line is reached."""
     path = Path(path)
@@ -209,8 +210,8 @@ def embed_file(model_dir: str | Path, input_file: str | Path, out: str | Path, *
             "layer": layer, "max_length": embedder.reading.max_length, "normalized": True}
     meta["fingerprint"] = model_fingerprint(model_dir, _settings(meta))
     run = {"fingerprint": meta["fingerprint"], "input": str(Path(input_file).resolve()),
-           "input_sha256": _sha256(Path(input_file)) if Path(input_file).is_file() else None, "text_column": text_column,
-           "label_column": label_column, "chunk_rows": chunk_rows}
+           "input_sha256": _sha256(Path(input_file)) if Path(input_file).is_file() else None,
+           "text_column": text_column, "label_column": label_column, "chunk_rows": chunk_rows}
     work = out.parent / f".{out.name}.partial"
     try:
         done = _start(work, run, resume)
