@@ -54,6 +54,9 @@ class Loaded:
     """What the loader had to do that a user should hear of (heads initialised, weights ignored, an old format)."""
     reading: dict = field(default_factory=dict)
     """How the model reads text, as saved (max_length, window_stride, pooling, ...); empty when nothing was."""
+    initialised: list[str] = field(default_factory=list)
+    """Weights (bertkit names) the source lacked, freshly (randomly) initialised at this load: a verb that needs
+    them trained (bias, bae) refuses such a model."""
 
 
 # ---- writing ----------------------------------------------------------------------------------------------
@@ -196,13 +199,13 @@ def _load_hf_layout(folder: Path, hf: dict, task: str | None, num_labels: int | 
             raise BertkitError(f"{weights}: does not match {CONFIG}: {len(unused)} unexpected weight(s), "
                                f"e.g. {unused[0]}")
         load_state(model, state, weights)
-        notes = []
+        notes, initialised = [], []
     else:
-        notes = load_into(model, state, weights, unused)
+        notes, initialised = load_into(model, state, weights, unused)
     tokenizer = load_tokenizer(folder, config)
     if tokenizer is None and not ours:
         notes.append("no tokenizer files in the source")
-    return Loaded(model.eval(), tokenizer, labels, notes, dict(ours["reading"]) if ours else {})
+    return Loaded(model.eval(), tokenizer, labels, notes, dict(ours["reading"]) if ours else {}, initialised)
 
 
 def _read_extras(folder: Path, hf: dict) -> dict | None:
@@ -261,8 +264,8 @@ def _load_old_format(folder: Path, meta: dict, task: str | None, num_labels: int
         return Loaded(model.eval(), tokenizer, labels, [OLD_FORMAT_NOTE])
     # A new head on this encoder, e.g. a classifier on a pre-trained model.
     model = build_model(config, task or saved_task, num_labels, problem_type or "single_label")
-    notes = load_into(model, state, folder / WEIGHTS)
-    return Loaded(model.eval(), tokenizer, None, notes + [OLD_FORMAT_NOTE])
+    notes, initialised = load_into(model, state, folder / WEIGHTS)
+    return Loaded(model.eval(), tokenizer, None, notes + [OLD_FORMAT_NOTE], initialised=initialised)
 
 
 def convert_model(src: str | Path, dst: str | Path, task: str | None = None) -> Loaded:
@@ -278,9 +281,10 @@ def convert_model(src: str | Path, dst: str | Path, task: str | None = None) -> 
 
 
 def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: Path,
-              unused: list[str] = ()) -> list[str]:
+              unused: list[str] = ()) -> tuple[list[str], list[str]]:
     """Load every weight `state` has for `model`; head weights it lacks (or has in another shape) keep their
-    fresh init. The encoder must be complete. Returns notes saying what was initialised and what was left."""
+    fresh init. The encoder must be complete. Returns notes saying what was initialised and what was left, and
+    the names of the weights initialised."""
     fresh = model.state_dict()
     initialised = sorted(k for k in fresh if k not in state or (
         not k.startswith("bert.") and state[k].shape != fresh[k].shape))
@@ -295,7 +299,7 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: Path,
         notes.append(f"not in the source, freshly initialised: {', '.join(_groups(initialised))}")
     if unused:
         notes.append(f"in the source but not used by a {model.task} model: {', '.join(_groups(unused))}")
-    return notes
+    return notes, initialised
 
 
 def _groups(names: list[str]) -> list[str]:

@@ -9,27 +9,51 @@ Shapes: N texts, Q queries, B batch, T tokens, C hidden, V vocab.
     embed_file("runs/model", "train.csv", "runs/emb")     # vectors.npy + index.jsonl + meta.json (+ tsne.png)
     similar("runs/emb", ["a witty film"], k=5)            # nearest texts, with timings
     nearest_words(loaded, "king - man + woman")           # word arithmetic over the input embeddings
+
+An index knows the model that made it: meta.json records the model's fingerprint (a hash of its weights, config
+and tokenizer files and of the pooling, layer and length it was read with), and `similar` (or the server's
+/similar) refuses a query model whose fingerprint differs: its vectors would live in another space, of the same
+width or not. An index written before fingerprints were recorded still loads, with a note.
+
+`embed_file` streams: the input is read, embedded and written CHUNK_ROWS rows at a time into a folder of chunks
+beside the output, `.OUT.partial/` (chunk-000000.npy + chunk-000000.jsonl, ...; a chunk is complete when its .npy
+is there, renamed into place after its records), so memory is bounded by a chunk, not the file, and the first
+results are on disk after the first chunk. A run killed part-way continues with resume=True (`--resume`) from its
+last complete chunk; run.json in that folder records the model's fingerprint, the input's hash and the options,
+and a resume with others is refused. When every chunk is there, the index is assembled in a temporary folder
+(vectors.npy through a memory map of its final shape, filled a chunk at a time) that replaces `out` by a rename
+(bertkit.folders.write_atomically): an earlier index in `out` stays whole and queryable until the new one is
+complete, whatever fails on the way (a full disk included).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import shutil
+import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from itertools import count, islice
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from bertkit.errors import BertkitError
+from bertkit.folders import write_atomically
 from bertkit.inference.embed import Embedder
 from bertkit.tokenizer import Tokenizer
-IVF_FROM = 100_000  # rows from which `build_index` clusters (IVF) instead of scanning every row
 
+IVF_FROM = 100_000  # rows from which `build_index` clusters (IVF) instead of scanning every row
+CHUNK_ROWS = 4096
+"""Rows `embed_file` reads, embeds and writes at once: a few seconds of a small model on a CPU, so the first
+results come early, and a few MB held (texts, tokens, vectors) whatever the file's size."""
 
 
 def knn_classify(train_vecs: torch.Tensor, train_labels: Sequence[str], query_vecs: torch.Tensor,
@@ -73,9 +97,14 @@ class VectorIndex:
         return len(self.vectors)
 
     def search(self, queries, k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
-        """(scores, ids), each (Q, k'), k' = min(k, N): cosine similarity and row, most similar first."""
-        q = F.normalize(torch.as_tensor(np.asarray(queries), dtype=torch.float32).reshape(-1, self.vectors.shape[1]),
-                        dim=-1)  # (Q, C)
+        """(scores, ids), each (Q, k'), k' = min(k, N): cosine similarity and row, most similar first. queries:
+        (Q, C), or one (C,); vectors of another width are an error, never reshaped into the index's."""
+        q = torch.as_tensor(np.asarray(queries), dtype=torch.float32)
+        q = q.reshape(0, self.vectors.shape[1]) if q.numel() == 0 else q.unsqueeze(0) if q.ndim == 1 else q
+        if q.ndim != 2 or q.shape[1] != self.vectors.shape[1]:
+            raise BertkitError(f"queries of shape {tuple(q.shape)} do not match the index's vectors of "
+                               f"{self.vectors.shape[1]}: they were made by another model")
+        q = F.normalize(q, dim=-1)  # (Q, C)
         k = min(k, len(self.vectors))
         if self.centroids is not None:
             return self._search_ivf(q, k)
@@ -106,77 +135,228 @@ def build_index(vectors, **kwargs) -> VectorIndex:
 
 # ---- files: embed a data set, search it ------------------------------------------------------------------------
 
-def read_texts(path: str | Path, text_column: str = "text", label_column: str = "label") -> tuple[list[str], list]:
-    """(texts, labels) of a CSV/TSV/JSON-lines file (labels None where absent) or of a .txt file (a text a line)."""
+def iter_texts(path: str | Path, text_column: str = "text", label_column: str = "label"
+               ) -> Iterator[tuple[str, object]]:
+    """(text, label or None) of each row of a CSV/TSV/JSON-lines file, or of each non-blank line of a .txt file,
+    streamed: a mistake is raised when its line is reached."""
     path = Path(path)
-    if path.suffix.lower() == ".txt":
-        from bertkit.data.text import read_lines
-        texts = [line.rstrip("\r\n") for _, line, _ in read_lines(path) if line.strip()]
-        if not texts:
-            raise BertkitError(f"{path}: no texts in this file")
-        return texts, [None] * len(texts)
-    from bertkit.data.tasks import read_examples
-    examples = read_examples(path, text_column=text_column, label_column=label_column, require_labels=False)
-    return [e.text for e in examples], [e.label for e in examples]
+    if path.suffix.lower() != ".txt":
+        from bertkit.data.tasks import iter_examples
+        for e in iter_examples(path, text_column=text_column, label_column=label_column, require_labels=False):
+            yield e.text, e.label
+        return
+    from bertkit.data.text import read_lines
+    seen = False
+    for _, line, _ in read_lines(path):
+        if line.strip():
+            seen = True
+            yield line.rstrip("\r\n"), None
+    if not seen:
+        raise BertkitError(f"{path}: no texts in this file")
+
+
+def read_texts(path: str | Path, text_column: str = "text", label_column: str = "label") -> tuple[list[str], list]:
+    """(texts, labels) of a file iter_texts reads, in memory."""
+    rows = list(iter_texts(path, text_column, label_column))
+    return [t for t, _ in rows], [y for _, y in rows]
+
+
+def model_fingerprint(model_dir: str | Path, settings: dict) -> str:
+    """sha256 of what makes a model's vectors: the bytes of its weights file, config and tokenizer files (and a
+    sentence-transformers folder's module folders), and the reading settings (pooling, layer, max_length). A copy
+    of the folder elsewhere has the same fingerprint; other weights of the same width do not."""
+    from bertkit.checkpoint import weights_file
+    folder = Path(model_dir)
+    if not folder.is_dir():
+        raise BertkitError(f"{folder}: no such model directory")
+    # The files the loaders read; not README.md (a model card may be rewritten) nor the ONNX or other-framework
+    # copies some hub folders carry (large, and never read here).
+    files = [weights_file(folder)] + sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in
+                                            (".json", ".txt", ".model") and not p.name.startswith("."))
+    files += sorted(p for d in folder.iterdir() if d.is_dir() and re.match(r"\d+_", d.name)
+                    for p in d.rglob("*") if p.is_file())
+    h = hashlib.sha256()
+    for path in files:
+        h.update(f"{path.relative_to(folder).as_posix()}\0{_sha256(path)}\n".encode())
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()  # read in blocks, never whole
+    except OSError as e:
+        raise BertkitError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def _settings(meta: dict) -> dict:
+    """The reading settings an index was embedded with (a part of its model's fingerprint)."""
+    return {k: meta.get(k) for k in ("pooling", "layer", "max_length", "normalized")}
 
 
 def embed_file(model_dir: str | Path, input_file: str | Path, out: str | Path, *, pooling: str | None = None,
                layer: int | None = None, max_length: int | None = None, batch_size: int = 64, text_column: str = "text",
                label_column: str = "label", tsne: bool = True, tsne_limit: int = 2000, seed: int = 0,
-               progress: bool = True) -> Path:
-    """Embed every text of a file into `out`: vectors.npy (N, C) float32 L2-normalised, index.jsonl (row, text,
-    label per line, in row order), meta.json (model, pooling, layer, ...) and, when the file has labels, tsne.png
-    (a 2-D t-SNE of up to tsne_limit rows, coloured by label). pooling and max_length: None reads as the model
-    was saved to (see bertkit.inference.Reading)."""
-    texts, labels = read_texts(input_file, text_column, label_column)
+               progress: bool = True, resume: bool = False, chunk_rows: int | None = None) -> Path:
+    """Embed every text of a file into `out` (see the module's doc): vectors.npy (N, C) float32 L2-normalised,
+    index.jsonl (row, text, label per line, in row order), meta.json (model, its fingerprint, pooling, layer, ...)
+    and, when the file has labels, tsne.png (a 2-D t-SNE of up to tsne_limit rows, coloured by label). pooling and
+    max_length: None reads as the model was saved to (see bertkit.inference.Reading). resume: continue the
+    unfinished run into `out` from its last complete chunk. chunk_rows: default CHUNK_ROWS."""
+    out, chunk_rows = Path(out), chunk_rows or CHUNK_ROWS
     embedder = Embedder.load(model_dir, pooling=pooling, max_length=max_length, normalize=True)
-    pooling, max_length = embedder.reading.pooling, embedder.reading.max_length
-    start = time.perf_counter()
-    vectors = embedder.encode(texts, batch_size=batch_size, layer=layer, progress=progress)
-    seconds = time.perf_counter() - start
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    # meta.json marks a complete directory (load_embeddings requires it): gone while the data files are rewritten,
-    # written last, so an interrupted run never leaves new vectors beside an old run's meta
-    (out / "meta.json").unlink(missing_ok=True)
-    (out / "tsne.png").unlink(missing_ok=True)  # a plot of an earlier run's vectors is not this run's
-    np.save(out / "vectors.npy", vectors)
-    with open(out / "index.jsonl", "w", encoding="utf-8") as f:
-        for i, (t, y) in enumerate(zip(texts, labels)):
-            f.write(json.dumps({"row": i, "text": t, **({"label": y} if y is not None else {})},
-                               ensure_ascii=False) + "\n")
-    meta = {"model": str(Path(model_dir).resolve()), "input": str(input_file), "rows": len(texts),
-            "dim": int(vectors.shape[1]), "pooling": pooling, "layer": layer, "max_length": max_length,
-            "normalized": True, "embed_seconds": round(seconds, 3)}
-    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    if tsne and any(y is not None for y in labels) and len(texts) >= 5:
-        plot_tsne(vectors, labels, out / "tsne.png", limit=tsne_limit, seed=seed,
-                  title=f"{Path(input_file).name}: t-SNE of {pooling} embeddings")
+    meta = {"model": str(Path(model_dir).resolve()), "input": str(input_file), "pooling": embedder.reading.pooling,
+            "layer": layer, "max_length": embedder.reading.max_length, "normalized": True}
+    meta["fingerprint"] = model_fingerprint(model_dir, _settings(meta))
+    run = {"fingerprint": meta["fingerprint"], "input": str(Path(input_file).resolve()),
+           "input_sha256": _sha256(Path(input_file)) if Path(input_file).is_file() else None,
+           "text_column": text_column, "label_column": label_column, "chunk_rows": chunk_rows}
+    work = out.parent / f".{out.name}.partial"
+    try:
+        done = _start(work, run, resume)
+        start, wall = time.perf_counter(), time.time()
+        rows = iter_texts(input_file, text_column, label_column)
+        for _ in islice(rows, done * chunk_rows):  # embedded by the run resumed: read (so checked), not again
+            pass
+        bar = None  # made after the first chunk: input refused at its first rows gets one line, no bar
+        for k in count(done):
+            part = list(islice(rows, chunk_rows))
+            if not part:
+                break
+            texts = [t for t, _ in part]
+            _write_chunk(work, k, embedder.encode(texts, batch_size=batch_size, layer=layer), part, k * chunk_rows)
+            if bar is None:
+                bar = tqdm(initial=done * chunk_rows, unit="text", desc="embed", file=sys.stderr,
+                           disable=not progress, dynamic_ncols=True)
+                bar.start_t = wall  # texts/s counts the first chunk's time too
+            bar.update(len(part))
+        if bar is not None:
+            bar.close()
+        meta["embed_seconds"] = round(time.perf_counter() - start, 3)
+        if done:
+            meta["resumed_at_row"] = done * chunk_rows
+        write_atomically(out, lambda tmp: _assemble(work, tmp, meta, tsne=tsne, tsne_limit=tsne_limit, seed=seed))
+    except BertkitError:
+        if not any(work.glob("chunk-*.npy")):  # refused before a chunk was done: nothing to resume
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    except OSError as e:  # a full or read-only disk: nothing of the old index is touched until the rename
+        raise BertkitError(f"{out}: cannot write the index ({e.strerror or e}); the previous index, if any, is "
+                           f"unchanged{'; free space, then run again with --resume' if work.is_dir() else ''}"
+                           ) from None
+    shutil.rmtree(work, ignore_errors=True)
     return out
 
 
-def plot_tsne(vectors: np.ndarray, labels: list, png: Path, *, limit: int = 2000, seed: int = 0,
-              title: str = "") -> Path:
-    """t-SNE (scikit-learn) of at most `limit` rows (a seeded sample), a colour per label."""
-    from sklearn.manifold import TSNE
+def _start(work: Path, run: dict, resume: bool) -> int:
+    """Prepare the folder of chunks; returns the complete chunks a resumed run already holds (0 for a new run)."""
+    record = work / "run.json"
+    if resume and record.is_file():
+        from bertkit.config import read_json
+        recorded = read_json(record)
+        changed = sorted(k for k in set(run) | set(recorded) if run.get(k) != recorded.get(k))
+        if changed:
+            raise BertkitError(f"--resume: the unfinished run was started with another "
+                               f"{', '.join(RUN_NAMES.get(k, k) for k in changed)}; give the same "
+                               "model, input and options, or run without --resume to start again")
+        done = 0
+        while (work / f"chunk-{done:06d}.npy").is_file():
+            done += 1
+        for stale in work.glob("chunk-[0-9][0-9][0-9][0-9][0-9][0-9]*"):  # a chunk cut by the kill
+            if int(stale.name[6:12]) >= done:
+                stale.unlink()
+        return done
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    record.write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
+    return 0
 
-    from bertkit.plots import plot_points
+
+RUN_NAMES = {"fingerprint": "model (or pooling, layer, max length)", "input_sha256": "input content"}
+
+
+def _write_chunk(work: Path, k: int, vectors: np.ndarray, rows: list[tuple[str, object]], first: int) -> None:
+    """Chunk k: its records, then its vectors, each under a temporary name renamed when complete; the .npy
+    appearing marks the chunk done (a resumed run skips it)."""
+    name = work / f"chunk-{k:06d}"
+    lines = "".join(json.dumps({"row": first + i, "text": t, **({"label": y} if y is not None else {})},
+                               ensure_ascii=False) + "\n" for i, (t, y) in enumerate(rows))
+    tmp = name.with_suffix(".jsonl.tmp")
+    tmp.write_text(lines, encoding="utf-8")
+    tmp.rename(name.with_suffix(".jsonl"))
+    with open(name.with_suffix(".npy.tmp"), "wb") as f:
+        np.save(f, vectors.astype(np.float32, copy=False))
+    name.with_suffix(".npy.tmp").rename(name.with_suffix(".npy"))
+
+
+def _assemble(work: Path, out: Path, meta: dict, *, tsne: bool, tsne_limit: int, seed: int) -> None:
+    """The chunks as one index in `out`: vectors.npy filled a chunk at a time through a memory map of its final
+    shape, index.jsonl their records in order, meta.json, and the t-SNE plot."""
+    chunks = sorted(work.glob("chunk-*.npy"))
+    shapes = [np.load(p, mmap_mode="r").shape for p in chunks]
+    n, dim = sum(s[0] for s in shapes), shapes[0][1]
+    vectors = np.lib.format.open_memmap(out / "vectors.npy", mode="w+", dtype=np.float32, shape=(n, dim))
+    at = 0
+    with open(out / "index.jsonl", "wb") as index:
+        for p, (rows, _) in zip(chunks, shapes):
+            vectors[at:at + rows] = np.load(p)
+            at += rows
+            with open(p.with_suffix(".jsonl"), "rb") as f:
+                shutil.copyfileobj(f, index)
+    vectors.flush()
+    del vectors
+    meta = {**meta, "rows": n, "dim": int(dim)}
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    if tsne and n >= 5:
+        plot_tsne(np.load(out / "vectors.npy", mmap_mode="r"), out / "index.jsonl", out / "tsne.png",
+                  limit=tsne_limit, seed=seed,
+                  title=f"{Path(meta['input']).name}: t-SNE of {meta['pooling']} embeddings")
+
+
+def plot_tsne(vectors: np.ndarray, index: Path, png: Path, *, limit: int = 2000, seed: int = 0,
+              title: str = "") -> Path | None:
+    """t-SNE (scikit-learn) of at most `limit` rows (a seeded sample), a colour per label (read from the index
+    records of the rows drawn only); None, and no plot, when none of them has a label."""
     rows = np.arange(len(vectors))
     if len(rows) > limit:
         rows = np.sort(np.random.default_rng(seed).choice(rows, limit, replace=False))
-    xy = TSNE(2, perplexity=min(30.0, (len(rows) - 1) / 3), init="pca", random_state=seed).fit_transform(vectors[rows])
-    names = [str(labels[i]) if labels[i] is not None else "(none)" for i in rows]
+    wanted, names = set(rows.tolist()), []
+    with open(index, encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if i in wanted:
+                label = json.loads(line).get("label")
+                names.append(str(label) if label is not None else "(none)")
+    if all(name == "(none)" for name in names):
+        return None
+    from sklearn.manifold import TSNE  # seconds to import: only when a plot is drawn
+
+    from bertkit.plots import plot_points
+    xy = TSNE(2, perplexity=min(30.0, (len(rows) - 1) / 3), init="pca",
+              random_state=seed).fit_transform(np.asarray(vectors[rows]))
     return plot_points(xy, names, png, title=f"{title} ({len(rows)} of {len(vectors)} texts)")
 
 
-def load_embeddings(folder: str | Path) -> tuple[np.ndarray, list[dict], dict]:
-    """(vectors, records, meta) of a directory written by embed_file."""
+def load_embeddings(folder: str | Path, model: str | Path | None = None) -> tuple[np.ndarray, list[dict], dict]:
+    """(vectors, records, meta) of a directory written by embed_file, for queries embedded by `model` (default: the
+    model it records). That model must be the one that built the index (the same fingerprint), else its queries
+    would be compared with vectors of another space: refused. An index written before fingerprints were
+    recorded loads, with a note in meta["notes"] that this cannot be checked."""
     folder = Path(folder)
     if not (folder / "meta.json").is_file() or not (folder / "vectors.npy").is_file():
         raise BertkitError(f"{folder}: not an embeddings directory (no meta.json / vectors.npy); "
                            f"make one with `bertkit embed`")
     from bertkit.config import read_json
     meta = read_json(folder / "meta.json")
+    source = model if model is not None else meta["model"]
+    meta["notes"] = []
+    if "fingerprint" not in meta:
+        meta["notes"].append(f"{folder} was written by an earlier bertkit, without the fingerprint of its model: "
+                             f"that {source} built it cannot be checked; run `bertkit embed` again to record it")
+    elif model_fingerprint(source, _settings(meta)) != meta["fingerprint"]:
+        raise BertkitError(f"{folder}: was built by another model than {source} (other weights, tokenizer or "
+                           "settings), so its vectors and this model's queries are not comparable; query it with the "
+                           "model that built it, or embed the file again with this one")
     vectors = np.load(folder / "vectors.npy")
     records = [json.loads(line) for line in (folder / "index.jsonl").read_text(encoding="utf-8").splitlines()]
     if len(records) != len(vectors):
@@ -184,16 +364,18 @@ def load_embeddings(folder: str | Path) -> tuple[np.ndarray, list[dict], dict]:
     return vectors, records, meta
 
 
-def similar(folder: str | Path, queries: Sequence[str], k: int = 10, *, ivf: bool | None = None) -> dict:
-    """Nearest texts of an embeddings directory for each query, embedded by the same model the same way.
-    Returns {"results": [[{row, score, text, label?}, ...] per query], "timings": seconds of each stage}."""
+def similar(folder: str | Path, queries: Sequence[str], k: int = 10, *, ivf: bool | None = None,
+            model: str | Path | None = None) -> dict:
+    """Nearest texts of an embeddings directory for each query, embedded the same way by the model that built it
+    (`model`: that model elsewhere; another one is refused). Returns {"results": [[{row, score, text, label?},
+    ...] per query], "timings": seconds of each stage, "notes": what the user should hear}."""
     for q in queries:
         if not isinstance(q, str) or not q.strip():
             raise BertkitError("a query is empty")
-    timings = {}
     t0 = time.perf_counter()
-    vectors, records, meta = load_embeddings(folder)
-    embedder = Embedder.load(meta["model"], pooling=meta["pooling"], max_length=meta["max_length"], normalize=True)
+    vectors, records, meta = load_embeddings(folder, model)
+    embedder = Embedder.load(model if model is not None else meta["model"], pooling=meta["pooling"],
+                             max_length=meta["max_length"], normalize=True)
     t1 = time.perf_counter()
     index = build_index(vectors) if ivf is None else VectorIndex(vectors, ivf=ivf)
     t2 = time.perf_counter()
@@ -205,7 +387,7 @@ def similar(folder: str | Path, queries: Sequence[str], k: int = 10, *, ivf: boo
                "rows": len(index), "index": "ivf" if index.centroids is not None else "exact"}
     results = [[{"row": int(i), "score": float(s), **{k2: v for k2, v in records[i].items() if k2 != "row"}}
                 for s, i in zip(srow, irow) if i >= 0] for srow, irow in zip(scores.tolist(), ids.tolist())]
-    return {"results": results, "timings": timings}
+    return {"results": results, "timings": timings, "notes": meta["notes"]}
 
 
 # ---- words: the input embedding table -------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from bertkit.cli.common import add_columns, add_overwrite, add_quiet, add_threads
@@ -57,6 +58,8 @@ def register(verbs) -> None:
     em.add_argument("--tsne-limit", type=Range(int, 5), default=2000, help="rows in the t-SNE plot (a seeded sample)")
     em.add_argument("--text-column", default="text")
     em.add_argument("--label-column", default="label")
+    em.add_argument("--resume", action="store_true", help="continue a run into --out that was stopped (killed, disk "
+                    "full) from its last complete chunk; the old index in --out stays until the new one is complete")
     add_quiet(em)
     add_overwrite(em)
     add_threads(em)
@@ -67,6 +70,8 @@ def register(verbs) -> None:
     si.add_argument("--query", action="append", help="a text whose nearest texts to list (repeatable)")
     si.add_argument("--words", help='a word or word arithmetic, e.g. "king - man + woman", over the input '
                     "embedding table")
+    si.add_argument("--model", help="embed the queries with this model directory (default: the one the index "
+                    "records); it must be the model that built the index, a copy elsewhere included")
     si.add_argument("--k", type=POSITIVE_INT, default=10, help="neighbours per query (default 10)")
     si.add_argument("--ivf", action="store_true", help="use the clustered (approximate) index even for a small set")
     si.set_defaults(func=similar)
@@ -106,11 +111,12 @@ def embed(args: argparse.Namespace) -> None:
     out = embed_file(args.model, args.input, args.out, **given(args, Reading, ["pooling", "max_length"]),
                      layer=args.layer, batch_size=args.batch_size, text_column=args.text_column,
                      label_column=args.label_column, tsne=not args.no_tsne, tsne_limit=args.tsne_limit,
-                     progress=not args.quiet)
+                     progress=not args.quiet, resume=args.resume)
     mark(out, "embed")
     meta = json.loads((out / "meta.json").read_text())
+    resumed = f" (resumed at row {meta['resumed_at_row']:,})" if meta.get("resumed_at_row") else ""
     print(f"{meta['rows']:,} vectors of {meta['dim']} ({meta['pooling']} pooling, layer "
-          f"{'last' if args.layer is None else args.layer}) in {meta['embed_seconds']:.1f} s")
+          f"{'last' if args.layer is None else args.layer}) in {meta['embed_seconds']:.1f} s{resumed}")
     written = ["vectors.npy", "index.jsonl", "meta.json"] + (["tsne.png"] if (out / "tsne.png").is_file() else [])
     print(f"wrote {', '.join(written)} to {out}")
 
@@ -123,7 +129,8 @@ def similar(args: argparse.Namespace) -> None:
     if args.words:
         from bertkit.checkpoint import load_model
         from bertkit.config import read_json
-        model_dir = read_json(folder / "meta.json")["model"] if (folder / "vectors.npy").is_file() else folder
+        model_dir = args.model or (read_json(folder / "meta.json")["model"] if (folder / "vectors.npy").is_file()
+                                   else folder)
         loaded = load_model(model_dir)
         if loaded.tokenizer is None:
             raise BertkitError(f"{model_dir}: no tokenizer files")
@@ -132,7 +139,9 @@ def similar(args: argparse.Namespace) -> None:
         for word, score in words:
             print(f"  {score:.4f}  {word}")
     if args.query:
-        r = nearest_texts(folder, args.query, args.k, ivf=True if args.ivf else None)
+        r = nearest_texts(folder, args.query, args.k, ivf=True if args.ivf else None, model=args.model)
+        for note in r["notes"]:
+            print(f"note: {note}", file=sys.stderr)
         for query, hits in zip(args.query, r["results"]):
             print(f"query: {query}")
             for h in hits:

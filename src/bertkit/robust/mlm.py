@@ -22,7 +22,8 @@ MLM_TASKS = ("masked_lm", "pretraining")
 def load_masked_lm(folder: str | Path, need: str) -> FillMask:
     """The masked language model in `folder`, or a one-line error saying what `need`s one. Besides MLM and
     pre-training models, a Hugging Face folder of another task (a classifier fine-tuned from BertForPreTraining,
-    say) counts when its weights file kept the `cls.predictions` head."""
+    say) counts when its weights file kept the `cls.predictions` head. A folder whose MLM head is not in its
+    weights (it would be initialised at random) is refused."""
     loaded = load_model(folder)
     if loaded.model.task not in MLM_TASKS:
         keys = normalise_hf_keys(read_weights(weights_file(Path(folder))))
@@ -30,6 +31,11 @@ def load_masked_lm(folder: str | Path, need: str) -> FillMask:
             raise BertkitError(f"{folder} has no masked-language-model head (its task: {loaded.model.task}"
                                f"); {need}")
         loaded = load_model(folder, task="masked_lm")
+    # A head the weights file lacks is drawn at random on every load: its scores and candidates would change
+    # from run to run, so it is refused rather than used (the encoder alone cannot fill a mask).
+    if any(k.startswith("mlm.") for k in loaded.initialised):
+        raise BertkitError(f"{folder}: its masked-LM head (cls.predictions) is not in its weights and would be "
+                           f"initialised at random, a different answer each run; {need}")
     return FillMask.from_loaded(loaded, folder)
 
 

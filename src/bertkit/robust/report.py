@@ -128,12 +128,17 @@ def invariance_tables(result: dict) -> str:
 def crows_tables(result: dict) -> str:
     lines = [f"# Stereotype preference of {result['model']} ({result['lang']})", "",
              "Share of minimal pairs where the model gives the stereotyping sentence the higher pseudo-log-likelihood "
-             "(50 = no preference; ties count half).", "",
-             "| category | pairs | prefers the stereotype |", "|---|---|---|"]
+             "(50 = no preference; ties count half). Unscorable pairs (the words that differ are [UNK] on both "
+             "sides, or nothing is shared) are left out of the share.", "",
+             "| category | pairs | unscorable | prefers the stereotype |", "|---|---|---|---|"]
     for name, c in result["categories"].items():
-        lines.append(f"| {name} | {c['pairs']} | {c['stereo_pct']:.1f} |")
-    lines.append(f"| **all** | {result['pairs']} | **{result['stereo_pct']:.1f}** |")
+        lines.append(f"| {name} | {c['pairs']} | {c['unscorable']} | {_pct(c['stereo_pct'])} |")
+    lines.append(f"| **all** | {result['pairs']} | {result['unscorable']} | **{_pct(result['stereo_pct'])}** |")
     return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
 
 
 def _cell(text: str) -> str:
@@ -167,14 +172,15 @@ def plot_crows(result: dict, png: Path) -> Path:
     """Bars per category of the stereotype preference, with the 50% line of no preference."""
     from bertkit.plots import plt
     names = list(result["categories"]) + ["all"]
-    values = [result["categories"][n]["stereo_pct"] for n in names[:-1]] + [result["stereo_pct"]]
+    shares = [result["categories"][n]["stereo_pct"] for n in names[:-1]] + [result["stereo_pct"]]
+    values = [0.0 if v is None else v for v in shares]  # a category with no scorable pair: an empty bar, "n/a"
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.4))
     bars = ax.barh(range(len(names)), values, color=["#4c72b0"] * (len(names) - 1) + ["#222"])
     ax.axvline(50, color="#c44e52", lw=1)
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
-    ax.bar_label(bars, labels=[f"{v:.1f}" for v in values], padding=3)
+    ax.bar_label(bars, labels=[_pct(v) for v in shares], padding=3)
     ax.set_xlabel("% of pairs where the stereotyping sentence is preferred (50 = none)")
     ax.set_title(f"stereotype preference: {Path(result['model']).name}", fontsize=10)
     fig.tight_layout()
