@@ -53,6 +53,16 @@ def read_examples(path: str | Path, *, text_column: str = "text", pair_column: s
     require_labels=False (input for prediction) the label column may be absent and a label may be empty:
     the example's label is then None.
     """
+    return list(iter_examples(path, text_column=text_column, pair_column=pair_column, label_column=label_column,
+                              problem_type=problem_type, label_separator=label_separator,
+                              require_labels=require_labels))
+
+
+def iter_examples(path: str | Path, *, text_column: str = "text", pair_column: str | None = None,
+                  label_column: str = "label", problem_type: str = "single_label", label_separator: str = "|",
+                  require_labels: bool = True) -> Iterator[Example]:
+    """read_examples, one example at a time (prediction and evaluation stream a file of any size in bounded
+    memory); a mistake is raised when its line is reached, with the same message."""
     if problem_type not in PROBLEM_TYPES:
         raise BertkitError(f"unknown problem type {problem_type!r} (choose from {', '.join(PROBLEM_TYPES)})")
     path = Path(path)
@@ -64,7 +74,7 @@ def read_examples(path: str | Path, *, text_column: str = "text", pair_column: s
     else:
         raise BertkitError(f"{path}: cannot tell the format from the extension {path.suffix!r} "
                            f"(use .csv, .tsv, .jsonl or .json)")
-    examples = []
+    seen = False
     for lineno, text, pair, label in records:
         where = f"{path}:{lineno}"
         if not text.strip():
@@ -75,10 +85,10 @@ def read_examples(path: str | Path, *, text_column: str = "text", pair_column: s
         if parsed is None and require_labels:
             raise BertkitError(f"{where}: the label ({label_column!r}) is empty or a missing-value marker "
                                f"({label!r}); give the label or drop the row")
-        examples.append(Example(text, pair, parsed, lineno))
-    if not examples:
+        seen = True
+        yield Example(text, pair, parsed, lineno)
+    if not seen:
         raise BertkitError(f"{path}: no examples in this file")
-    return examples
 
 
 # A record before its label is parsed: (line, text, pair or None, label as a CSV string or JSON value or None).
@@ -268,12 +278,20 @@ def read_tagged(path: str | Path, *, tokens_field: str = "tokens", tags_field: s
     CoNLL-2003 files read as they are), a blank line between sentences, "-DOCSTART-" lines skipped.
     Tags must be BIO: "O", "B-TYPE" or "I-TYPE".
     """
+    return list(iter_tagged(path, tokens_field=tokens_field, tags_field=tags_field))
+
+
+def iter_tagged(path: str | Path, *, tokens_field: str = "tokens", tags_field: str = "tags"
+                ) -> Iterator[TaggedSentence]:
+    """read_tagged, one sentence at a time (bounded memory for a file of any size)."""
     path = Path(path)
     read = _tagged_jsonl if path.suffix.lower() in JSON_SUFFIXES else _tagged_conll
-    sentences = list(read(path, tokens_field, tags_field))
-    if not sentences:
+    seen = False
+    for sentence in read(path, tokens_field, tags_field):
+        seen = True
+        yield sentence
+    if not seen:
         raise BertkitError(f"{path}: no sentences in this file")
-    return sentences
 
 
 def _tagged_conll(path: Path, tokens_field: str, tags_field: str) -> Iterator[TaggedSentence]:
