@@ -72,12 +72,12 @@ def predict(args: argparse.Namespace) -> None:
     for note in p.notes:
         print(f"note: {note}", file=sys.stderr)
     bs = args.batch_size
+    pairs = bool(args.pair or (args.input and not args.text and args.pair_column))
     if isinstance(p, QuestionAnswerer):
         rows = _questions(args)
         run = lambda part: [{"question": q, **r} for (q, _), r in zip(part, p(*map(list, zip(*part)), bs))]
     elif isinstance(p, TextClassifier):
         rows = _texts_and_pairs(args)
-        pairs = bool(args.pair or (args.input and not args.text and args.pair_column))
         run = lambda part: [{"text": t, **r} for (t, _), r in
                             zip(part, p([t for t, _ in part], [x for _, x in part] if pairs else None, bs))]
     elif isinstance(p, TokenTagger):
@@ -110,7 +110,8 @@ def predict(args: argparse.Namespace) -> None:
         finish_output(args.output)
     else:
         stream(rows, counted, sys.stdout, total=total, progress=from_file and not args.quiet)
-    note = truncation_note(counts["cut"], counts["rows"], p.reading.max_length)
+    note = truncation_note([(counts["cut"], counts["rows"], "texts")], p.reading.max_length,
+                           windows=isinstance(p, TextClassifier) and not pairs)
     if note:
         print(f"note: {note}", file=sys.stderr)
 

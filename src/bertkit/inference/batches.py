@@ -40,13 +40,17 @@ def encode_texts(tokenizer: Tokenizer, texts: list[str], pairs: list[str] | None
             for d, e in enumerate(tokenizer.encode_all(texts, pairs, max_length=max_length))]
 
 
-def truncation_note(cut: int, total: int, max_length: int, what: str = "texts") -> str | None:
+def truncation_note(counts: list[tuple[int, int, str]], max_length: int, windows: bool = True) -> str | None:
     """The note a verb prints when inputs were cut at max_length (None when none was): truncation is never silent.
-    The suggestion names the two ways to read more: windows (classification of single texts) or a longer limit."""
-    if not cut:
+    counts: (cut, total, what) per set, e.g. (145, 148, "train examples"). It names the ways to read more: windows
+    (single texts of a classifier: windows=True) or a longer limit."""
+    parts = [f"{cut:,} of {total:,} {what}" for cut, total, what in counts if cut]
+    if not parts:
         return None
-    return (f"{cut:,} of {total:,} {what} are longer than max_length {max_length} tokens and were cut: the model "
-            "did not read their end (read them as windows with --window-stride, or raise --max-length)")
+    fix = "read them as windows with --window-stride, or raise --max-length" if windows else "raise --max-length"
+    return (f"{', '.join(parts)} {'are' if len(parts) > 1 or counts[0][0] > 1 else 'is'} longer than max_length "
+            f"{max_length} tokens and {'were' if len(parts) > 1 or counts[0][0] > 1 else 'was'} cut: the model did "
+            f"not read the end ({fix})")
 
 
 def collate_inputs(items: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
