@@ -262,7 +262,7 @@ def finetune(model_dir: str | Path, out: str | Path, cfg: FinetuneConfig, train_
                "reading": cfg.reading.to_dict(), "truncated": truncated}
     for name in ("dev", "test"):
         if encoded[name][0]:
-            results[name] = scores(best, name)
+            results[name] = {**scores(best, name), "truncated": truncated[name]}  # as `evaluate` reports it
     (out / "metrics.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     write_model_card(out / "model", task=HEADS[cfg.task], labels=labels or None, reading=cfg.reading.to_dict(),
                      data={k: v for k, v in files.items() if v}, metrics={k: results[k] for k in ("dev", "test")
