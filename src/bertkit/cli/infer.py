@@ -57,6 +57,7 @@ def register(verbs) -> None:
     add_columns(ev)
     _add_inference(ev)
     add_overwrite(ev)
+    add_quiet(ev)
     ev.set_defaults(func=evaluate)
 
 
@@ -193,7 +194,8 @@ def evaluate(args: argparse.Namespace) -> None:
     if args.out:
         claim(args.out, "evaluate", overwrite=args.overwrite, inputs=[args.model])
     results = evaluate_file(args.model, args.input, args.out, columns(args), precision=args.precision,
-                            compile=args.compile, batch_size=args.batch_size, **given(args, Reading, READING_FIELDS))
+                            compile=args.compile, batch_size=args.batch_size, progress=not args.quiet,
+                            **given(args, Reading, READING_FIELDS))
     print(json.dumps(headline(results), indent=2))
     if args.out:
         mark(args.out, "evaluate")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 from bertkit.data import tasks as T
@@ -14,19 +15,19 @@ from bertkit.evaluate.metrics import plot_confusion
 from bertkit.evaluate.scores import Scores, score
 from bertkit.inference import pipeline
 from bertkit.inference.batches import Encoded, forward, truncation_note
-from bertkit.inference.stream import chunk_rows, chunks
+from bertkit.inference.stream import chunk_rows, chunks, close_bar, progress_bar
 
 KINDS = {"sequence_classification": "classification", "token_classification": "ner", "question_answering": "qa"}
 
 
 def evaluate_file(model_dir: str | Path, path: str | Path, out: str | Path | None = None,
                   columns: dict | None = None, precision: str = "fp32", compile: bool = False,
-                  batch_size: int = 64, **reading) -> dict:
+                  batch_size: int = 64, progress: bool = False, **reading) -> dict:
     """Metrics of a classifier (CSV/TSV/JSON lines), tagger (CoNLL/JSON lines) or QA model (SQuAD JSON) on a
     labelled file. precision: fp32, bf16 or int8, to measure what a faster model costs. reading: settings that
     override the saved ones (max_length, window_stride, ...; see bertkit.inference.Reading). Classification and NER
     files are read a chunk at a time (memory bounded by the chunk); "truncated" counts the inputs cut at max_length,
-    and a note on stderr says so."""
+    and a note on stderr says so. progress: a rows bar on stderr."""
     predictor = pipeline(model_dir, precision=precision, compile=compile, **reading)
     model, tok, labels, r = predictor.model, predictor.tokenizer, predictor.labels, predictor.reading
     task = KINDS.get(model.task)
@@ -45,11 +46,16 @@ def evaluate_file(model_dir: str | Path, path: str | Path, out: str | Path | Non
         scores, cut, total = Scores(task, problem_type, labels, r), 0, 0
         rows = (T.iter_tagged(path) if task == "ner" else
                 T.iter_examples(path, problem_type=problem_type, **(columns or {})))
+        bar, start = None, time.time()
         for part in chunks(rows, chunk_rows()):
             items, context = _encode(part, task, problem_type, tok, labels, r, path)
             scores.add(items, forward(model, items, tok.pad_id, batch_size), context)
             cut += sum(it.unread_words is not None for it in items)
             total += len(part)
+            if bar is None:
+                bar = progress_bar("evaluate", None, start, progress)
+            bar.update(len(part))
+        close_bar(bar)
         results = {**scores.result(), "truncated": cut}
         note = truncation_note([(cut, total, "sentences" if task == "ner" else "texts")], r.max_length,
                                windows=task == "classification" and not (columns or {}).get("pair_column"))

@@ -124,12 +124,11 @@ def stream(rows: Iterable, predict: Callable[[list], list[dict]], out: TextIO, *
            total: int | None = None, progress: bool = True, size: int | None = None) -> int:
     """Predict rows a chunk at a time and write one JSON line per row to out, flushed (and synced, for a file)
     after each chunk; skip: rows already written (resume). Returns the rows predicted in this call."""
-    from tqdm.auto import tqdm
     size = size or chunk_rows()
     rows = iter(rows)
     for _ in islice(rows, skip):  # read (and so checked) but not predicted again
         pass
-    bar = None  # made after the first chunk, so a file refused at its first rows gets one line on stderr, no bar
+    bar = None
     written, start = 0, time.time()
     for part in chunks(rows, size):
         lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in predict(part))
@@ -139,12 +138,24 @@ def stream(rows: Iterable, predict: Callable[[list], list[dict]], out: TextIO, *
             os.fsync(out.fileno())  # a complete line on disk is a finished row, for --resume
         written += len(part)
         if bar is None:
-            bar = tqdm(total=total, initial=skip, unit="row", desc="predict", file=sys.stderr,
-                       disable=not progress, dynamic_ncols=True)
-            bar.start_t = start  # rows/s counts the first chunk's time too
+            bar = progress_bar("predict", total, start, progress, initial=skip)
         bar.update(len(part))
+    close_bar(bar)
+    return written
+
+
+def progress_bar(desc: str, total: int | None, start: float, enabled: bool, initial: int = 0):
+    """A rows bar on stderr, made once the first chunk is done (a file refused at its first rows gets one line on
+    stderr, no bar), its clock set back to start so rows/s counts the first chunk too."""
+    from tqdm.auto import tqdm
+    bar = tqdm(total=total, initial=initial, unit="row", desc=desc, file=sys.stderr, disable=not enabled,
+               dynamic_ncols=True)
+    bar.start_t = start
+    return bar
+
+
+def close_bar(bar) -> None:
     if bar is not None:
         if bar.total is not None and bar.n != bar.total:
             bar.total = bar.n  # the total was an estimate (blank lines, quoted newlines)
         bar.close()
-    return written
