@@ -74,21 +74,30 @@ def predict(args: argparse.Namespace) -> None:
         print(f"note: {note}", file=sys.stderr)
     bs = args.batch_size
     pairs = bool(args.pair or (args.input and not args.text and args.pair_column))
+    # rows: the inputs, lazily read; run: a chunk of rows -> one JSON object per row
     if isinstance(p, QuestionAnswerer):
         rows = _questions(args)
-        run = lambda part: [{"question": q, **r} for (q, _), r in zip(part, p(*map(list, zip(*part)), bs))]
+
+        def run(part):
+            questions, contexts = [q for q, _ in part], [c for _, c in part]
+            return [{"question": q, **r} for q, r in zip(questions, p(questions, contexts, bs))]
     elif isinstance(p, TextClassifier):
         rows = _texts_and_pairs(args)
-        run = lambda part: [{"text": t, **r} for (t, _), r in
-                            zip(part, p([t for t, _ in part], [x for _, x in part] if pairs else None, bs))]
+
+        def run(part):
+            texts = [t for t, _ in part]
+            return [{"text": t, **r} for t, r in zip(texts, p(texts, [x for _, x in part] if pairs else None, bs))]
     elif isinstance(p, TokenTagger):
         rows = args.text or _lines(args.input)
-        run = lambda part: [{"text": t, "entities": r["entities"], **({"truncated": r["truncated"]}
-                                                                      if "truncated" in r else {})}
-                            for t, r in zip(part, p(part, bs))]
+
+        def run(part):  # entities, and how much of a long text was not read
+            return [{"text": t, **{k: r[k] for k in ("entities", "truncated") if k in r}}
+                    for t, r in zip(part, p(part, bs))]
     elif isinstance(p, FillMask):
         rows = args.text or _lines(args.input)
-        run = lambda part: [{"text": t, "fills": r} for t, r in zip(part, p(part, args.top_k))]
+
+        def run(part):
+            return [{"text": t, "fills": r} for t, r in zip(part, p(part, args.top_k))]
     else:
         raise BertkitError(f"{args.model} holds a {p.model.task} model with no task head; for sentence vectors use "
                            "`bertkit embed`, or fine-tune it first")
