@@ -163,3 +163,20 @@ def test_finetune_counts_cut_examples_and_its_card_has_no_local_path(w, tmp_path
     card = (out / "model" / "README.md").read_text()
     assert str(tmp_path) not in card and str(d) not in card and "/" not in card.split("## Data")[1].split("##")[0]
     assert "- train: `in.csv (" in card and "sha1 " in card
+
+
+def test_a_bad_line_in_a_later_chunk_names_its_line_after_the_rows_before_it(w, tmp_path, capsys, monkeypatch):
+    rows = [t for t, _ in w["rows"][:30]]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("".join(json.dumps({"text": t}) + "\n" for t in rows) + '{"text": 3}\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    monkeypatch.setenv(CHUNK_ENV, "7")
+    assert main(["predict", str(w["clf"]), "--input", str(bad), "--output", str(out), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"bertkit: error: {bad}:31: field 'text' is a number, not a string\n"
+    assert [json.loads(x)["text"] for x in out.read_text().splitlines()] == rows[:28]  # 4 complete chunks
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    assert main(["predict", str(w["ner"]), "--input", str(empty), "--output", str(tmp_path / "e.jsonl")]) == 2
+    assert "no texts in this file" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "empty.txt", "out.jsonl", "out.jsonl.resume.json"]

@@ -115,8 +115,14 @@ def predict(args: argparse.Namespace) -> None:
         total -= 1  # the header
     if args.output:
         sink, done = open_output(args.output, _run_record(args), resume=args.resume, overwrite=args.overwrite)
-        with sink:
-            stream(rows, counted, sink, skip=done, total=total, progress=from_file and not args.quiet)
+        try:
+            with sink:
+                stream(rows, counted, sink, skip=done, total=total, progress=from_file and not args.quiet)
+        except BertkitError:
+            if not Path(args.output).stat().st_size:  # refused before any row: leave nothing behind
+                finish_output(args.output)
+                Path(args.output).unlink()
+            raise
         finish_output(args.output)
     else:
         stream(rows, counted, sys.stdout, total=total, progress=from_file and not args.quiet)
