@@ -123,6 +123,9 @@ def predict(args: argparse.Namespace) -> None:
                 finish_output(args.output)
                 Path(args.output).unlink()
             raise
+        except OSError as e:  # a full or vanished disk: the complete lines written so far are kept for --resume
+            raise BertkitError(f"--output {args.output}: cannot write ({e.strerror}); the rows written are kept: "
+                               "make room, then run the same command with --resume") from None
         finish_output(args.output)
     else:
         stream(rows, counted, sys.stdout, total=total, progress=from_file and not args.quiet)
