@@ -31,7 +31,7 @@ from bertkit.data.encoding import collate, encode_classification, encode_tagged,
 from bertkit.data.tasks import PROBLEM_TYPES, load_task_data
 from bertkit.errors import BertkitError
 from bertkit.evaluate.scores import score
-from bertkit.inference.batches import Encoded, forward
+from bertkit.inference.batches import Encoded, forward, truncation_note
 from bertkit.inference.reading import Reading
 from bertkit.objectives import IGNORE_INDEX
 from bertkit.options import at_least, between, check_fields
@@ -232,6 +232,9 @@ def finetune(model_dir: str | Path, out: str | Path, cfg: FinetuneConfig, train_
     splits["train"] = splits["train"] + noised
     encoded = {name: encode_split(tok, part, cfg.task, cfg.problem_type, labels, cfg.reading)
                for name, part in splits.items()}
+    truncated = truncation_counts(encoded, splits, cfg)
+    if truncated["note"] and int(os.environ.get("RANK", "0")) == 0:
+        print(f"note: {truncated['note']}")
 
     def scores(m: nn.Module, name: str) -> dict:
         items, context = encoded[name]
@@ -256,10 +259,10 @@ def finetune(model_dir: str | Path, out: str | Path, cfg: FinetuneConfig, train_
     results = {"task": cfg.task, "problem_type": cfg.problem_type, "labels": labels,
                "train_examples": len(encoded["train"][0]), "noised_copies": len(noised),
                "dev_examples": len(encoded["dev"][0]),
-               "reading": cfg.reading.to_dict()}
+               "reading": cfg.reading.to_dict(), "truncated": truncated}
     for name in ("dev", "test"):
         if encoded[name][0]:
-            results[name] = scores(best, name)
+            results[name] = {**scores(best, name), "truncated": truncated[name]}  # as `evaluate` reports it
     (out / "metrics.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     write_model_card(out / "model", task=HEADS[cfg.task], labels=labels or None, reading=cfg.reading.to_dict(),
                      data={k: v for k, v in files.items() if v}, metrics={k: results[k] for k in ("dev", "test")
@@ -270,6 +273,17 @@ def finetune(model_dir: str | Path, out: str | Path, cfg: FinetuneConfig, train_
     from bertkit.plots import plot_training
     plot_training(out / "metrics.jsonl", out / "curves.png")
     return results
+
+
+def truncation_counts(encoded: dict, splits: dict, cfg: FinetuneConfig) -> dict:
+    """Examples cut at max_length per split (windows and QA contexts never are), and the note that says so (None
+    when nothing was cut): a run never trains or scores on cut texts without a word."""
+    counts = {name: sum(it.unread_words is not None for it in items) for name, (items, _) in encoded.items()}
+    what = "sentences" if cfg.task == "ner" else "examples"
+    windows = cfg.task == "classification" and not any(getattr(e, "pair", None) is not None for e in splits["train"])
+    note = truncation_note([(n, len(splits[name]), f"{name} {what}") for name, n in counts.items()],
+                           cfg.reading.max_length, windows)
+    return {**counts, "max_length": cfg.reading.max_length, "note": note}
 
 
 def default_metric(cfg: FinetuneConfig) -> str:

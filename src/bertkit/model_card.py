@@ -7,6 +7,9 @@ facts given; checkpoint.write_model_card gathers them from a folder and writes t
 
 from __future__ import annotations
 
+import re
+from pathlib import PureWindowsPath
+
 PIPELINE_TAGS = {
     "encoder": "feature-extraction",
     "pretraining": "fill-mask",
@@ -41,7 +44,7 @@ DIR = "path/to/this/folder"
 
 def model_card(task: str, *, labels: list[str] | None = None, reading: dict | None = None,
                data: dict | None = None, metrics: dict | None = None, hf_config: dict | None = None) -> str:
-    """The README.md text. data: {split or role: file}; metrics: {name: value} or {split: {name: value}}
+    """The README.md text. data: {split or role: file or fingerprint}, shown by file name and hash; metrics: {name: value} or {split: {name: value}}
     (numbers only are shown); hf_config: the folder's config.json, for the model's size and problem type."""
     hf = hf_config or {}
     pipeline = PIPELINE_TAGS[task]
@@ -60,7 +63,7 @@ def model_card(task: str, *, labels: list[str] | None = None, reading: dict | No
         lines += ["## Reading settings", "", "How the model was trained to read text:", "",
                   "| setting | value |", "|---|---|"] + [f"| {k} | {_cell(v)} |" for k, v in reading.items()] + [""]
     if data:
-        lines += ["## Data", ""] + [f"- {name}: `{_cell(v)}`" for name, v in data.items()] + [""]
+        lines += ["## Data", ""] + [f"- {name}: `{_cell(shared_file_name(v))}`" for name, v in data.items()] + [""]
     rows = _metric_rows(metrics or {})
     if rows:
         lines += ["## Metrics", "", "| split | metric | value |", "|---|---|---|"] + rows + [""]
@@ -71,6 +74,19 @@ def model_card(task: str, *, labels: list[str] | None = None, reading: dict | No
               f'model = {TRANSFORMERS_CLASSES[task]}.from_pretrained("{DIR}")',
               f'tokenizer = AutoTokenizer.from_pretrained("{DIR}")', "```", ""]
     return "\n".join(lines)
+
+
+def shared_file_name(value: object) -> str:
+    """A data file as a card that travels with the model names it: the file's name, with the size and hash of a
+    run's fingerprint ("PATH (N bytes, sha1 H)", trainer.file_fingerprint), never the folder it had on one machine."""
+    text = str(value)
+    m = _FINGERPRINT.fullmatch(text)
+    if m:
+        return f"{PureWindowsPath(m[1]).name} {m[2]}"
+    return PureWindowsPath(text).name or text  # splits at / and \\ alike
+
+
+_FINGERPRINT = re.compile(r"(.*) (\(\d+ bytes, sha1 [0-9a-f]+\))", re.S)
 
 
 def _size(hf: dict) -> str:

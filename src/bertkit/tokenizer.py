@@ -41,10 +41,21 @@ class Encoding:
     sequence_ids: list[int | None]
     """0 for the first text, 1 for the pair, None for special tokens."""
     attention_mask: list[int]
+    truncated: bool = False
+    """The input was longer than max_length: tokens past it are not here (encode_windows reads them as the next
+    windows; everything else drops them)."""
+    unread_words: int = 0
+    """Words (of either text) of which not one token is here because of truncation: what a reader never saw."""
 
     @classmethod
     def _from(cls, e: _Encoding) -> Encoding:
-        return cls(e.ids, e.type_ids, e.tokens, e.offsets, e.word_ids, e.sequence_ids, e.attention_mask)
+        unread = 0
+        if e.overflowing:  # only when truncation cut something; a text read whole costs nothing here
+            read = {(s, w) for s, w in zip(e.sequence_ids, e.word_ids) if w is not None}
+            unread = len({(s, w) for o in e.overflowing for s, w in zip(o.sequence_ids, o.word_ids)
+                          if w is not None} - read)
+        return cls(e.ids, e.type_ids, e.tokens, e.offsets, e.word_ids, e.sequence_ids, e.attention_mask,
+                   bool(e.overflowing), unread)
 
 
 class Batch(dict):

@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from bertkit.cli.common import add_columns, add_overwrite, add_threads, columns, headline, print_json
+from bertkit.cli.common import add_columns, add_overwrite, add_quiet, add_threads, columns, headline
 from bertkit.cli.options import add_fields, given
 from bertkit.errors import BertkitError
 from bertkit.folders import claim, mark
@@ -39,8 +40,13 @@ def register(verbs) -> None:
     pr.add_argument("--input", help="a file: CSV/TSV/JSON lines (classification; question answering: JSON lines "
                     "with question and context fields, or SQuAD JSON), or a text per line (ner, fill-mask)")
     pr.add_argument("--top-k", type=POSITIVE_INT, default=5, help="fill-mask: fillers per [MASK] (default 5)")
+    pr.add_argument("--output", help="write the JSON lines to this file (default: standard output); with --resume, "
+                    "a killed run continues from its last complete line")
+    pr.add_argument("--resume", action="store_true", help="continue the unfinished run that writes --output")
+    pr.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     add_columns(pr, label=False)
     _add_inference(pr)
+    add_quiet(pr)
     pr.set_defaults(func=predict)
 
     ev = verbs.add_parser("evaluate", help="score a fine-tuned model on a labelled file")
@@ -51,84 +57,153 @@ def register(verbs) -> None:
     add_columns(ev)
     _add_inference(ev)
     add_overwrite(ev)
+    add_quiet(ev)
     ev.set_defaults(func=evaluate)
 
 
 def predict(args: argparse.Namespace) -> None:
     from bertkit.inference import FillMask, QuestionAnswerer, Reading, TextClassifier, TokenTagger, pipeline
+    from bertkit.inference.batches import truncation_note
+    from bertkit.inference.stream import count_lines, finish_output, open_output, stream
     if not (args.text or args.input or args.question):
         raise BertkitError("give --text, --question/--context or --input")
+    if args.resume and not args.output:
+        raise BertkitError("--resume needs --output FILE (the output of the run to continue)")
     p = pipeline(args.model, precision=args.precision, compile=args.compile, **given(args, Reading, READING_FIELDS))
     for note in p.notes:
         print(f"note: {note}", file=sys.stderr)
+    bs = args.batch_size
+    pairs = bool(args.pair or (args.input and not args.text and args.pair_column))
+    # rows: the inputs, lazily read; run: a chunk of rows -> one JSON object per row
     if isinstance(p, QuestionAnswerer):
-        questions, contexts = _questions(args)
-        for q, c, r in zip(questions, contexts, p(questions, contexts, args.batch_size)):
-            print_json({"question": q, **r})
+        rows = _questions(args)
+
+        def run(part):
+            questions, contexts = [q for q, _ in part], [c for _, c in part]
+            return [{"question": q, **r} for q, r in zip(questions, p(questions, contexts, bs))]
     elif isinstance(p, TextClassifier):
-        texts, pairs = _texts_and_pairs(args)
-        for text, r in zip(texts, p(texts, pairs, args.batch_size)):
-            print_json({"text": text, **r})
+        rows = _texts_and_pairs(args)
+
+        def run(part):
+            texts = [t for t, _ in part]
+            return [{"text": t, **r} for t, r in zip(texts, p(texts, [x for _, x in part] if pairs else None, bs))]
     elif isinstance(p, TokenTagger):
-        texts = args.text or _lines(args.input)
-        for text, r in zip(texts, p(texts, args.batch_size)):
-            print_json({"text": text, "entities": r["entities"]})
+        rows = args.text or _lines(args.input)
+
+        def run(part):  # entities, and how much of a long text was not read
+            return [{"text": t, **{k: r[k] for k in ("entities", "truncated") if k in r}}
+                    for t, r in zip(part, p(part, bs))]
     elif isinstance(p, FillMask):
-        texts = args.text or _lines(args.input)
-        for text, r in zip(texts, p(texts, args.top_k)):
-            print_json({"text": text, "fills": r})
+        rows = args.text or _lines(args.input)
+
+        def run(part):
+            return [{"text": t, "fills": r} for t, r in zip(part, p(part, args.top_k))]
     else:
         raise BertkitError(f"{args.model} holds a {p.model.task} model with no task head; for sentence vectors use "
                            "`bertkit embed`, or fine-tune it first")
+    counts = {"rows": 0, "cut": 0}
+
+    def counted(part: list) -> list[dict]:
+        out = run(part)
+        counts["rows"] += len(out)
+        counts["cut"] += sum("truncated" in r for r in out)
+        return out
+
+    from_file = bool(args.input) and not (args.text or args.question)
+    total = count_lines(args.input) if from_file and Path(args.input).suffix.lower() not in (".json",) else None
+    if total and isinstance(p, TextClassifier) and Path(args.input).suffix.lower() in (".csv", ".tsv"):
+        total -= 1  # the header
+    if args.output:
+        sink, done = open_output(args.output, _run_record(args), resume=args.resume, overwrite=args.overwrite)
+        try:
+            with sink:
+                stream(rows, counted, sink, skip=done, total=total, progress=from_file and not args.quiet)
+        except BertkitError:
+            if not Path(args.output).stat().st_size:  # refused before any row: leave nothing behind
+                finish_output(args.output)
+                Path(args.output).unlink()
+            raise
+        except OSError as e:  # a full or vanished disk: the complete lines written so far are kept for --resume
+            raise BertkitError(f"--output {args.output}: cannot write ({e.strerror}); the rows written are kept: "
+                               "make room, then run the same command with --resume") from None
+        finish_output(args.output)
+    else:
+        stream(rows, counted, sys.stdout, total=total, progress=from_file and not args.quiet)
+    note = truncation_note([(counts["cut"], counts["rows"], "texts")], p.reading.max_length,
+                           windows=isinstance(p, TextClassifier) and not pairs)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
 
 
-def _texts_and_pairs(args) -> tuple[list[str], list[str] | None]:
+def _run_record(args) -> dict:
+    """What a resumed predict must read as the run it continues did: model, input (path, size, time) and options."""
+    record = {"model": str(Path(args.model).resolve())}
+    if args.input and not (args.text or args.question):
+        path = Path(args.input)
+        stat = path.stat() if path.is_file() else None
+        record["input"] = {"path": str(path.resolve()), "bytes": stat and stat.st_size,
+                           "mtime_ns": stat and stat.st_mtime_ns}
+    else:
+        record["input"] = {k: getattr(args, k) for k in ("text", "pair", "question", "context")}
+    record["options"] = {k: getattr(args, k) for k in ("text_column", "pair_column", "top_k", "precision",
+                                                       *READING_FIELDS)}
+    return record
+
+
+def _texts_and_pairs(args) -> Iterable[tuple[str, str | None]]:
     if args.text:
         if args.pair and len(args.pair) != len(args.text):
             raise BertkitError(f"{len(args.text)} --text but {len(args.pair)} --pair")
-        return args.text, args.pair
-    from bertkit.data.tasks import read_examples
-    examples = read_examples(args.input, text_column=args.text_column, pair_column=args.pair_column,
+        return list(zip(args.text, args.pair or [None] * len(args.text)))
+    from bertkit.data.tasks import iter_examples
+    examples = iter_examples(args.input, text_column=args.text_column, pair_column=args.pair_column,
                              require_labels=False)
-    return [e.text for e in examples], ([e.pair or "" for e in examples] if args.pair_column else None)
+    return ((e.text, e.pair or "" if args.pair_column else None) for e in examples)
 
 
-def _questions(args) -> tuple[list[str], list[str]]:
+def _questions(args) -> Iterable[tuple[str, str]]:
     if args.question:
         if not args.context or len(args.context) != len(args.question):
             raise BertkitError("give one --context for each --question")
-        return args.question, args.context
+        return list(zip(args.question, args.context))
     if not args.input:
         raise BertkitError("a question-answering model needs --question and --context, or --input")
-    if Path(args.input).suffix == ".json":
+    if Path(args.input).suffix == ".json":  # SQuAD: one JSON document, read whole
         from bertkit.data.tasks import read_squad
-        examples = read_squad(args.input)
-        return [e.question for e in examples], [e.context for e in examples]
+        return [(e.question, e.context) for e in read_squad(args.input)]
+    return _question_lines(args.input)
+
+
+def _question_lines(path: str) -> Iterator[tuple[str, str]]:
     from bertkit.data.text import json_object
-    questions, contexts = [], []
-    for n, line in enumerate(_lines(args.input), 1):
-        record = json_object(line, f"{args.input}:{n}")
+    for n, line in _numbered_lines(path):
+        record = json_object(line, f"{path}:{n}")
         if not isinstance(record.get("question"), str) or not isinstance(record.get("context"), str):
-            raise BertkitError(f"{args.input}:{n}: expected string fields 'question' and 'context'")
-        questions.append(record["question"])
-        contexts.append(record["context"])
-    return questions, contexts
+            raise BertkitError(f"{path}:{n}: expected string fields 'question' and 'context'")
+        yield record["question"], record["context"]
 
 
-def _lines(path: str | None) -> list[str]:
+def _lines(path: str | None) -> Iterator[str]:
     if path is None:
         raise BertkitError("give --text or --input")
-    try:
-        lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    except FileNotFoundError:
-        raise BertkitError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise BertkitError(f"{path}: is a folder, not a file") from None
-    except UnicodeDecodeError:
-        raise BertkitError(f"{path}: not UTF-8 text") from None
-    if not lines:
+    return (line for _, line in _numbered_lines(path))
+
+
+def _numbered_lines(path: str) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each non-blank line, read lazily; an error names the file (and the line)."""
+    from bertkit.data.text import read_lines
+    if Path(path).is_dir():
+        raise BertkitError(f"{path}: is a folder, not a file")
+    if not Path(path).exists():
+        raise BertkitError(f"{path}: file not found")
+    seen = False
+    for n, line, _ in read_lines(Path(path)):
+        line = line.rstrip("\r\n")
+        if line.strip():
+            seen = True
+            yield n, line
+    if not seen:
         raise BertkitError(f"{path}: no texts in this file")
-    return lines
 
 
 def evaluate(args: argparse.Namespace) -> None:
@@ -137,7 +212,8 @@ def evaluate(args: argparse.Namespace) -> None:
     if args.out:
         claim(args.out, "evaluate", overwrite=args.overwrite, inputs=[args.model])
     results = evaluate_file(args.model, args.input, args.out, columns(args), precision=args.precision,
-                            compile=args.compile, batch_size=args.batch_size, **given(args, Reading, READING_FIELDS))
+                            compile=args.compile, batch_size=args.batch_size, progress=not args.quiet,
+                            **given(args, Reading, READING_FIELDS))
     print(json.dumps(headline(results), indent=2))
     if args.out:
         mark(args.out, "evaluate")

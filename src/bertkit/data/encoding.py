@@ -56,7 +56,8 @@ def encode_tagged(tokenizer: Tokenizer, sentences, tags: list[str], max_length: 
     out = []
     for s, enc in zip(sentences, encodings):
         word_tags = [index[t] for t in s.tags] if s.tags else None
-        out.append(Encoded(enc.ids, enc.type_ids, align_tags(enc.word_ids, word_tags), enc.word_ids))
+        out.append(Encoded(enc.ids, enc.type_ids, align_tags(enc.word_ids, word_tags), enc.word_ids,
+                           unread_words=enc.unread_words if enc.truncated else None))
     return out
 
 

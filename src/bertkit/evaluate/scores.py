@@ -23,30 +23,60 @@ def score(items: list[Encoded], logits: list, task: str, problem_type: str, labe
                                  allow_no_answer=allow_null)
         gold = {ex.id: [t for t, _ in ex.answers] for ex in examples}
         return M.squad_metrics({k: v["text"] for k, v in answers.items()}, gold)
-    if task == "ner":
-        from bertkit.inference.tokens import word_tags
-        gold, pred, orphans = [], [], 0
-        for item, lg, sent in zip(items, logits, context):
-            gold.append(list(sent.tags))
-            pred.append([t for t, _ in word_tags(item.word_ids, lg, labels, len(sent.tokens))])
-            firsts = [p for p, w in enumerate(item.word_ids) if w is not None and (p == 0 or item.word_ids[p - 1] != w)]
-            orphans += M.orphan_inside_tags([labels[k] for k in lg[firsts].argmax(-1).tolist()])
-        total = sum(token_classification_loss(lg, torch.tensor(it.target), reduction="sum")
-                    for it, lg in zip(items, logits))
-        n = max(1, sum(sum(t != IGNORE_INDEX for t in it.target) for it in items))
-        # how many I- tags plain per-token argmax would have left without their B- (the decoding repairs them)
-        return {"loss": float(total / n), **M.entity_metrics(gold, pred), "argmax_orphan_inside_tags": orphans}
-    if reading.window_stride:
-        items, logits = pool_windows(items, logits, reading.window_pool)
-    stacked = torch.stack(logits)
-    y = torch.tensor([it.target for it in items])
-    if problem_type == "single_label":
-        result = M.classification_metrics(y.tolist(), stacked.argmax(-1).tolist(), labels,
-                                          stacked.softmax(-1).numpy())
-    elif problem_type == "multi_label":
-        result = M.multilabel_metrics(y.numpy(), (stacked.sigmoid() >= reading.threshold).int().numpy(), labels)
-    else:
-        result = M.regression_metrics(y.tolist(), stacked.squeeze(-1).tolist())
-    result["loss"] = float(classification_loss(stacked, y, problem_type))
-    return result
+    scores = Scores(task, problem_type, labels, reading)
+    scores.add(items, logits, context)
+    return scores.result()
 
+
+class Scores:
+    """Classification or NER metrics gathered a chunk at a time (`bertkit evaluate` streams a file of any size):
+    only what the metrics need is kept (targets and logits, or gold and predicted tags and the loss sum), never
+    the texts. Adding every item at once or in chunks gives the same result: score() is this with one chunk."""
+
+    def __init__(self, task: str, problem_type: str, labels: list[str], reading: Reading):
+        if task not in ("classification", "ner"):
+            raise ValueError(f"Scores gathers classification and ner metrics, not {task!r}")
+        self.task, self.problem_type, self.labels, self.reading = task, problem_type, labels, reading
+        self.targets: list = []
+        self.logits: list[torch.Tensor] = []  # classification: one (L,) row per text, windows pooled
+        self.gold: list[list[str]] = []
+        self.pred: list[list[str]] = []
+        self.orphans = 0
+        self.loss_sum: torch.Tensor | float = 0.0
+        self.tokens = 0  # tagged tokens, the ner loss's denominator
+
+    def add(self, items: list[Encoded], logits: list, context=None) -> None:
+        """One chunk: its items, their outputs and (ner) their tagged sentences."""
+        if self.task == "classification":
+            if self.reading.window_stride:
+                items, logits = pool_windows(items, logits, self.reading.window_pool)
+            self.targets += [it.target for it in items]
+            self.logits += logits
+            return
+        from bertkit.inference.tokens import word_tags
+        labels = self.labels
+        for item, lg, sent in zip(items, logits, context):
+            self.gold.append(list(sent.tags))
+            self.pred.append([t for t, _ in word_tags(item.word_ids, lg, labels, len(sent.tokens))])
+            firsts = [p for p, w in enumerate(item.word_ids) if w is not None and (p == 0 or item.word_ids[p - 1] != w)]
+            self.orphans += M.orphan_inside_tags([labels[k] for k in lg[firsts].argmax(-1).tolist()])
+            self.loss_sum = self.loss_sum + token_classification_loss(lg, torch.tensor(item.target), reduction="sum")
+            self.tokens += sum(t != IGNORE_INDEX for t in item.target)
+
+    def result(self) -> dict:
+        if self.task == "ner":
+            # how many I- tags plain per-token argmax would have left without their B- (the decoding repairs them)
+            return {"loss": float(self.loss_sum / max(1, self.tokens)), **M.entity_metrics(self.gold, self.pred),
+                    "argmax_orphan_inside_tags": self.orphans}
+        labels, reading, problem_type = self.labels, self.reading, self.problem_type
+        stacked = torch.stack(self.logits)
+        y = torch.tensor(self.targets)
+        if problem_type == "single_label":
+            result = M.classification_metrics(y.tolist(), stacked.argmax(-1).tolist(), labels,
+                                              stacked.softmax(-1).numpy())
+        elif problem_type == "multi_label":
+            result = M.multilabel_metrics(y.numpy(), (stacked.sigmoid() >= reading.threshold).int().numpy(), labels)
+        else:
+            result = M.regression_metrics(y.tolist(), stacked.squeeze(-1).tolist())
+        result["loss"] = float(classification_loss(stacked, y, problem_type))
+        return result

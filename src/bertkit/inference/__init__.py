@@ -9,8 +9,8 @@
     pipeline("data/minilm-l6").encode(["a witty film"])                  # sentence vectors
 
 This package owns encoding for inference, length-sorted batching (the unpadded model skips padding), windows
-over long texts, precision (fp32 / bf16 / int8, compiled), decoding, and the reading settings a model was saved
-with. Evaluation, explanation and serving are built on it; training imports it, never the other way round.
+over long texts, precision (fp32 / bf16 / int8, compiled), decoding, files of any size a chunk at a time (stream.py),
+and the reading settings a model was saved with. Evaluation, explanation and serving are built on it; training imports it, never the other way round.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ class Encoded:
     target: object = None
     word_ids: list[int | None] | None = None
     doc: int = -1  # the text a window belongs to (long texts read as windows)
+    unread_words: int | None = None  # cut at max_length: words not read at all (None: read whole; windows: None)
 
 
 def encode_texts(tokenizer: Tokenizer, texts: list[str], pairs: list[str] | None, max_length: int,
@@ -35,8 +36,21 @@ def encode_texts(tokenizer: Tokenizer, texts: list[str], pairs: list[str] | None
     if window_stride and pairs is None:
         return [Encoded(w.ids, w.type_ids, doc=d) for d, t in enumerate(texts)
                 for w in tokenizer.encode_windows(t, max_length=max_length, stride=window_stride)]
-    return [Encoded(e.ids, e.type_ids, doc=d)
+    return [Encoded(e.ids, e.type_ids, doc=d, unread_words=e.unread_words if e.truncated else None)
             for d, e in enumerate(tokenizer.encode_all(texts, pairs, max_length=max_length))]
+
+
+def truncation_note(counts: list[tuple[int, int, str]], max_length: int, windows: bool = True) -> str | None:
+    """The note a verb prints when inputs were cut at max_length (None when none was): truncation is never silent.
+    counts: (cut, total, what) per set, e.g. (145, 148, "train examples"). It names the ways to read more: windows
+    (single texts of a classifier: windows=True) or a longer limit."""
+    parts = [f"{cut:,} of {total:,} {what}" for cut, total, what in counts if cut]
+    if not parts:
+        return None
+    fix = "read them as windows with --window-stride, or raise --max-length" if windows else "raise --max-length"
+    return (f"{', '.join(parts)} {'are' if len(parts) > 1 or counts[0][0] > 1 else 'is'} longer than max_length "
+            f"{max_length} tokens and {'were' if len(parts) > 1 or counts[0][0] > 1 else 'was'} cut: the model did "
+            f"not read the end ({fix})")
 
 
 def collate_inputs(items: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:

@@ -47,7 +47,8 @@ class TokenTagger(Predictor):
     def __call__(self, texts: list[str], batch_size: int = 64) -> list[dict]:
         """For each text: its words (as the tokenizer splits them; one per character for Chinese), a tag per word,
         and entities {entity, score (mean tag probability), start, end (character offsets, end exclusive),
-        word (the text of the span)}."""
+        word (the text of the span)}. A text longer than max_length is tagged as far as the model reads it, and
+        says so: {"truncated": {"words_not_read": N}} (its words and tags stop there)."""
         texts = check_texts(texts)
         encs = self.tokenizer.encode_all(texts, max_length=self.reading.max_length)
         items = [Encoded(e.ids, e.type_ids, word_ids=e.word_ids) for e in encs]
@@ -67,6 +68,8 @@ class TokenTagger(Predictor):
                                  "start": start, "end": end, "word": text[start:end]})
             out.append({"words": [text[spans[w][0]:spans[w][1]] for w in range(len(spans))], "tags": tags,
                         "entities": entities})
+            if e.truncated:
+                out[-1]["truncated"] = {"words_not_read": e.unread_words}
         return out
 
     predict = __call__
