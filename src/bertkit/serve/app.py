@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from bertkit.errors import BertkitError
-from bertkit.serve.explain import Explainer, Left, OverBudget
+from bertkit.serve.explain import Explainer, Left, OverBudget, explain_answer
 from bertkit.serve.metrics import Metrics
 from bertkit.serve.worker import Job, Limits, ModelWorker, Overloaded, Served, Stopped
 
@@ -145,6 +145,9 @@ def create_app(models: dict[str, Served], limits: Limits | None = None, index=No
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         worker.start()
+        if any(m.kind == "text-classification" for m in models.values()):
+            # explaining imports sklearn and matplotlib (seconds): before the first request, not within its budget
+            await asyncio.to_thread(__import__, "bertkit.interpret")
         yield
         app.state.draining = True
         await asyncio.to_thread(worker.stop)  # queued requests finish first
@@ -274,36 +277,21 @@ def create_app(models: dict[str, Served], limits: Limits | None = None, index=No
 
     @app.post("/explain", summary="word attributions of a classifier's output (and attention rollout)")
     async def explain(req: ExplainRequest, request: Request):
-        from bertkit.interpret import explain as explain_one
-        from bertkit.interpret.explain import parse_methods
         m = served(req.model)
         if m.kind != "text-classification":
             raise ServeError(422, "validation", f"model {m.name!r} is a {m.kind} model; /explain needs a "
                              "text classifier")
         text = texts(req.text, "text")[0]
         pair = texts(req.pair, "pair")[0] if req.pair is not None else None
-        try:
-            methods = parse_methods(req.methods)
-        except BertkitError as e:
-            raise ServeError(422, "validation", str(e)) from None
         words = len(text.split()) + len((pair or "").split())
         if words > limits.explain_max_words:
             raise ServeError(413, "too_long", f"the text has {words:,} words; /explain takes at most "
                              f"{limits.explain_max_words:,} (--explain-max-words)")
         if not m.predictor.reading.window_stride or pair is not None:  # truncation would explain part of it
             await run(Job(m, "classify", [(text, pair)]), request)  # refuses a text too long, naming the limit
-        job = Job(m, call=lambda p: explain_one(p, text, pair, target=req.target, methods=methods,
-                                                faithfulness=req.faithfulness, steps=req.steps))
-        e = await run(job, request, explainer.submit)
-        out = {"model": m.name, "words": [{"text": w.text, "start": w.start, "end": w.end, "sequence": w.sequence}
-                                          for w in e.words],
-               "word_scores": {k: v for k, v in e.word_scores.items() if k != "attention"},
-               "outputs": e.outputs, "target": e.target, "notes": e.notes}
-        if "attention" in methods:
-            out["rollout"] = e.word_scores["attention"]
-        if e.faithfulness:
-            out["faithfulness"] = e.faithfulness
-        return out
+        job = Job(m, call=lambda p: explain_answer(p, text, pair, methods=req.methods, target=req.target,
+                                                   faithfulness=req.faithfulness, steps=req.steps))
+        return {"model": m.name, **await run(job, request, explainer.submit)}
 
     @app.get("/health")
     async def health():

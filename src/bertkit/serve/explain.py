@@ -82,3 +82,20 @@ class Explainer:
         if not self.worker.idle.wait(max(0.0, self._deadline - time.monotonic())) or \
                 time.monotonic() > self._deadline:
             raise OverBudget()
+
+
+def explain_answer(predictor: TextClassifier, text: str, pair: str | None, *, methods: list[str],
+                   target: str | None, faithfulness: bool, steps: int) -> dict:
+    """The /explain answer: words, their scores per method, the outputs (runs on the explain thread)."""
+    from bertkit.interpret import explain
+    from bertkit.interpret.explain import parse_methods
+    methods = parse_methods(methods)
+    e = explain(predictor, text, pair, target=target, methods=methods, faithfulness=faithfulness, steps=steps)
+    out = {"words": [{"text": w.text, "start": w.start, "end": w.end, "sequence": w.sequence} for w in e.words],
+           "word_scores": {k: v for k, v in e.word_scores.items() if k != "attention"},
+           "outputs": e.outputs, "target": e.target, "notes": e.notes}
+    if "attention" in methods:
+        out["rollout"] = e.word_scores["attention"]
+    if e.faithfulness:
+        out["faithfulness"] = e.faithfulness
+    return out
