@@ -19,7 +19,7 @@ import torch
 pytest.importorskip("fastapi")
 import httpx  # noqa: E402
 
-from bertkit import BertConfig, build_model, save_model  # noqa: E402
+from bertkit import BertConfig, Tokenizer, build_model, save_model  # noqa: E402
 from test_serve import WORDS, folders, texts  # noqa: E402, F401 - folders: the tiny models fixture
 
 LONG = " ".join(WORDS * 60)  # 1,440 words
@@ -54,20 +54,26 @@ def start(args: list[str]) -> tuple[subprocess.Popen, str]:
 
 
 @pytest.fixture(scope="module")
-def server(folders, tmp_path_factory):
-    """Every kind of tiny model, a QA model reading 128 tokens (room for a 64-token question), an index."""
+def served(folders, tmp_path_factory):
+    """One server for the whole file (starting one takes seconds): every kind of tiny model, a QA model reading
+    128 tokens (room for a 64-token question), an index. The SIGTERM test, last, ends it."""
     qa = tmp_path_factory.mktemp("qa128") / "qa128"
-    tok = __import__("bertkit").Tokenizer.load(folders / "qa")
+    tok = Tokenizer.load(folders / "qa")
     torch.manual_seed(0)
     config = BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
                         max_position_embeddings=128)
     save_model(qa, build_model(config, "question_answering"), tok, reading={"max_length": 128})
     models = [str(folders / n) for n in ("sentiment", "short", "ner", "qa", "mlm", "encoder")] + [str(qa)]
     proc, url = start([*models, "--index", str(folders / "emb"), "--explain-timeout-s", "3",
-                       "--explain-payload-kb", "16", "--explain-max-words", "2000"])
-    yield url
+                       "--explain-payload-kb", "16", "--explain-max-words", "2000", "--grace-s", "1"])
+    yield proc, url
     proc.kill()
     proc.wait()
+
+
+@pytest.fixture
+def server(served) -> str:
+    return served[1]
 
 
 def post(url: str, path: str, body, timeout: float = 10, client=httpx) -> httpx.Response:
@@ -201,10 +207,10 @@ def test_connections_cut_mid_body_and_mid_response(server):
     check_json(post(server, "/predict", {"inputs": ["still here"]}), 200)
 
 
-def test_sigterm_under_load_answers_json(folders):
-    """Requests in flight when SIGTERM comes finish (200) within the grace period; the rest get 503 JSON, never a
-    plain-text 500; the process ends soon after."""
-    proc, url = start([str(folders / "sentiment"), "--grace-s", "1", "--max-queue", "64"])
+def test_sigterm_under_load_answers_json(served):
+    """Requests in flight when SIGTERM comes may finish (200) within the grace period (1 s here); those still
+    waiting then get 503 JSON, never a plain-text 500; the process ends soon after. Last: it ends the server."""
+    proc, url = served
     body = {"inputs": [" ".join(WORDS * 20)] * 32}  # about 1,000 windows: tens of ms of work each
     answers, lock = [], threading.Lock()
 
