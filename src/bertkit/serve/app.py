@@ -45,9 +45,9 @@ def error_response(status: int, error_type: str, message: str, headers: dict | N
 
 
 class Guard:
-    """ASGI middleware, outermost: counts every request (metrics), answers 503 while draining, caps the body per
-    route (by Content-Length, and as it arrives for a chunked body), and answers 503 JSON to a request the server
-    cancels at the end of its shutdown grace period (uvicorn would send a plain-text 500)."""
+    """ASGI middleware around every route: counts every request (metrics), answers 503 while draining, caps the
+    body per route (by Content-Length, and as it arrives for a chunked body), and answers 503 JSON to a request the
+    server cancels at the end of its shutdown grace period (uvicorn would send a plain-text 500)."""
 
     def __init__(self, app, state, metrics: Metrics, caps: dict[str, tuple[int, str]], default: tuple[int, str]):
         self.app, self.state, self.metrics, self.caps, self.default = app, state, metrics, caps, default
@@ -84,8 +84,9 @@ class Guard:
             else:
                 await self.app(scope, limited, sending)
         except asyncio.CancelledError:  # the grace period is over: an answer, not a dropped connection
-            if status is None:
-                await reply(sending, 503, "unavailable", "the server stopped before this request was answered")
+            if status is not None:  # half an answer sent: nothing better than closing
+                raise
+            await reply(sending, 503, "unavailable", "the server stopped before this request was answered")
         finally:
             self.metrics.observe_request(path, status or 499, time.perf_counter() - start)
 

@@ -17,8 +17,9 @@ import copy
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from bertkit.errors import BertkitError
 from bertkit.inference import TextClassifier
-from bertkit.serve.worker import Job, ModelWorker
+from bertkit.serve.worker import Job, ModelWorker, log
 
 
 class OverBudget(Exception):
@@ -57,7 +58,9 @@ class Explainer:
             predictor = self._copy(job)
             self._job, self._deadline = job, deadline
             job.future.set_result(job.call(predictor))
-        except BaseException as e:  # noqa: BLE001 - the job fails, the thread goes on
+        except Exception as e:  # noqa: BLE001 - the job fails, the thread goes on
+            if not isinstance(e, (BertkitError, OverBudget, Left)):
+                log.exception("explaining with %s failed", job.served.name)
             job.fail(e)
         finally:
             self._job = None
