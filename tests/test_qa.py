@@ -66,3 +66,21 @@ def test_decode_answers_picks_the_best_window_and_no_answer():
     assert decode_answers([ex], windows, logits, allow_no_answer=True)["q1"]["text"] == ""
     assert decode_answers([ex], windows, logits, allow_no_answer=False)["q1"]["text"] == "Paris"
     assert decode_answers([ex], windows, logits, allow_no_answer=True, null_threshold=15)["q1"]["text"] == "Paris"
+
+
+def test_a_question_longer_than_the_last_is_answered(tmp_path):
+    """The tokenizer kept the last call's truncation (only_second, from the QA windows): a longer question next
+    raised "Truncation error: Second sequence not provided". Each call now sets what it needs."""
+    from bertkit import BertConfig, build_model, pipeline, save_model
+    tok = tokenizer()
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
+                        max_position_embeddings=128)
+    save_model(tmp_path / "qa", build_model(config, "question_answering"), tok, reading={"max_length": 128})
+    qa = pipeline(tmp_path / "qa")
+    long_question = "who built the tower " * 20  # 80 tokens: cut to the first 64, as the BERT recipe does
+    first = qa(["who built it ?"], [CONTEXT])[0]
+    second = qa([long_question], [CONTEXT])[0]
+    assert second == pipeline(tmp_path / "qa")([long_question], [CONTEXT])[0]  # as a fresh pipeline answers it
+    assert qa(["who built it ?"], [CONTEXT])[0] == first
+    assert len(qa.tokenizer.tokenize(long_question * 2)) == 160  # never cut to the last call's max_length

@@ -237,3 +237,74 @@ def test_cli_mistakes_are_one_line(tmp_path, folders, capsys):
     assert "in use" in err and all(line.startswith("bertkit: error:") for line in err.strip().splitlines())
     assert main(["serve", f"a={folders / 'sentiment'}", f"a={folders / 'short'}"]) == 2
     assert "two models named" in capsys.readouterr().err
+
+
+def test_a_job_whose_client_left_never_reaches_the_model(served):
+    """Cancelled while queued: never taken; cancelled while its first batches run: the rest are skipped."""
+    from bertkit.serve import ModelWorker
+    worker = ModelWorker(Limits(threads=1, max_batch_tokens=64)).start()
+    started, release = threading.Event(), threading.Event()
+    worker.submit(Job(call=lambda: (started.set(), release.wait())))
+    assert started.wait(timeout=30)
+    m = served["sentiment"]
+    queued = Job(m, "classify", [(x, None) for x in texts(8, seed=1)])
+    worker.submit(queued)
+    queued.cancel()
+    ran = []
+    running = Job(m, "classify", [(x, None) for x in texts(32, seed=2, longest=30)])
+    import bertkit.serve.worker as worker_module
+    real = worker_module.run_op
+
+    def run_op(job, inputs):  # the client hangs up during the first batch of this job
+        ran.append(len(inputs))
+        if job is running:
+            running.cancel()
+        return real(job, inputs)
+
+    try:
+        worker_module.run_op = run_op
+        future = worker.submit(running)
+        release.set()
+        worker.submit(Job(call=lambda: None)).result(timeout=30)  # everything before it is done
+    finally:
+        worker_module.run_op = real
+    assert queued.future.cancelled() and len(ran) == 1 and not future.done()
+    assert worker.stats["dropped"] == 8 + 32 - ran[0] and worker.stats["inputs"] == ran[0]
+    worker.stop()
+
+
+def test_a_request_cancelled_at_the_end_of_the_grace_period_is_answered_503_json():
+    """uvicorn cancels what is left after --grace-s and would send a plain-text 500; the guard answers 503 JSON."""
+    import asyncio
+    import json
+    from types import SimpleNamespace
+
+    from bertkit.serve.app import Guard
+    from bertkit.serve.metrics import Metrics
+    sent = []
+
+    async def app(scope, receive, send):
+        await asyncio.sleep(60)  # a request waiting for the model
+
+    async def send(message):
+        sent.append(message)
+
+    async def scenario():
+        guard = Guard(app, SimpleNamespace(draining=False), Metrics(), {}, (1000, "--max-payload-mb"))
+        task = asyncio.create_task(guard({"type": "http", "path": "/predict", "headers": []}, None, send))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await task
+
+    asyncio.run(scenario())
+    assert sent[0]["status"] == 503 and (b"content-type", b"application/json") in sent[0]["headers"]
+    assert json.loads(sent[1]["body"])["error_type"] == "unavailable"
+
+
+def test_qa_second_question_longer_than_the_first(served):
+    """A question longer than the last one was a 500 (the tokenizer kept the last call's truncation)."""
+    with client(served) as c:
+        for q in ("where", "where does alice live " * 5, "where does alice live " * 30):
+            r = c.post("/predict", json={"model": "qa", "questions": [q], "contexts": ["alice lives in paris"]})
+            assert r.status_code in (200, 422), r.text  # 422: a question filling the 64-token model
+            assert r.status_code == 200 or "no room for windows" in r.json()["error"]

@@ -226,7 +226,8 @@ class Tokenizer:
     # ---- encoding -------------------------------------------------------------------------------------
 
     def tokenize(self, text: str) -> list[str]:
-        """WordPiece tokens of a text, without [CLS]/[SEP]."""
+        """WordPiece tokens of a text, without [CLS]/[SEP], never truncated."""
+        self._configure(None, None, None, None)  # every call sets what it needs: no state left by the last one
         return self._backend.encode(text, add_special_tokens=False).tokens
 
     def ids_batch(self, texts: Sequence[str]) -> list[list[int]]:

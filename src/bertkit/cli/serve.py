@@ -11,7 +11,8 @@ from bertkit.cli.options import given
 from bertkit.errors import BertkitError
 from bertkit.options import Range
 
-LIMITS = ["max_batch_tokens", "max_wait_ms", "max_queue", "max_inputs", "max_payload_mb", "threads"]
+LIMITS = ["max_batch_tokens", "max_wait_ms", "max_queue", "max_inputs", "max_payload_mb", "explain_payload_kb",
+          "explain_max_words", "explain_timeout_s", "grace_s", "threads"]
 
 
 def register(verbs) -> None:
@@ -63,5 +64,6 @@ def serve(args: argparse.Namespace) -> None:
 
     print(f"serving {', '.join(f'{m.name} ({m.kind})' for m in models.values())} at http://{args.host}:{args.port}"
           f" with {limits.threads} threads", file=sys.stderr, flush=True)
-    Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=30)
+    Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
+                          timeout_graceful_shutdown=limits.grace_s)
            ).run()

@@ -3,8 +3,12 @@ worker and await its future; no model code runs on the event loop.
 
 Errors follow text-embeddings-inference: a JSON body {"error": "...", "error_type": "..."} and the status says
 whose fault it is: 413 too large (payload, inputs), 422 a request the models cannot take (empty, malformed, too
-long for a model without windows), 429 queue full (Retry-After), 503 shutting down, 500 a model error (logged,
-never a traceback in the body).
+long for a model without windows), 429 queue full (Retry-After), 503 shutting down or an /explain over its time
+limit, 500 a model error (logged, never a traceback in the body).
+
+No client can stall the server: a request whose client hangs up is dropped from the worker's queue (handlers watch
+the connection while they wait), /explain runs beside the worker within its own budget (explain.py), bodies are
+capped per route, and a request still unanswered when the shutdown grace period ends gets 503 JSON.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from bertkit.errors import BertkitError
+from bertkit.serve.explain import Explainer, Left, OverBudget, explain_answer
 from bertkit.serve.metrics import Metrics
 from bertkit.serve.worker import Job, Limits, ModelWorker, Overloaded, Served, Stopped
 
@@ -38,26 +44,59 @@ def error_response(status: int, error_type: str, message: str, headers: dict | N
     return JSONResponse({"error": message, "error_type": error_type}, status_code=status, headers=headers)
 
 
-class BodyLimit:
-    """ASGI middleware: a body sent without Content-Length (chunked) is cut off at max_bytes with a 413 too."""
+class Guard:
+    """ASGI middleware around every route: counts every request (metrics), answers 503 while draining, caps the
+    body per route (by Content-Length, and as it arrives for a chunked body), and answers 503 JSON to a request the
+    server cancels at the end of its shutdown grace period (uvicorn would send a plain-text 500)."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, state, metrics: Metrics, caps: dict[str, tuple[int, str]], default: tuple[int, str]):
+        self.app, self.state, self.metrics, self.caps, self.default = app, state, metrics, caps, default
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        start, path, status = time.perf_counter(), scope["path"], None
+
+        async def sending(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        max_bytes, option = self.caps.get(path, self.default)
         seen = 0
 
         async def limited():
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise HTTPException(413, f"the request body is over the limit of {self.max_bytes:,} bytes")
+            if seen > max_bytes:
+                raise HTTPException(413, f"the request body is over the limit of {max_bytes:,} bytes ({option})")
             return message
 
-        await self.app(scope, limited, send)
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        try:
+            if self.state.draining and path != "/metrics":
+                await reply(sending, 503, "unavailable", "the server is shutting down")
+            elif length.isdigit() and int(length) > max_bytes:
+                await reply(sending, 413, "payload_too_large", f"the request body has {int(length):,} bytes; the "
+                            f"limit is {max_bytes:,} ({option})")
+            else:
+                await self.app(scope, limited, sending)
+        except asyncio.CancelledError:  # the grace period is over: an answer, not a dropped connection
+            if status is not None:  # half an answer sent: nothing better than closing
+                raise
+            await reply(sending, 503, "unavailable", "the server stopped before this request was answered")
+        finally:
+            self.metrics.observe_request(path, status or 499, time.perf_counter() - start)
+
+
+async def reply(send, status: int, error_type: str, message: str) -> None:
+    """An error answer sent on the raw ASGI channel (no app below to render it)."""
+    body = JSONResponse({"error": message, "error_type": error_type}).body
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 # ---- request bodies ---------------------------------------------------------------------------------------------
@@ -102,35 +141,25 @@ def create_app(models: dict[str, Served], limits: Limits | None = None, index=No
     limits = limits or Limits()
     metrics = Metrics()
     worker = ModelWorker(limits, metrics.observe_batch)
+    explainer = Explainer(worker, limits.explain_timeout_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         worker.start()
+        if any(m.kind == "text-classification" for m in models.values()):
+            # explaining imports sklearn and matplotlib (seconds): before the first request, not within its budget
+            await asyncio.to_thread(__import__, "bertkit.interpret")
         yield
         app.state.draining = True
         await asyncio.to_thread(worker.stop)  # queued requests finish first
+        await asyncio.to_thread(explainer.stop)
 
     app = FastAPI(title="bertkit serve", lifespan=lifespan,
                   description="BERT models of bertkit model directories: predict, embed, similar, explain.")
     app.state.worker, app.state.metrics, app.state.limits, app.state.draining = worker, metrics, limits, False
-    max_bytes = int(limits.max_payload_mb * 2**20)
-
-    app.add_middleware(BodyLimit, max_bytes=max_bytes)
-
-    @app.middleware("http")
-    async def guard_and_count(request: Request, call_next):
-        start = time.perf_counter()
-        path = request.url.path
-        length = request.headers.get("content-length")
-        if app.state.draining and path != "/metrics":
-            response = error_response(503, "unavailable", "the server is shutting down")
-        elif length is not None and length.isdigit() and int(length) > max_bytes:
-            response = error_response(413, "payload_too_large", f"the request body has {int(length):,} bytes; "
-                                      f"the limit is {max_bytes:,} (--max-payload-mb {limits.max_payload_mb:g})")
-        else:
-            response = await call_next(request)
-        metrics.observe_request(path, response.status_code, time.perf_counter() - start)
-        return response
+    default = (int(limits.max_payload_mb * 2**20), f"--max-payload-mb {limits.max_payload_mb:g}")
+    caps = {"/explain": (int(limits.explain_payload_kb * 2**10), f"--explain-payload-kb {limits.explain_payload_kb:g}")}
+    app.add_middleware(Guard, state=app.state, metrics=metrics, caps=caps, default=default)
 
     @app.exception_handler(ServeError)
     async def _serve_error(request: Request, e: ServeError):
@@ -148,6 +177,10 @@ def create_app(models: dict[str, Served], limits: Limits | None = None, index=No
     async def _http(request: Request, e: HTTPException):
         kind = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(e.status_code, "http")
         return error_response(e.status_code, kind, str(e.detail), getattr(e, "headers", None))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, e: ClientDisconnect):  # nobody to answer; counted as 499
+        return error_response(499, "client_closed", "the client closed the connection")
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, e: Exception):  # logged by the server; the client hears no details
@@ -172,22 +205,36 @@ def create_app(models: dict[str, Served], limits: Limits | None = None, index=No
                 raise ServeError(422, "empty", f"{what}[{i}] is empty")
         return items
 
-    async def run(job: Job):
+    async def run(job: Job, request: Request, submit=worker.submit):
+        """The job's result, or its error as an answer. While it waits, the connection is watched: a client that
+        hangs up (or a cancelled request) cancels the job, so its work never reaches the model."""
         try:
-            future = worker.submit(job)
+            waiting = asyncio.wrap_future(submit(job))
         except Overloaded as e:
             raise ServeError(429, "overloaded", str(e), {"Retry-After": "1"}) from None
         except Stopped as e:
             raise ServeError(503, "unavailable", str(e)) from None
         try:
-            return await asyncio.wrap_future(future)
+            while not (await asyncio.wait({waiting}, timeout=0.1))[0]:
+                if await request.is_disconnected():
+                    job.cancel()
+                    raise ServeError(499, "client_closed", "the client closed the connection")
+            return waiting.result()
+        except asyncio.CancelledError:
+            job.cancel()
+            raise
         except BertkitError as e:
             raise ServeError(422, "validation", str(e)) from None
+        except OverBudget:
+            raise ServeError(503, "timeout", f"the explanation ran past its limit of {limits.explain_timeout_s:g} s "
+                             "(--explain-timeout-s); try a shorter text, fewer steps or methods") from None
+        except Left:
+            raise ServeError(499, "client_closed", "the client closed the connection") from None
         except Exception:  # the worker logged it; the client hears no details
             raise ServeError(500, "backend", "the model failed on this request; see the server log") from None
 
     @app.post("/predict", summary="labels, entities, answers or masked words, as pipeline(...) gives them")
-    async def predict(req: PredictRequest):
+    async def predict(req: PredictRequest, request: Request):
         m = served(req.model)
         kind = m.kind
         if kind == "question-answering":
@@ -209,20 +256,20 @@ def create_app(models: dict[str, Served], limits: Limits | None = None, index=No
             op = {"text-classification": "classify", "token-classification": "tag", "fill-mask": "fill"}[kind]
             options = (("top_k", req.top_k),) if op == "fill" else ()
             job = Job(m, op, [(x, pairs[i] if pairs else None) for i, x in enumerate(xs)], options)
-        return {"model": m.name, "predictions": await run(job)}
+        return {"model": m.name, "predictions": await run(job, request)}
 
     @app.post("/embed", summary="sentence vectors, pooled as the model was saved to")
-    async def embed(req: EmbedRequest):
+    async def embed(req: EmbedRequest, request: Request):
         m = served(req.model)
-        return {"model": m.name, "embeddings": await run(Job(m, "embed", [(x,) for x in texts(req.inputs)]))}
+        return {"model": m.name, "embeddings": await run(Job(m, "embed", [(x,) for x in texts(req.inputs)]), request)}
 
     @app.post("/similar", summary="nearest texts of the embeddings index (--index)")
-    async def similar(req: SimilarRequest):
+    async def similar(req: SimilarRequest, request: Request):
         if index is None:
             raise ServeError(422, "validation", "no embeddings index is served; start with --index DIR")
         vectors, records, m = index
         queries = texts(req.query, "query")
-        embedded = await run(Job(m, "embed", [(q,) for q in queries]))
+        embedded = await run(Job(m, "embed", [(q,) for q in queries]), request)
         scores, ids = vectors.search(embedded, req.k)
         results = [[{"row": int(i), "score": round(float(s), 6),
                      **{k: v for k, v in records[i].items() if k != "row"}}
@@ -230,32 +277,22 @@ def create_app(models: dict[str, Served], limits: Limits | None = None, index=No
         return {"model": m.name, "results": results}
 
     @app.post("/explain", summary="word attributions of a classifier's output (and attention rollout)")
-    async def explain(req: ExplainRequest):
-        from bertkit.interpret import explain as explain_one
-        from bertkit.interpret.explain import parse_methods
+    async def explain(req: ExplainRequest, request: Request):
         m = served(req.model)
         if m.kind != "text-classification":
             raise ServeError(422, "validation", f"model {m.name!r} is a {m.kind} model; /explain needs a "
                              "text classifier")
         text = texts(req.text, "text")[0]
         pair = texts(req.pair, "pair")[0] if req.pair is not None else None
-        try:
-            methods = parse_methods(req.methods)
-        except BertkitError as e:
-            raise ServeError(422, "validation", str(e)) from None
+        words = len(text.split()) + len((pair or "").split())
+        if words > limits.explain_max_words:
+            raise ServeError(413, "too_long", f"the text has {words:,} words; /explain takes at most "
+                             f"{limits.explain_max_words:,} (--explain-max-words)")
         if not m.predictor.reading.window_stride or pair is not None:  # truncation would explain part of it
-            await run(Job(m, "classify", [(text, pair)]))  # refuses a text too long, naming the limit
-        e = await run(Job(call=lambda: explain_one(m.predictor, text, pair, target=req.target, methods=methods,
-                                                   faithfulness=req.faithfulness, steps=req.steps)))
-        out = {"model": m.name, "words": [{"text": w.text, "start": w.start, "end": w.end, "sequence": w.sequence}
-                                          for w in e.words],
-               "word_scores": {k: v for k, v in e.word_scores.items() if k != "attention"},
-               "outputs": e.outputs, "target": e.target, "notes": e.notes}
-        if "attention" in methods:
-            out["rollout"] = e.word_scores["attention"]
-        if e.faithfulness:
-            out["faithfulness"] = e.faithfulness
-        return out
+            await run(Job(m, "classify", [(text, pair)]), request)  # refuses a text too long, naming the limit
+        job = Job(m, call=lambda p: explain_answer(p, text, pair, methods=req.methods, target=req.target,
+                                                   faithfulness=req.faithfulness, steps=req.steps))
+        return {"model": m.name, **await run(job, request, explainer.submit)}
 
     @app.get("/health")
     async def health():

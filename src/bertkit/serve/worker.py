@@ -6,6 +6,9 @@ requests are queued or the last batch merged several; a lone client never waits)
 `max_batch_tokens`, then cuts the inputs of all these requests, per model and kind, into length-sorted
 batches of at most `max_batch_tokens` padded tokens (rows x the longest row). A request larger than one batch is
 split over several; its outputs are put back together in order before its future resolves.
+
+A job whose client left (`Job.cancel()`) is skipped: before it is measured and before each batch of its inputs, so
+clients that send large requests and hang up cost the next request at most the batch already running.
 """
 
 from __future__ import annotations
@@ -42,7 +45,15 @@ class Limits:
     max_inputs: int = field(default=32, metadata=at_least(1))
     """Inputs in one request; more is answered 413."""
     max_payload_mb: float = field(default=2.0, metadata=at_least(0.0, open=True))
-    """Request body size; more is answered 413."""
+    """Request body size (/predict, /embed, /similar); more is answered 413."""
+    explain_payload_kb: float = field(default=64.0, metadata=at_least(0.0, open=True))
+    """Request body size of /explain; more is answered 413."""
+    explain_max_words: int = field(default=1000, metadata=at_least(1))
+    """Words (text and pair) /explain takes; more is answered 413."""
+    explain_timeout_s: float = field(default=30.0, metadata=at_least(0.0, open=True))
+    """Time an /explain may take, waiting included; then it is stopped and answered 503."""
+    grace_s: float = field(default=30.0, metadata=at_least(0.0))
+    """On SIGTERM: how long requests in flight may finish; those still unanswered then get 503."""
     threads: int | None = field(default=None, metadata=at_least(1))
     """Torch threads of the model worker; None: the CPUs this process may use (os.sched_getaffinity;
     OMP_NUM_THREADS when set)."""
@@ -125,6 +136,13 @@ class Job:
     results: list = field(default_factory=list)
     left: int = 0
     units: list = field(default_factory=list)
+    gone: bool = False
+    """Its client left: nothing more of it is run."""
+
+    def cancel(self) -> None:
+        """The client left: a job still queued is never taken, a running one loses the batches not yet run."""
+        self.gone = True
+        self.future.cancel()
 
     def deliver(self, i: int, value) -> None:
         self.results[i] = value
@@ -159,8 +177,11 @@ class ModelWorker:
         self.on_batch = on_batch or (lambda inputs, tokens: None)
         self.queue: queue.Queue = queue.Queue(maxsize=limits.max_queue)
         self.thread = threading.Thread(target=self._run, name="bertkit-model", daemon=True)
-        self.stats = {"batches": 0, "inputs": 0, "merged_batches": 0, "largest_batch": 0}
-        """Batches run, inputs run, batches holding inputs of more than one request, most inputs in a batch."""
+        self.stats = {"batches": 0, "inputs": 0, "merged_batches": 0, "largest_batch": 0, "dropped": 0}
+        """Batches run, inputs run, batches holding inputs of more than one request, most inputs in a batch,
+        inputs dropped because their client left."""
+        self.idle = threading.Event()
+        """Set while the thread waits for work: other work on the model (explain) goes between batches."""
         self._stopping = False
 
     def start(self) -> ModelWorker:
@@ -198,7 +219,10 @@ class ModelWorker:
         use_threads(self.limits.threads)
         wait, last = self.limits.max_wait_ms / 1000, 0
         while True:
+            if self.queue.empty():
+                self.idle.set()
             first = self.queue.get()
+            self.idle.clear()
             if first is _STOP:
                 return
             jobs: list[Job] = []
@@ -226,7 +250,8 @@ class ModelWorker:
 
     def _take(self, job: Job, jobs: list[Job]) -> int:
         """Accept a job (unless its client left): check its inputs, measure them. Returns its padded tokens."""
-        if not job.future.set_running_or_notify_cancel():
+        if job.gone or not job.future.set_running_or_notify_cancel():
+            self.stats["dropped"] += len(job.inputs)
             return 0
         if job.call is not None:
             jobs.append(job)
@@ -265,6 +290,8 @@ class ModelWorker:
         groups: dict[tuple, list[Unit]] = {}
         for job in jobs:
             if job.call is not None:
+                if job.gone:
+                    continue
                 try:
                     job.future.set_result(job.call())
                 except Exception as e:  # noqa: BLE001
@@ -286,7 +313,9 @@ class ModelWorker:
 
     def _run_batch(self, batch: list[Unit]) -> None:
         jobs = list({id(u.job): u.job for u in batch}.values())
-        live = [u for u in batch if not u.job.future.done()]  # a job that failed in an earlier batch is over
+        # a job that failed in an earlier batch is over; one whose client left is dropped
+        live = [u for u in batch if not u.job.future.done() and not u.job.gone]
+        self.stats["dropped"] += sum(u.job.gone for u in batch)
         if not live:
             return
         try:
