@@ -190,3 +190,23 @@ def test_an_unwritable_folder_is_refused_before_work(world, tmp_path, capsys):
         one_line_error(["convert", world["classifier"], out, "--to", "hf", "--overwrite"], capsys, "permission denied")
     finally:
         out.chmod(0o700)
+
+
+def test_a_disk_error_anywhere_in_a_verb_is_one_line_naming_the_file(world, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import bertkit.checkpoint
+
+    def quota(src, dst, task=None):
+        raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT), str(Path(dst) / "config.json"))
+    monkeypatch.setattr(bertkit.checkpoint, "convert_model", quota)
+    out = tmp_path / "m"
+    one_line_error(["convert", world["classifier"], out, "--to", "hf"], capsys, f"{out / 'config.json'}: disk quota")
+    assert not lock_of(out).exists()  # released on the way out
+
+    def bug(src, dst, task=None):
+        raise RuntimeError("a bug")
+    monkeypatch.setattr(bertkit.checkpoint, "convert_model", bug)
+    with pytest.raises(RuntimeError, match="a bug"):  # anything else keeps its traceback
+        run(["convert", world["classifier"], out, "--to", "hf"], capsys)
+    assert not lock_of(out).exists()

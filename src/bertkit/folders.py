@@ -43,8 +43,8 @@ DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPER
 LOW_SPACE = 1 << 20
 """Free bytes under which a write that failed without saying why (torch.save) is taken to have filled the disk."""
 
-_held: dict[Path, tuple[Path, int]] = {}
-"""This process's locks: the folder (resolved) -> (its lock file, the open descriptor holding the flock). A
+_held: dict[Path, tuple[Path, int, int]] = {}
+"""This process's locks: the folder (resolved) -> (its lock file, the open descriptor holding the flock, our pid). A
 process-wide table, as the locks are the process's: the command line releases them when a verb ends."""
 
 
@@ -66,7 +66,7 @@ def claim(out: str | Path, verb: str, *, overwrite: bool = False, inputs: Iterab
         src = Path(path).resolve()
         if src == here or here in src.parents:
             raise BertkitError(f"{out}: holds this command's input {path}; write the output to another folder")
-    if here in _held:  # a verb that claims what its caller claimed (the demo's stages)
+    if here in _held:  # claimed already by this process (a library call inside a verb): the lock is one
         return out
     _lock(out, here, verb)
     try:
@@ -137,7 +137,8 @@ def _lock(out: Path, here: Path, verb: str) -> None:
                 raise BertkitError(f"{out}: cannot write there: {_reason(e)}") from None
             path = here / LOCK_INSIDE  # a folder of one's own in a parent one cannot write: the lock goes inside
             continue
-        if not _flock(fd):
+        locked = _flock(fd)
+        if locked is False:
             held = _read(fd)
             os.close(fd)
             raise BertkitError(f"{out}: {_who(held)} is writing here; wait for it to end or choose another folder")
@@ -154,7 +155,7 @@ def _lock(out: Path, here: Path, verb: str) -> None:
                 os.close(fd)
                 raise BertkitError(f"{out}: locked by {_who(held)}, which this machine cannot check; if no run "
                                    f"writes there, delete {path}")
-            if fcntl is None and held.get("pid") != os.getpid() and _alive(held.get("pid", 0)):
+            if locked is None and held.get("pid") != os.getpid() and _alive(held.get("pid", 0)):
                 os.close(fd)
                 raise BertkitError(f"{out}: {_who(held)} is writing here; wait for it to end or choose another "
                                    "folder")
@@ -168,7 +169,7 @@ def _lock(out: Path, here: Path, verb: str) -> None:
         except OSError as e:
             os.close(fd)
             raise BertkitError(f"{out}: cannot write there: {_reason(e)}") from None
-        _held[here] = (path, fd)
+        _held[here] = (path, fd, os.getpid())
         return
     raise BertkitError(f"{out}: its lock {path} keeps changing; is another bertkit starting there?")
 
@@ -178,7 +179,9 @@ def release(out: str | Path | None = None) -> None:
     folders = list(_held) if out is None else [_resolve(Path(out))]
     for here in folders:
         if here in _held:
-            path, fd = _held.pop(here)
+            path, fd, pid = _held.pop(here)
+            if pid != os.getpid():  # a forked child (a data loader's worker) leaves its parent's locks alone
+                continue
             try:
                 path.unlink()  # before the close: a writer waiting on this file then opens a new one
             except OSError:
@@ -189,16 +192,17 @@ def release(out: str | Path | None = None) -> None:
 atexit.register(release)
 
 
-def _flock(fd: int) -> bool:
-    """Whether this process now holds the OS lock on fd (never waits)."""
+def _flock(fd: int) -> bool | None:
+    """Whether this process now holds the OS lock on fd (never waits); None where there are no OS locks (Windows,
+    a file system without them): then the pid in the file decides."""
     if fcntl is None:
-        return True
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
-    except OSError:  # a file system without locks: the pid in the file decides
-        return True
+    except OSError:
+        return None
     return True
 
 
