@@ -56,6 +56,7 @@ def test_a_second_finetune_into_a_running_one_is_refused_and_the_first_stays_who
         wait_for(lock_of(out), first)
         err = one_line_error(base + ["--epochs", "1", "--lr", "5e-4"], capsys, f"pid {first.pid}")
         assert "is writing here" in err and "bertkit finetune" in err and socket.gethostname() in err
+        one_line_error(base + ["--epochs", "3", "--lr", "1e-3", "--resume"], capsys, "is writing here")  # resume too
         _, stderr = first.communicate(timeout=120)
     finally:
         first.kill()
