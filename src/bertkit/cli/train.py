@@ -141,10 +141,10 @@ def pretrain(args: argparse.Namespace) -> None:
 
 
 def finetune(args: argparse.Namespace) -> None:
+    from bertkit.checkpoint import weights_bytes
     from bertkit.finetune import FinetuneConfig, finetune as run_finetuning
     from bertkit.inference.reading import Reading
     from bertkit.trainer import TrainConfig
-    from bertkit.checkpoint import weights_bytes
     if rank() == 0:  # at least a checkpoint on disk: the weights and Adam's two moments, each their size
         claim(args.out, "finetune", overwrite=args.overwrite, inputs=[args.model], run=True,
               needs=3 * weights_bytes(args.model))
