@@ -232,6 +232,15 @@ def _read_extras(folder: Path, hf: dict) -> dict | None:
     return {"bertkit": {}, "reading": {}} | meta
 
 
+def weights_bytes(folder: str | Path) -> int:
+    """The size of a model folder's weights file, 0 where it has none (the loader says why): what a verb that
+    writes the model again needs on disk at least (`folders.claim(needs=...)`)."""
+    try:
+        return weights_file(Path(folder)).stat().st_size
+    except (BertkitError, OSError):
+        return 0
+
+
 def weights_file(folder: Path) -> Path:
     for name in ("model.safetensors", "pytorch_model.bin"):
         if (folder / name).is_file():

@@ -100,8 +100,10 @@ def _config_path(argv: list[str]) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bertkit.folders import disk_error, release
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
+    args = None
     try:
         config = _config_path(argv)
         if config is not None:
@@ -124,4 +126,14 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like, which stopped reading
         sys.stderr.close()
         return 0
+    except (OSError, RuntimeError) as e:  # a full or read-only disk wherever a verb wrote: one line naming the path
+        out = getattr(args, "out", None) or getattr(args, "dst", None)
+        where = getattr(e, "filename", None) or out
+        error = disk_error(e, where) if where else None
+        if error is None:
+            raise
+        print(f"bertkit: error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        release()  # the output folders this verb locked
     return 0

@@ -40,8 +40,8 @@ def register(verbs) -> None:
 
 
 def convert(args: argparse.Namespace) -> None:
-    from bertkit.checkpoint import convert_model
-    claim(args.dst, "convert", overwrite=args.overwrite, inputs=[args.src])
+    from bertkit.checkpoint import convert_model, weights_bytes
+    claim(args.dst, "convert", overwrite=args.overwrite, inputs=[args.src], needs=weights_bytes(args.src))
     loaded = convert_model(args.src, args.dst, task=args.task)
     mark(args.dst, "convert")
     for note in loaded.notes:
@@ -64,8 +64,9 @@ def info(args: argparse.Namespace) -> None:
 
 
 def export(args: argparse.Namespace) -> None:
+    from bertkit.checkpoint import weights_bytes
     from bertkit.export import export_onnx
-    claim(args.out, "export", overwrite=args.overwrite, inputs=[args.model])
+    claim(args.out, "export", overwrite=args.overwrite, inputs=[args.model], needs=weights_bytes(args.model))
     out = export_onnx(args.model, args.out, optimize=not args.no_optimize, int8=args.int8, opset=args.opset)
     mark(out, "export")
     print(f"wrote {', '.join(sorted(p.name for p in out.glob('*.onnx')))} to {out}")

@@ -141,11 +141,13 @@ def pretrain(args: argparse.Namespace) -> None:
 
 
 def finetune(args: argparse.Namespace) -> None:
+    from bertkit.checkpoint import weights_bytes
     from bertkit.finetune import FinetuneConfig, finetune as run_finetuning
     from bertkit.inference.reading import Reading
     from bertkit.trainer import TrainConfig
-    if rank() == 0:
-        claim(args.out, "finetune", overwrite=args.overwrite, inputs=[args.model], run=True)
+    if rank() == 0:  # at least a checkpoint on disk: the weights and Adam's two moments, each their size
+        claim(args.out, "finetune", overwrite=args.overwrite, inputs=[args.model], run=True,
+              needs=3 * weights_bytes(args.model))
     cfg = FinetuneConfig(**given(args, FinetuneConfig, FINETUNE_FIELDS),
                          reading=Reading(**given(args, Reading, READING_FIELDS)))
     results = run_finetuning(args.model, args.out, cfg, given(args, TrainConfig, FINETUNE_TRAIN_FIELDS), args.train,
