@@ -145,7 +145,7 @@ def test_a_failed_re_embedding_keeps_the_old_index(models, tmp_path, capsys, mon
         with monkeypatch.context() as m:
             m.setattr(embeddings, where, patch)
             one_line_error(["embed", models["B"], "--input", models["data"], "--out", out, "-q"], capsys,
-                           "No space left on device); the previous index, if any, is unchanged; free space")
+                           "no space left on device; the previous index, if any, is unchanged; free space")
         assert {p.name: p.read_bytes() for p in out.iterdir()} == before, where
         assert similar(out, [TEXTS[2]], k=1)["results"][0][0]["row"] == 2  # still queryable, with model A
         assert sorted(p.name for p in tmp_path.iterdir()) == [".emb.partial", "emb"]  # no temporary left

@@ -46,9 +46,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bertkit.errors import BertkitError
-from bertkit.folders import write_atomically
+from bertkit.folders import disk_error, write_atomically
 from bertkit.inference.embed import Embedder
 from bertkit.tokenizer import Tokenizer
+
+_KEPT = "; the previous index, if any, is unchanged; free space, then run again with --resume"
 
 IVF_FROM = 100_000  # rows from which `build_index` clusters (IVF) instead of scanning every row
 CHUNK_ROWS = 4096
@@ -236,14 +238,17 @@ def embed_file(model_dir: str | Path, input_file: str | Path, out: str | Path, *
         meta["embed_seconds"] = round(time.perf_counter() - start, 3)
         if done:
             meta["resumed_at_row"] = done * chunk_rows
-        write_atomically(out, lambda tmp: _assemble(work, tmp, meta, tsne=tsne, tsne_limit=tsne_limit, seed=seed))
+        try:
+            write_atomically(out, lambda tmp: _assemble(work, tmp, meta, tsne=tsne, tsne_limit=tsne_limit, seed=seed))
+        except BertkitError as e:  # write_atomically's one line for a full or read-only disk; the chunks are kept
+            raise BertkitError(f"{e}{_KEPT}") from None
     except BertkitError:
         if not any(work.glob("chunk-*.npy")):  # refused before a chunk was done: nothing to resume
             shutil.rmtree(work, ignore_errors=True)
         raise
     except OSError as e:  # a full or read-only disk: nothing of the old index is touched until the rename
-        raise BertkitError(f"{out}: cannot write the index ({e.strerror or e}); the previous index, if any, is "
-                           f"unchanged{'; free space, then run again with --resume' if work.is_dir() else ''}"
+        error = disk_error(e, out) or BertkitError(f"{out}: cannot write the index ({e.strerror or e})")
+        raise BertkitError(f"{error}{_KEPT if work.is_dir() else '; the previous index, if any, is unchanged'}"
                            ) from None
     shutil.rmtree(work, ignore_errors=True)
     return out
