@@ -27,8 +27,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bertkit.config import BertConfig, read_json
-from bertkit.convert import (ARCHITECTURES, config_extras, config_from_hf, config_to_hf, labels_from_hf,
-                             normalise_hf_keys, problem_from_hf, state_from_hf, state_to_hf, task_from_hf)
+from bertkit.convert import (ARCHITECTURES, config_extras, config_from_hf, config_to_hf, decoder_is_tied,
+                             labels_from_hf, normalise_hf_keys, problem_from_hf, state_from_hf, state_to_hf,
+                             task_from_hf, unsupported_architecture)
 from bertkit.errors import BertkitError
 from bertkit.folders import write_atomically
 from bertkit.model.heads import LABELLED_TASKS, TASKS, build_model
@@ -167,9 +168,16 @@ def _load_hf_layout(folder: Path, hf: dict, task: str | None, num_labels: int | 
     """A folder in Hugging Face's layout: bertkit's own (bertkit.json beside it: loaded strictly) or any other
     (heads it lacks freshly initialised, weights it has that the head does not use reported)."""
     ours = _read_extras(folder, hf)
+    arch = unsupported_architecture(hf)
+    if arch and task is None:
+        raise BertkitError(f"{folder / CONFIG}: architecture {arch} is not supported (bertkit reads "
+                           f"{', '.join(ARCHITECTURES)}); `bertkit convert` with --task keeps its encoder under "
+                           "a new head")
     config = config_from_hf(hf, folder / CONFIG, ours["bertkit"] if ours else None)
     weights = folder / WEIGHTS if ours else weights_file(folder)
     hf_state = read_weights(weights)
+    if not ours:  # transformers' rule: a decoder unlike the embeddings is kept apart
+        config = config.replace(tie_word_embeddings=decoder_is_tied(hf, hf_state))
     saved_task = ours["task"] if ours else task_from_hf(hf, set(normalise_hf_keys(hf_state)))
     hf_labels = labels_from_hf(hf)
     saved_num = None
