@@ -4,6 +4,7 @@ settings on which tokenizer.json and tokenizer_config.json disagree."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import transformers
@@ -117,3 +118,100 @@ def test_a_tied_decoder_stays_tied(tmp_path, tok):
     hf_folder(tmp_path, "BertForMaskedLM", tok)
     model = load_model(tmp_path).model
     assert model.config.tie_word_embeddings and model.mlm.decoder is None
+
+
+# ---- sentence-transformers folders ------------------------------------------------------------------------
+
+ST_TEXTS = ["the film was great", "a dull plot", "the actor was really good and the story was great and the "
+            "plot was good and the film was really great", "bad"]
+
+
+def st_folder(path, tok, pooling="mean", dense=None, normalize=True, max_seq_length=12, pytorch_bin=False):
+    """A sentence-transformers model on a tiny random BERT, saved by sentence-transformers itself: Transformer,
+    Pooling(pooling), optional Dense(s) (out_features, activation, residual), optional Normalize."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules
+
+    hf_folder(path / "hf", "BertModel", tok)
+    mods = [modules.Transformer(str(path / "hf"), max_seq_length=max_seq_length)]
+    mods.append(modules.Pooling(CONFIG.hidden_size, pooling_mode=pooling))
+    width = mods[-1].get_embedding_dimension()
+    for out, act, residual in dense or []:
+        torch.manual_seed(out)
+        mods.append(modules.Dense(width, out, activation_function=act, use_residual=residual))
+        width = out
+    if normalize:
+        mods.append(modules.Normalize())
+    SentenceTransformer(modules=mods, device="cpu").save(str(path / "st"), safe_serialization=not pytorch_bin)
+    return SentenceTransformer(str(path / "st"), device="cpu")
+
+
+POOLING_CASES = ["cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken", ("max", "cls"),
+                 ("mean", "weightedmean", "lasttoken")]
+
+
+@pytest.mark.parametrize("pooling", POOLING_CASES, ids=lambda p: "+".join(p) if isinstance(p, tuple) else p)
+def test_sentence_transformers_pooling_modes_equal_theirs(tmp_path, tok, pooling):
+    theirs = st_folder(tmp_path, tok, pooling, normalize=pooling == "mean")
+    ours = pipeline(tmp_path / "st")
+    assert ours.reading.max_length == 12  # max_seq_length, which truncates the long text
+    expected = theirs.encode(ST_TEXTS, convert_to_tensor=True)
+    torch.testing.assert_close(torch.from_numpy(ours.encode(ST_TEXTS)), expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dense", [[(8, torch.nn.Tanh(), False)],  # LaBSE-style
+                                   [(24, torch.nn.GELU(), False), (24, torch.nn.Identity(), True),
+                                    (8, torch.nn.ReLU(), True)]],
+                         ids=["labse", "stacked-residual"])
+@pytest.mark.parametrize("pytorch_bin", [False, True])
+def test_sentence_transformers_dense_modules_equal_theirs(tmp_path, tok, dense, pytorch_bin, capsys):
+    theirs = st_folder(tmp_path, tok, ("cls", "mean"), dense=dense, pytorch_bin=pytorch_bin)
+    expected = theirs.encode(ST_TEXTS, convert_to_tensor=True)
+    assert expected.shape == (4, 8)
+    torch.testing.assert_close(torch.from_numpy(pipeline(tmp_path / "st").encode(ST_TEXTS)), expected,
+                               atol=1e-5, rtol=1e-4)
+    # and through the command line: `bertkit embed` writes the same vectors
+    (tmp_path / "in.txt").write_text("\n".join(ST_TEXTS) + "\n")
+    assert main(["embed", str(tmp_path / "st"), "--input", str(tmp_path / "in.txt"), "--out",
+                 str(tmp_path / "index"), "--quiet"]) == 0
+    vectors = np.load(tmp_path / "index" / "vectors.npy")
+    torch.testing.assert_close(torch.from_numpy(vectors), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_sentence_transformers_legacy_pooling_keys(tmp_path, tok):
+    """Folders saved by older sentence-transformers: pooling_mode_* booleans, max_seq_length in
+    sentence_bert_config.json; concatenated in the legacy order whatever the keys' order."""
+    theirs = st_folder(tmp_path, tok, ("cls", "max"), normalize=False, max_seq_length=None)
+    pooling = tmp_path / "st" / "1_Pooling" / "config.json"
+    pooling.write_text(json.dumps({"word_embedding_dimension": CONFIG.hidden_size, "pooling_mode_max_tokens": True,
+                                   "pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}))
+    (tmp_path / "st" / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 9,
+                                                                           "do_lower_case": False}))
+    from sentence_transformers import SentenceTransformer
+    theirs = SentenceTransformer(str(tmp_path / "st"), device="cpu")
+    assert theirs.max_seq_length == 9
+    ours = pipeline(tmp_path / "st")
+    assert (ours.reading.pooling, ours.reading.max_length, ours.reading.normalize) == ("cls+max", 9, False)
+    torch.testing.assert_close(torch.from_numpy(ours.encode(ST_TEXTS)),
+                               theirs.encode(ST_TEXTS, convert_to_tensor=True), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda st: (st / "modules.json").write_text(json.dumps(
+        json.loads((st / "modules.json").read_text())[:3] + [{"idx": 3, "path": "3_Custom", "type": "my.Custom"}])),
+     "module 'my.Custom' is not supported"),
+    (lambda st: (st / "2_Dense" / "config.json").write_text(json.dumps(
+        json.loads((st / "2_Dense" / "config.json").read_text()) | {"activation_function": "my.Swish"})),
+     "activation_function 'my.Swish' is not supported"),
+    (lambda st: (st / "config_sentence_transformers.json").write_text(json.dumps(
+        {"prompts": {"query": "query: "}, "default_prompt_name": "query"})),
+     "default_prompt_name 'query' is not supported"),
+    (lambda st: (st / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": "attention"})),
+     "pooling_mode 'attention' is not one of"),
+])
+def test_sentence_transformers_modules_bertkit_cannot_follow_are_refused(tmp_path, tok, change, message):
+    st_folder(tmp_path, tok, "mean", dense=[(8, torch.nn.Tanh(), False)])
+    change(tmp_path / "st")
+    with pytest.raises(BertkitError, match=message) as e:
+        pipeline(tmp_path / "st")
+    assert "\n" not in str(e.value)
