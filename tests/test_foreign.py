@@ -32,6 +32,7 @@ def hf_folder(path, arch: str, tok: Tokenizer | None = None, seed: int = 0, **co
     """A transformers model of class `arch` with random weights (LayerNorms and biases too), saved with the tokenizer."""
     torch.manual_seed(seed)
     hf = config_to_hf(CONFIG, "encoder") | {"architectures": [arch], "num_labels": 2 if "Answering" in arch else 3}
+    hf["vocab_size"] = max(hf["vocab_size"], tok.vocab_size if tok else 0, config.pop("vocab_size", 0))
     hf |= config
     model = getattr(transformers, arch)(transformers.BertConfig(**hf)).eval()
     with torch.no_grad():
@@ -215,3 +216,83 @@ def test_sentence_transformers_modules_bertkit_cannot_follow_are_refused(tmp_pat
     with pytest.raises(BertkitError, match=message) as e:
         pipeline(tmp_path / "st")
     assert "\n" not in str(e.value)
+
+
+# ---- tokenizer settings: one rule, transformers' AutoTokenizer's ------------------------------------------
+
+TRICKY = ["Héllo WORLD café", "naïve Ünïcode ÀÉÎ résumé", "北京大学 is in 中国, 東京も", "tab\tnew\nline\x00ctrl\u200b\x7f",
+          "emoji 😀👍🏽 ok", "Mixed-Case, punct!? (x) «quoted» — dash", "ﬁ ligature Ⅻ ½ ²", "İstanbul ǅ ß"]
+TOKEN_WORDS = ("hello world cafe café héllo naive naïve unicode ünïcode aei àéî résumé resume is in ok mixed case "
+               "punct tab new line ctrl emoji istanbul ligature quoted dash x Hello WORLD Héllo Mixed Case").split()
+
+
+@pytest.fixture(scope="module")
+def cased_tok() -> Tokenizer:
+    """A cased, accent-keeping vocabulary with the accented and upper-case forms, so each setting changes ids."""
+    return Tokenizer.train([" ".join(TOKEN_WORDS + TRICKY)] * 5, vocab_size=300, min_frequency=1, lowercase=False,
+                           strip_accents=False, show_progress=False)
+
+
+CONFLICTS = {  # tokenizer.json normalizer settings, tokenizer_config.json (None: no such file), vocab.txt only
+    "json lower, config cased": ({"lowercase": True}, {"do_lower_case": False}, False),
+    "json cased, config lower": ({"lowercase": False}, {"do_lower_case": True}, False),
+    "json cased, config silent": ({"lowercase": False}, {}, False),
+    "json cased, no config": ({"lowercase": False}, None, False),
+    "json keeps accents, config strips": ({"strip_accents": None}, {"do_lower_case": False, "strip_accents": True},
+                                          False),
+    "json strips, config keeps": ({"strip_accents": True}, {"do_lower_case": False, "strip_accents": False}, False),
+    "json chinese, config not": ({"handle_chinese_chars": True}, {"do_lower_case": False,
+                                                                  "tokenize_chinese_chars": False}, False),
+    "json no clean_text": ({"clean_text": False}, {"do_lower_case": False}, False),
+    "PreTrainedTokenizerFast keeps the json": ({"lowercase": False}, {"do_lower_case": True,
+                                               "tokenizer_class": "PreTrainedTokenizerFast"}, False),
+    "vocab.txt, config cased": (None, {"do_lower_case": False}, True),
+    "vocab.txt, config silent": (None, {}, True),
+    "vocab.txt, strips without lower": (None, {"do_lower_case": False, "strip_accents": True}, True),
+}
+
+
+@pytest.mark.parametrize("case", list(CONFLICTS))
+def test_tokenizer_settings_follow_autotokenizer(tmp_path, cased_tok, case):
+    norm, config, vocab_only = CONFLICTS[case]
+    hf_folder(tmp_path, "BertModel", vocab_size=cased_tok.vocab_size)  # config.json: model_type bert
+    cased_tok.save(tmp_path)
+    if norm is not None:
+        tj = json.loads((tmp_path / "tokenizer.json").read_text())
+        tj["normalizer"].update(norm)
+        (tmp_path / "tokenizer.json").write_text(json.dumps(tj))
+    tc = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    for key in ("do_lower_case", "strip_accents", "tokenize_chinese_chars"):
+        tc.pop(key)
+    if config is None:
+        (tmp_path / "tokenizer_config.json").unlink()
+    else:
+        (tmp_path / "tokenizer_config.json").write_text(json.dumps(tc | config))
+    if vocab_only:
+        (tmp_path / "tokenizer.json").unlink()
+    theirs = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    ours = load_model(tmp_path).tokenizer
+    assert [ours.encode(t).ids for t in TRICKY] == [theirs(t)["input_ids"] for t in TRICKY]
+    pairs = ours.encode_batch(TRICKY[:4], TRICKY[4:])["input_ids"].tolist()
+    assert pairs == theirs(TRICKY[:4], TRICKY[4:], padding=True)["input_ids"]
+
+
+def test_a_tokenizer_bert_tokenizer_cannot_rebuild_is_saved_as_it_is(tmp_path):
+    """clean_text off (or any normalizer BertTokenizer's settings cannot say) is saved for transformers to read
+    tokenizer.json as it is, and bertkit reads it back the same way."""
+    tok = Tokenizer.train([" ".join(TOKEN_WORDS)] * 5, vocab_size=200, min_frequency=1, clean_text=False,
+                          show_progress=False)
+    tok.save(tmp_path)
+    assert json.loads((tmp_path / "tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast"
+    theirs = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    again = Tokenizer.load(tmp_path)
+    for t in TRICKY:
+        assert again.encode(t).ids == tok.encode(t).ids == theirs(t)["input_ids"], t
+
+
+def test_an_unknown_tokenizer_class_is_refused(tmp_path, cased_tok):
+    cased_tok.save(tmp_path)
+    tc = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(tc | {"tokenizer_class": "BertJapaneseTokenizer"}))
+    with pytest.raises(BertkitError, match="tokenizer_class 'BertJapaneseTokenizer' is not supported"):
+        Tokenizer.load(tmp_path)
