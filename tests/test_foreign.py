@@ -296,3 +296,17 @@ def test_an_unknown_tokenizer_class_is_refused(tmp_path, cased_tok):
     (tmp_path / "tokenizer_config.json").write_text(json.dumps(tc | {"tokenizer_class": "BertJapaneseTokenizer"}))
     with pytest.raises(BertkitError, match="tokenizer_class 'BertJapaneseTokenizer' is not supported"):
         Tokenizer.load(tmp_path)
+
+
+def test_convert_keeps_a_sentence_transformers_folder_whole(tmp_path, tok):
+    """`convert` of a sentence-transformers encoder carries its modules: bertkit and sentence-transformers both
+    embed the converted folder as they embedded the source."""
+    from sentence_transformers import SentenceTransformer
+
+    theirs = st_folder(tmp_path, tok, ("mean", "max"), dense=[(8, torch.nn.Tanh(), False)])
+    expected = theirs.encode(ST_TEXTS, convert_to_tensor=True)
+    assert main(["convert", str(tmp_path / "st"), str(tmp_path / "out")]) == 0
+    torch.testing.assert_close(torch.from_numpy(pipeline(tmp_path / "out").encode(ST_TEXTS)), expected,
+                               atol=1e-5, rtol=1e-4)
+    again = SentenceTransformer(str(tmp_path / "out"), device="cpu").encode(ST_TEXTS, convert_to_tensor=True)
+    torch.testing.assert_close(again, expected, atol=1e-5, rtol=1e-4)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,16 +63,23 @@ class Loaded:
 
 
 def save_model(folder: str | Path, model: nn.Module, tokenizer: Tokenizer | None = None,
-               labels: list[str] | None = None, reading: dict | None = None) -> Path:
+               labels: list[str] | None = None, reading: dict | None = None,
+               also: Callable[[Path], object] | None = None) -> Path:
     """Write a model directory. An existing directory is replaced only once the new one is complete.
 
     labels: the name of each output of a classifier or tagger; reading: how the model reads text, kept as given
-    (json) and handed back by load_model."""
+    (json) and handed back by load_model; also: writes more files into the new folder before it is moved in place."""
     folder = Path(folder)
     _check_labels(model, labels)
     if tokenizer is not None:
         check_vocab(tokenizer, model.config, folder)
-    return write_atomically(folder, lambda tmp: write_model_files(tmp, model, tokenizer, labels, reading))
+
+    def write(tmp: Path) -> None:
+        write_model_files(tmp, model, tokenizer, labels, reading)
+        if also is not None:
+            also(tmp)
+
+    return write_atomically(folder, write)
 
 
 def write_model_files(folder: Path, model: nn.Module, tokenizer: Tokenizer | None = None,
@@ -280,9 +289,29 @@ def convert_model(src: str | Path, dst: str | Path, task: str | None = None) -> 
     if src.resolve() == dst.resolve():
         raise BertkitError("source and destination are the same directory")
     loaded = load_model(src, task=task)
-    save_model(dst, loaded.model, loaded.tokenizer, loaded.labels, loaded.reading)
+    also = (lambda tmp: _copy_sentence_modules(src, tmp)) if loaded.model.task == "encoder" else None
+    save_model(dst, loaded.model, loaded.tokenizer, loaded.labels, loaded.reading, also=also)
     loaded.notes = [n for n in loaded.notes if n != OLD_FORMAT_NOTE]
     return loaded
+
+
+def _copy_sentence_modules(src: Path, dst: Path) -> None:
+    """A sentence-transformers folder's modules (modules.json, its settings files, the module folders it lists)
+    travel with the converted encoder, so it still pools, projects and normalises as before."""
+    if not (src / "modules.json").is_file():
+        return
+    for name in ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json"):
+        if (src / name).is_file():
+            shutil.copy2(src / name, dst / name)
+    try:
+        modules = json.loads((src / "modules.json").read_text(encoding="utf-8"))
+        paths = [str(m.get("path", "")) for m in modules if isinstance(m, dict)]
+    except (OSError, ValueError, TypeError):
+        return  # copied as it is; reading it says what is wrong
+    for rel in paths:
+        folder = src / rel
+        if rel and ".." not in Path(rel).parts and not Path(rel).is_absolute() and folder.is_dir():
+            shutil.copytree(folder, dst / rel, dirs_exist_ok=True)
 
 
 def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: Path,

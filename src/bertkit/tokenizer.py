@@ -161,8 +161,9 @@ class Tokenizer:
             except Exception as e:  # the Rust side raises plain Exception with a parse message
                 raise BertkitError(f"{path}: not a valid tokenizer.json ({str(e).splitlines()[0]})") from None
             if follows_tokenizer_config(folder, config):
-                vocab = json.loads(backend.to_str())["model"].get("vocab")
-                if json.loads(backend.to_str())["model"].get("type") != "WordPiece" or not isinstance(vocab, dict):
+                model = json.loads(backend.to_str())["model"]
+                vocab = model.get("vocab")
+                if model.get("type") != "WordPiece" or not isinstance(vocab, dict):
                     raise BertkitError(f"{path}: not a WordPiece tokenizer")
                 backend = _bert_backend(vocab, config, path)
             return cls(backend, max_len)
