@@ -29,7 +29,7 @@ def tok() -> Tokenizer:
 
 
 def hf_folder(path, arch: str, tok: Tokenizer | None = None, seed: int = 0, **config):
-    """A transformers model of class `arch` with random weights (LayerNorms and biases too), saved with the tokenizer."""
+    """A transformers model of class `arch` with random weights (LayerNorms and biases too), saved with `tok`."""
     torch.manual_seed(seed)
     hf = config_to_hf(CONFIG, "encoder") | {"architectures": [arch], "num_labels": 2 if "Answering" in arch else 3}
     hf["vocab_size"] = max(hf["vocab_size"], tok.vocab_size if tok else 0, config.pop("vocab_size", 0))

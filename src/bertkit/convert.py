@@ -4,8 +4,9 @@ A bertkit model directory is stored in Hugging Face's layout (checkpoint.py writ
 `transformers` opens it as it is. Hugging Face keeps query, key and value as three Linear layers; bertkit fuses
 them into one `qkv` (rows q, then k, then v), so reading concatenates and writing splits. Everything else is a
 rename. The MLM decoder is tied to the word embeddings unless the source says otherwise (`decoder_is_tied`); the
-written weights hold the decoder either way, so that `transformers` reports no missing key whatever its tying rules. The few BertConfig fields Hugging Face's
-config has no place for (`BERTKIT_ONLY`: attention backend, unpadding) travel beside it, in bertkit.json.
+written weights hold the decoder either way, so that `transformers` reports no missing key whatever its tying
+rules. The few BertConfig fields Hugging Face's config has no place for (`BERTKIT_ONLY`: attention backend,
+unpadding) travel beside it, in bertkit.json.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ module type, a default prompt, a Dense reading another feature) is refused by na
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -63,7 +63,6 @@ class SentenceModules:
     """The Dense layers after pooling; None when there are none."""
     lowercase: bool = False
     """sentence_bert_config's do_lower_case: texts are lower-cased before the tokenizer."""
-    notes: list[str] = field(default_factory=list)
 
 
 def read_modules(folder: Path, hidden_size: int, max_positions: int) -> SentenceModules | None:
