@@ -197,18 +197,24 @@ def test_sentence_transformers_legacy_pooling_keys(tmp_path, tok):
                                theirs.encode(ST_TEXTS, convert_to_tensor=True), atol=1e-5, rtol=1e-4)
 
 
+def edit_json(path, **changes):
+    """Merge `changes` into a json file (a list is replaced whole)."""
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    path.write_text(json.dumps(data | changes if isinstance(data, dict) else changes["list"]))
+
+
 @pytest.mark.parametrize("change, message", [
-    (lambda st: (st / "modules.json").write_text(json.dumps(
-        json.loads((st / "modules.json").read_text())[:3] + [{"idx": 3, "path": "3_Custom", "type": "my.Custom"}])),
-     "module 'my.Custom' is not supported"),
-    (lambda st: (st / "2_Dense" / "config.json").write_text(json.dumps(
-        json.loads((st / "2_Dense" / "config.json").read_text()) | {"activation_function": "my.Swish"})),
+    (lambda st: edit_json(st / "modules.json", list=json.loads((st / "modules.json").read_text())[:3] + [
+        {"idx": 3, "path": "3_Custom", "type": "my.Custom"}]), "module 'my.Custom' is not supported"),
+    (lambda st: edit_json(st / "2_Dense" / "config.json", activation_function="my.Swish"),
      "activation_function 'my.Swish' is not supported"),
-    (lambda st: (st / "config_sentence_transformers.json").write_text(json.dumps(
-        {"prompts": {"query": "query: "}, "default_prompt_name": "query"})),
-     "default_prompt_name 'query' is not supported"),
-    (lambda st: (st / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": "attention"})),
+    (lambda st: edit_json(st / "config_sentence_transformers.json", prompts={"query": "query: "},
+                          default_prompt_name="query"), "default_prompt_name 'query' is not supported"),
+    (lambda st: edit_json(st / "1_Pooling" / "config.json", pooling_mode="attention"),
      "pooling_mode 'attention' is not one of"),
+    (lambda st: (edit_json(st / "sentence_bert_config.json", do_lower_case=True),
+                 edit_json(st / "tokenizer_config.json", do_lower_case=False)),
+     "do_lower_case over a tokenizer that keeps case is not supported"),
 ])
 def test_sentence_transformers_modules_bertkit_cannot_follow_are_refused(tmp_path, tok, change, message):
     st_folder(tmp_path, tok, "mean", dense=[(8, torch.nn.Tanh(), False)])
