@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,8 +29,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bertkit.config import BertConfig, read_json
-from bertkit.convert import (ARCHITECTURES, config_extras, config_from_hf, config_to_hf, labels_from_hf,
-                             normalise_hf_keys, problem_from_hf, state_from_hf, state_to_hf, task_from_hf)
+from bertkit.convert import (ARCHITECTURES, config_extras, config_from_hf, config_to_hf, decoder_is_tied,
+                             labels_from_hf, normalise_hf_keys, problem_from_hf, state_from_hf, state_to_hf,
+                             task_from_hf, unsupported_architecture)
 from bertkit.errors import BertkitError
 from bertkit.folders import write_atomically
 from bertkit.model.heads import LABELLED_TASKS, TASKS, build_model
@@ -63,16 +66,23 @@ class Loaded:
 
 
 def save_model(folder: str | Path, model: nn.Module, tokenizer: Tokenizer | None = None,
-               labels: list[str] | None = None, reading: dict | None = None) -> Path:
+               labels: list[str] | None = None, reading: dict | None = None,
+               also: Callable[[Path], object] | None = None) -> Path:
     """Write a model directory. An existing directory is replaced only once the new one is complete.
 
     labels: the name of each output of a classifier or tagger; reading: how the model reads text, kept as given
-    (json) and handed back by load_model."""
+    (json) and handed back by load_model; also: writes more files into the new folder before it is moved in place."""
     folder = Path(folder)
     _check_labels(model, labels)
     if tokenizer is not None:
         check_vocab(tokenizer, model.config, folder)
-    return write_atomically(folder, lambda tmp: write_model_files(tmp, model, tokenizer, labels, reading))
+
+    def write(tmp: Path) -> None:
+        write_model_files(tmp, model, tokenizer, labels, reading)
+        if also is not None:
+            also(tmp)
+
+    return write_atomically(folder, write)
 
 
 def write_model_files(folder: Path, model: nn.Module, tokenizer: Tokenizer | None = None,
@@ -170,9 +180,16 @@ def _load_hf_layout(folder: Path, hf: dict, task: str | None, num_labels: int | 
     """A folder in Hugging Face's layout: bertkit's own (bertkit.json beside it: loaded strictly) or any other
     (heads it lacks freshly initialised, weights it has that the head does not use reported)."""
     ours = _read_extras(folder, hf)
+    arch = unsupported_architecture(hf)
+    if arch and task is None:
+        raise BertkitError(f"{folder / CONFIG}: architecture {arch} is not supported (bertkit reads "
+                           f"{', '.join(ARCHITECTURES)}); `bertkit convert` with --task keeps its encoder under "
+                           "a new head")
     config = config_from_hf(hf, folder / CONFIG, ours["bertkit"] if ours else None)
     weights = folder / WEIGHTS if ours else weights_file(folder)
     hf_state = read_weights(weights)
+    if not ours:  # transformers' rule: a decoder unlike the embeddings is kept apart
+        config = config.replace(tie_word_embeddings=decoder_is_tied(hf, hf_state))
     saved_task = ours["task"] if ours else task_from_hf(hf, set(normalise_hf_keys(hf_state)))
     hf_labels = labels_from_hf(hf)
     saved_num = None
@@ -284,9 +301,29 @@ def convert_model(src: str | Path, dst: str | Path, task: str | None = None) -> 
     if src.resolve() == dst.resolve():
         raise BertkitError("source and destination are the same directory")
     loaded = load_model(src, task=task)
-    save_model(dst, loaded.model, loaded.tokenizer, loaded.labels, loaded.reading)
+    also = (lambda tmp: _copy_sentence_modules(src, tmp)) if loaded.model.task == "encoder" else None
+    save_model(dst, loaded.model, loaded.tokenizer, loaded.labels, loaded.reading, also=also)
     loaded.notes = [n for n in loaded.notes if n != OLD_FORMAT_NOTE]
     return loaded
+
+
+def _copy_sentence_modules(src: Path, dst: Path) -> None:
+    """A sentence-transformers folder's modules (modules.json, its settings files, the module folders it lists)
+    travel with the converted encoder, so it still pools, projects and normalises as before."""
+    if not (src / "modules.json").is_file():
+        return
+    for name in ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json"):
+        if (src / name).is_file():
+            shutil.copy2(src / name, dst / name)
+    try:
+        modules = json.loads((src / "modules.json").read_text(encoding="utf-8"))
+        paths = [str(m.get("path", "")) for m in modules if isinstance(m, dict)]
+    except (OSError, ValueError, TypeError):
+        return  # copied as it is; reading it says what is wrong
+    for rel in paths:
+        folder = src / rel
+        if rel and ".." not in Path(rel).parts and not Path(rel).is_absolute() and folder.is_dir():
+            shutil.copytree(folder, dst / rel, dirs_exist_ok=True)
 
 
 def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: Path,

@@ -59,6 +59,9 @@ class BertConfig:
     """Feed-forward activation: gelu (exact, erf), gelu_tanh (the tanh approximation) or relu."""
     pad_token_id: int = field(default=0, metadata=at_least(0))
     """Id of [PAD]; its embedding row starts at zero."""
+    tie_word_embeddings: bool = True
+    """The masked-LM decoder is the word-embedding matrix (BERT's choice); false: a matrix of its own, as some
+    checkpoints have."""
     attention_backend: str = "sdpa"
     """sdpa (fast, default) or eager (slower, can return attention probabilities)."""
     unpad: bool = False
@@ -77,8 +80,9 @@ class BertConfig:
         if self.attention_backend not in ATTENTION_BACKENDS:
             raise BertkitError(f"config: attention_backend {self.attention_backend!r} is not one of "
                                f"{ATTENTION_BACKENDS}")
-        if not isinstance(self.unpad, bool):
-            raise BertkitError(f"config: unpad must be true or false, got {self.unpad!r}")
+        for name in ("unpad", "tie_word_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                raise BertkitError(f"config: {name} must be true or false, got {getattr(self, name)!r}")
         if self.pad_token_id >= self.vocab_size:
             raise BertkitError(f"config: pad_token_id {self.pad_token_id} is outside the vocabulary "
                                f"of {self.vocab_size}")

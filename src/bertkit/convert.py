@@ -3,9 +3,10 @@
 A bertkit model directory is stored in Hugging Face's layout (checkpoint.py writes it with these functions), so
 `transformers` opens it as it is. Hugging Face keeps query, key and value as three Linear layers; bertkit fuses
 them into one `qkv` (rows q, then k, then v), so reading concatenates and writing splits. Everything else is a
-rename. The MLM decoder is tied to the word embeddings on both sides; the written weights hold the tied copy too,
-so that `transformers` reports no missing key whatever its tying rules. The few BertConfig fields Hugging Face's
-config has no place for (`BERTKIT_ONLY`: attention backend, unpadding) travel beside it, in bertkit.json.
+rename. The MLM decoder is tied to the word embeddings unless the source says otherwise (`decoder_is_tied`); the
+written weights hold the decoder either way, so that `transformers` reports no missing key whatever its tying
+rules. The few BertConfig fields Hugging Face's config has no place for (`BERTKIT_ONLY`: attention backend,
+unpadding) travel beside it, in bertkit.json.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ ARCHITECTURES = {
     "BertForQuestionAnswering": "question_answering",
 }
 TASK_TO_ARCH = {task: arch for arch, task in ARCHITECTURES.items()}
+UNSUPPORTED = ("BertLMHeadModel", "BertForNextSentencePrediction", "BertForMultipleChoice")
+"""transformers' other BERT heads: bertkit has no such head, so a folder holding one is refused by name rather than
+read with a freshly initialised head of another kind."""
 HF_ACT = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
 BERTKIT_ACT = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}
 HF_PROBLEM = {"single_label": "single_label_classification", "multi_label": "multi_label_classification",
@@ -46,6 +50,7 @@ HF_FIELDS = {  # bertkit BertConfig field -> Hugging Face BertConfig field, same
     "layer_norm_eps": "layer_norm_eps",
     "initializer_range": "initializer_range",
     "pad_token_id": "pad_token_id",
+    "tie_word_embeddings": "tie_word_embeddings",
 }
 BERTKIT_ONLY = tuple(f.name for f in fields(BertConfig) if f.name not in HF_FIELDS and f.name != "hidden_act")
 """BertConfig fields with no Hugging Face counterpart (attention_backend, unpad): saved in bertkit.json."""
@@ -88,8 +93,7 @@ def config_to_hf(config: BertConfig, task: str, num_labels: int | None = None,
     """A Hugging Face config.json for a bertkit model (all but the BERTKIT_ONLY fields)."""
     hf = {"architectures": [TASK_TO_ARCH[task]], "model_type": "bert"}
     hf |= {hf_name: getattr(config, name) for name, hf_name in HF_FIELDS.items()}
-    hf |= {"hidden_act": BERTKIT_ACT[config.hidden_act], "position_embedding_type": "absolute",
-           "tie_word_embeddings": True}
+    hf |= {"hidden_act": BERTKIT_ACT[config.hidden_act], "position_embedding_type": "absolute"}
     if task in LABELLED_TASKS:
         names = labels or default_labels(num_labels)
         hf["id2label"] = {str(i): name for i, name in enumerate(names)}
@@ -109,8 +113,20 @@ def default_labels(num_labels: int) -> list[str]:
     return [f"LABEL_{i}" for i in range(num_labels)]
 
 
-def task_from_hf(hf: dict, state_keys: set[str]) -> str:
-    """The head a Hugging Face folder holds: its architecture, else what its (normalised) weight names tell."""
+def unsupported_architecture(hf: dict) -> str | None:
+    """The first `architectures` entry of a config.json that bertkit has no head for (UNSUPPORTED, or any name it
+    does not know); None when every entry is one of ARCHITECTURES."""
+    archs = hf.get("architectures") or []
+    if not isinstance(archs, list):
+        return repr(archs)
+    return next((str(a) for a in archs if a not in ARCHITECTURES), None)
+
+
+def task_from_hf(hf: dict, state_keys: set[str]) -> str | None:
+    """The head a Hugging Face folder holds: its architecture, else what its (normalised) weight names tell; None
+    for an architecture bertkit has no head for (unsupported_architecture)."""
+    if unsupported_architecture(hf):
+        return None
     for arch in hf.get("architectures") or []:
         if arch in ARCHITECTURES:
             return ARCHITECTURES[arch]
@@ -179,7 +195,20 @@ def _name_pairs(config: BertConfig, task: str) -> list[tuple[str, str]]:
             pairs.append((f"qa_outputs.{p}", f"qa.{p}"))
     if task in ("pretraining", "masked_lm"):
         pairs.append(("cls.predictions.bias", "mlm.bias"))
+        if not config.tie_word_embeddings:
+            pairs.append(("cls.predictions.decoder.weight", "mlm.decoder"))
     return pairs
+
+
+def decoder_is_tied(hf: dict, state: dict[str, torch.Tensor]) -> bool:
+    """Whether a Hugging Face folder's MLM decoder is its word-embedding matrix, by transformers' rule: not when
+    config.json says tie_word_embeddings false, nor when the weights hold a decoder that differs from the
+    embeddings (transformers then leaves the two apart)."""
+    if hf.get("tie_word_embeddings", True) is False:
+        return False
+    src = normalise_hf_keys(state)
+    decoder, words = src.get("cls.predictions.decoder.weight"), src.get("embeddings.word_embeddings.weight")
+    return decoder is None or words is None or (decoder.shape == words.shape and torch.equal(decoder, words))
 
 
 def normalise_hf_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -211,7 +240,10 @@ def state_from_hf(hf_state: dict[str, torch.Tensor], config: BertConfig, task: s
                 state[f"bert.blocks.{i}.attn.qkv.{p}"] = torch.cat([src[n] for n in parts], dim=0)
                 used.update(parts)
     if task in ("pretraining", "masked_lm"):
-        # Tied to the word embeddings (and to cls.predictions.bias) on both sides: nothing to load.
+        # A tied decoder is the word embeddings: nothing more to load. Its bias is the one transformers' forward
+        # adds, decoder.bias: tied to cls.predictions.bias when both are equal, apart (and the one used) otherwise.
+        if "cls.predictions.decoder.bias" in src:
+            state["mlm.bias"] = src["cls.predictions.decoder.bias"]
         used.update(k for k in ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias") if k in src)
     unused = sorted(set(src) - used)
     return state, unused
@@ -231,10 +263,11 @@ def state_to_hf(state: dict[str, torch.Tensor], config: BertConfig, task: str) -
             for m, t in (("query", q), ("key", k), ("value", v)):
                 out[f"{prefix}encoder.layer.{i}.attention.self.{m}.{p}"] = t
     if task in ("pretraining", "masked_lm"):
-        out["cls.predictions.decoder.weight"] = state["bert.embeddings.word.weight"]
+        if config.tie_word_embeddings:
+            out["cls.predictions.decoder.weight"] = state["bert.embeddings.word.weight"]
         out["cls.predictions.decoder.bias"] = state["mlm.bias"]
     # safetensors refuses tensors that share memory: give each its own storage.
     return {k: v.detach().clone().contiguous().cpu() for k, v in out.items()}
 
 
-__all__ = ["config_from_hf", "config_to_hf", "config_extras", "state_from_hf", "state_to_hf"]
+__all__ = ["config_from_hf", "config_to_hf", "config_extras", "decoder_is_tied", "state_from_hf", "state_to_hf"]

@@ -147,8 +147,10 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path: str | Path) -> Tokenizer:
-        """From a directory (bertkit or any Hugging Face BERT folder), a tokenizer.json or a vocab.txt.
-        In a directory tokenizer.json wins over vocab.txt, as in `transformers`."""
+        """From a directory (bertkit or any Hugging Face BERT folder), a tokenizer.json or a vocab.txt, read by
+        transformers' AutoTokenizer's rule (see follows_tokenizer_config): tokenizer_config.json's settings
+        (do_lower_case, strip_accents, tokenize_chinese_chars) win over tokenizer.json's normalizer when
+        transformers would build a BertTokenizer. In a directory tokenizer.json wins over vocab.txt."""
         path = Path(path)
         folder = path if path.is_dir() else path.parent
         config_file = folder / "tokenizer_config.json"
@@ -169,6 +171,12 @@ class Tokenizer:
                 backend = _Backend.from_file(str(path))
             except Exception as e:  # the Rust side raises plain Exception with a parse message
                 raise BertkitError(f"{path}: not a valid tokenizer.json ({str(e).splitlines()[0]})") from None
+            if follows_tokenizer_config(folder, config):
+                model = json.loads(backend.to_str())["model"]
+                vocab = model.get("vocab")
+                if model.get("type") != "WordPiece" or not isinstance(vocab, dict):
+                    raise BertkitError(f"{path}: not a WordPiece tokenizer")
+                backend = _bert_backend(vocab, config, path)
             return cls(backend, max_len)
         return cls(_from_vocab(path, config), max_len)
 
@@ -183,17 +191,26 @@ class Tokenizer:
             raise BertkitError("vocabulary ids are not contiguous; cannot write vocab.txt")
         (folder / "vocab.txt").write_text("".join(t + "\n" for t, _ in by_id), encoding="utf-8")
         norm = self.normalizer_settings()
+        settings = {"do_lower_case": norm["lowercase"], "strip_accents": norm["strip_accents"],
+                    "tokenize_chinese_chars": norm["handle_chinese_chars"]}
         specials = {"unk_token": UNK, "sep_token": SEP, "pad_token": PAD, "cls_token": CLS, "mask_token": MASK}
         (folder / "tokenizer_config.json").write_text(json.dumps({
-            "tokenizer_class": "BertTokenizer",
-            "do_lower_case": norm["lowercase"],
-            "strip_accents": norm["strip_accents"],
-            "tokenize_chinese_chars": norm["handle_chinese_chars"],
+            # BertTokenizer when it rebuilds this very tokenizer from these settings; else tokenizer.json as saved
+            "tokenizer_class": "BertTokenizer" if self._is_bert_tokenizer(settings) else AS_SAVED[0],
+            **settings,
             "clean_up_tokenization_spaces": True,
             "model_max_length": self.model_max_length,
             **specials,
         }, indent=2) + "\n", encoding="utf-8")
         (folder / "special_tokens_map.json").write_text(json.dumps(specials, indent=2) + "\n", encoding="utf-8")
+
+    def _is_bert_tokenizer(self, settings: dict) -> bool:
+        """Whether transformers' BertTokenizer, given these tokenizer_config settings, builds this tokenizer."""
+        ours = json.loads(self._backend.to_str())
+        if ours["model"].get("type") != "WordPiece":
+            return False
+        theirs = json.loads(_bert_backend(ours["model"]["vocab"], settings, Path("tokenizer.json")).to_str())
+        return all(ours.get(k) == theirs.get(k) for k in ("normalizer", "pre_tokenizer", "model"))
 
     # ---- facts ----------------------------------------------------------------------------------------
 
@@ -337,6 +354,34 @@ def _bert_template(cls_id: int, sep_id: int) -> processors.TemplateProcessing:
     )
 
 
+BERT_TOKENIZERS = ("BertTokenizer", "BertTokenizerFast", "DistilBertTokenizer", "DistilBertTokenizerFast")
+"""tokenizer_class values for which transformers builds its BertTokenizer from the vocabulary and
+tokenizer_config.json's settings, whatever tokenizer.json's normalizer says."""
+AS_SAVED = ("PreTrainedTokenizerFast", "TokenizersBackend")
+"""tokenizer_class values for which transformers reads tokenizer.json as it is."""
+
+
+def follows_tokenizer_config(folder: Path, config: dict) -> bool:
+    """Whether a folder's tokenizer is built from its vocabulary and tokenizer_config.json (True) or read from
+    tokenizer.json as it is (False): transformers 5's AutoTokenizer rule. tokenizer_class BertTokenizer (or none,
+    in a model folder whose config.json says model_type bert) builds a BertTokenizer, whose normalizer comes from
+    do_lower_case (default true), strip_accents (default: follows lower-casing), tokenize_chinese_chars (default
+    true), clean_text always; PreTrainedTokenizerFast keeps tokenizer.json. Another class is refused by name."""
+    name = config.get("tokenizer_class")
+    if name is None:
+        model_config = folder / "config.json"
+        try:
+            return read_json(model_config).get("model_type") == "bert" if model_config.is_file() else False
+        except BertkitError:
+            return False
+    if name in BERT_TOKENIZERS:
+        return True
+    if name in AS_SAVED:
+        return False
+    raise BertkitError(f"{folder / 'tokenizer_config.json'}: tokenizer_class {name!r} is not supported (bertkit "
+                       f"reads {', '.join(BERT_TOKENIZERS[:2] + AS_SAVED[:1])})")
+
+
 def _from_vocab(path: Path, config: dict) -> _Backend:
     """A tokenizer from a bare vocab.txt, built the way `transformers`' BertTokenizer builds it."""
     try:
@@ -346,16 +391,24 @@ def _from_vocab(path: Path, config: dict) -> _Backend:
     if lines and lines[-1] == "":
         lines.pop()
     # Line number = id, a later duplicate winning, exactly as transformers' load_vocab reads it.
-    vocab = {token.rstrip("\r"): i for i, token in enumerate(lines)}
+    return _bert_backend({token.rstrip("\r"): i for i, token in enumerate(lines)}, config, path)
+
+
+def _bert_backend(vocab: dict[str, int], config: dict, path: Path) -> _Backend:
+    """What transformers' BertTokenizer builds from a vocabulary and tokenizer_config.json's settings."""
     if not vocab:
         raise BertkitError(f"{path}: the vocabulary is empty")
     if UNK not in vocab:
         raise BertkitError(f"{path}: the vocabulary has no {UNK} token")
+    settings = {key: config.get(key, default) for key, default in
+                (("do_lower_case", True), ("strip_accents", None), ("tokenize_chinese_chars", True))}
+    for key, value in settings.items():
+        if not (isinstance(value, bool) or (value is None and key == "strip_accents")):
+            raise BertkitError(f"{path.parent / 'tokenizer_config.json'}: {key} must be true or false, got {value!r}")
     backend = _Backend(models.WordPiece(vocab=vocab, unk_token=UNK, max_input_chars_per_word=100))
-    lowercase = bool(config.get("do_lower_case", True))
     backend.normalizer = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=bool(config.get("tokenize_chinese_chars", True)),
-        strip_accents=config.get("strip_accents"), lowercase=lowercase)
+        clean_text=True, handle_chinese_chars=settings["tokenize_chinese_chars"],
+        strip_accents=settings["strip_accents"], lowercase=settings["do_lower_case"])
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     backend.decoder = decoders.WordPiece(prefix="##")
     if CLS in vocab and SEP in vocab:

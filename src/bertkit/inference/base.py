@@ -8,7 +8,8 @@ from torch import nn
 
 from bertkit.checkpoint import Loaded, load_model
 from bertkit.errors import BertkitError
-from bertkit.inference.reading import Reading, resolve, sentence_transformers_reading
+from bertkit.inference.reading import Reading, resolve
+from bertkit.inference.sentence import SentenceModules, read_modules
 from bertkit.model.precision import for_inference
 from bertkit.tokenizer import Tokenizer
 
@@ -19,6 +20,8 @@ class Predictor:
     tasks: tuple[str, ...] = ()
     """The saved tasks (heads) this predictor serves; empty: any."""
     what = "model"
+    modules: SentenceModules | None = None
+    """A sentence-transformers folder's modules (its Dense head after pooling); None for any other folder."""
 
     def __init__(self, model: nn.Module, tokenizer: Tokenizer, labels: list[str] | None, reading: Reading,
                  notes: list[str] | None = None):
@@ -43,11 +46,18 @@ class Predictor:
             raise BertkitError(f"{folder} holds a {task} model, not a {cls.what}")
         if loaded.tokenizer is None:
             raise BertkitError(f"{folder} has no tokenizer files")
-        saved = Reading.from_dict({**sentence_transformers_reading(folder), **loaded.reading},
-                                  folder / "bertkit.json")
-        settings, notes = resolve(saved, reading, loaded.model.config, folder)
+        config = loaded.model.config
+        modules = read_modules(folder, config.hidden_size, config.max_position_embeddings)
+        if modules and modules.lowercase and not loaded.tokenizer.normalizer_settings()["lowercase"]:
+            raise BertkitError(f"{folder / 'sentence_bert_config.json'}: do_lower_case over a tokenizer that keeps "
+                               "case is not supported")
+        saved = Reading.from_dict({**(modules.reading if modules else {}), **loaded.reading},
+                                  folder / ("bertkit.json" if loaded.reading or not modules else "modules.json"))
+        settings, notes = resolve(saved, reading, config, folder)
         model = for_inference(loaded.model, precision, compile)
-        return cls(model, loaded.tokenizer, loaded.labels, settings, loaded.notes + notes)
+        predictor = cls(model, loaded.tokenizer, loaded.labels, settings, loaded.notes + notes)
+        predictor.modules = modules
+        return predictor
 
 
 def check_texts(texts, what: str = "text") -> list[str]:

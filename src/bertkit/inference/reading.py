@@ -2,13 +2,12 @@
 
 `finetune` writes the settings it trained with (max length, windows, ...) into the model directory; `predict`,
 `evaluate`, `explain`, `embed` and the server read them from there, so one model and one file always give one
-score. A sentence-transformers folder's own settings (sentence_bert_config.json, 1_Pooling, 2_Normalize) are read
-the same way.
+score. A sentence-transformers folder's own settings (modules.json and the modules it lists) are read the same
+way, by sentence.py.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -17,7 +16,8 @@ from bertkit.errors import BertkitError
 from bertkit.options import at_least, between, check_fields
 
 WINDOW_POOLS = ("mean", "max")
-POOLINGS = ("mean", "cls")
+POOLINGS = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
+"""Sentence-vector poolings, sentence-transformers' modes; several joined by '+' ("cls+mean") are concatenated."""
 
 
 @dataclass
@@ -36,7 +36,8 @@ class Reading:
     max_answer_length: int = field(default=30, metadata=at_least(1))
     """Question answering: the longest answer, in tokens."""
     pooling: str = "mean"
-    """Sentence embeddings: the mean of the token vectors or the [CLS] vector."""
+    """Sentence embeddings: the mean of the token vectors, the [CLS] vector, or another of POOLINGS; several
+    joined by '+' are concatenated in that order."""
     normalize: bool = True
     """Sentence embeddings: scaled to unit length (cosine similarity is then a dot product)."""
     threshold: float = field(default=0.5, metadata=between(0.0, 1.0))
@@ -46,8 +47,7 @@ class Reading:
         check_fields(self)
         if self.window_pool not in WINDOW_POOLS:
             raise BertkitError(f"window_pool must be one of {WINDOW_POOLS}, got {self.window_pool!r}")
-        if self.pooling not in POOLINGS:
-            raise BertkitError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        pooling_modes(self.pooling)
         if not isinstance(self.normalize, bool):
             raise BertkitError(f"normalize must be true or false, got {self.normalize!r}")
         if self.max_length is not None:
@@ -100,17 +100,9 @@ def resolve(saved: Reading, overrides: dict, config: BertConfig, where: str | Pa
     return reading.for_model(config, where), notes
 
 
-def sentence_transformers_reading(folder: Path) -> dict:
-    """Reading settings of a sentence-transformers folder (max_seq_length, pooling, normalisation); {} if none."""
-    out: dict = {}
-    try:
-        st = json.loads((folder / "sentence_bert_config.json").read_text(encoding="utf-8"))
-        if isinstance(st.get("max_seq_length"), int):
-            out["max_length"] = st["max_seq_length"]
-        pooling = json.loads((folder / "1_Pooling" / "config.json").read_text(encoding="utf-8"))
-        out["pooling"] = "cls" if pooling.get("pooling_mode_cls_token") else "mean"
-        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
-        out["normalize"] = any(m.get("type", "").endswith("Normalize") for m in modules)
-    except (OSError, ValueError, AttributeError, TypeError):
-        pass
-    return out
+def pooling_modes(pooling: str) -> list[str]:
+    """The modes of a pooling setting ("cls+mean" -> ["cls", "mean"]), each one of POOLINGS."""
+    modes = pooling.split("+") if isinstance(pooling, str) else [pooling]
+    if not all(m in POOLINGS for m in modes):
+        raise BertkitError(f"pooling must be one of {POOLINGS} (several joined by '+'), got {pooling!r}")
+    return modes

@@ -20,7 +20,9 @@ PROBLEM_TYPES = ("single_label", "multi_label", "regression")
 
 
 class MLMHead(nn.Module):
-    """Transform (Linear, activation, LayerNorm), then a decoder tied to the word embeddings, plus a bias."""
+    """Transform (Linear, activation, LayerNorm), then a decoder, plus a bias. The decoder is the word embeddings
+    (tied, as in BERT), or its own (V, C) matrix when config.tie_word_embeddings is false: some checkpoints
+    trained it apart, and reading those as tied gives other predictions."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -28,10 +30,13 @@ class MLMHead(nn.Module):
         self.act = activation(config.hidden_act)
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.decoder = None if config.tie_word_embeddings else nn.Parameter(
+            torch.empty(config.vocab_size, config.hidden_size).normal_(std=config.initializer_range))
 
     def forward(self, hidden: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
         """hidden (..., C), word_embeddings (V, C) -> logits (..., V)."""
-        return F.linear(self.norm(self.act(self.dense(hidden))), word_embeddings, self.bias)
+        decoder = word_embeddings if self.decoder is None else self.decoder  # (V, C)
+        return F.linear(self.norm(self.act(self.dense(hidden))), decoder, self.bias)
 
 
 class BertModel(nn.Module):
