@@ -5,6 +5,7 @@ The data comes from the catalog (pinned packages fetched from the package index,
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -58,9 +59,17 @@ def test_demo_smoke_english(tmp_path, minilm_dir, capsys):
     log = (tmp_path / "distill-rt-polarity" / "metrics.jsonl").read_text()
     cache = (tmp_path / "distill-rt-polarity" / "teacher_logits.safetensors").stat().st_mtime_ns
 
-    # the same command again continues from the checkpoints it finds: finished stages take no more steps
+    # evaluate on each saved model gives its row's score (the report read the same models)
+    from bertkit.evaluate.runner import evaluate_file
+    for row in methods.values():
+        if (tmp_path / row["folder"] / "model" / "config.json").is_file():
+            test = tmp_path / "data" / "rt-polarity" / "test.csv"
+            assert evaluate_file(tmp_path / row["folder"] / "model", test)["accuracy"] == row["score"], row["folder"]
+
+    # the same command again runs no stage that is done: the same results, times included (each stage's own)
     assert main(["demo", "--smoke", "--out", str(tmp_path), "--model", str(minilm_dir)]) == 0
     again = json.loads((tmp_path / "results.json").read_text())
+    assert again == results
     assert again["pretrain"]["steps"] == 30 and again["pretrain"]["held_out"] == results["pretrain"]["held_out"]
     assert [m["score"] for m in again["methods"].values()] == [m["score"] for m in methods.values()]
     # the distillation too: no step logged, the teacher's logits read back rather than computed
@@ -238,3 +247,48 @@ def test_the_demo_marks_its_folder_first(tmp_path, monkeypatch, capsys):
     stop.clear()
     assert main(args) == 0, capsys.readouterr().err
     assert calls["pretrain"] == 1 and calls["minilm-rt-polarity"] == 2
+
+
+def _killer(monkeypatch, stop: dict):
+    """Kill (KeyboardInterrupt) the real demo in the stage stop["at"]: a training stage right after its first
+    checkpoint, any other after its work but before the demo records it."""
+    import bertkit.trainer as trainer
+    from bertkit import demo
+    save = trainer._save_checkpoint
+
+    def checkpoint(run_dir, *rest):
+        save(run_dir, *rest)
+        if Path(run_dir).name == stop.get("at"):
+            raise KeyboardInterrupt(run_dir)
+    monkeypatch.setattr(trainer, "_save_checkpoint", checkpoint)
+    for name, fn in (("data", "_data"), ("corpus", "_corpus"), ("baseline-rt-polarity", "_baseline"),
+                     ("report", "_report")):
+        def stage(*a, real=getattr(demo, fn), name=name, **k):
+            result = real(*a, **k)
+            if stop.get("at") == name:
+                raise KeyboardInterrupt(name)
+            return result
+        monkeypatch.setattr(demo, fn, stage)
+
+
+@pytest.mark.slow  # two smoke demos and seven restarts: minutes
+def test_a_real_demo_killed_in_each_stage_reports_what_an_uninterrupted_one_does(tmp_path, minilm_dir,
+                                                                                  monkeypatch):
+    from bertkit import demo
+    from bertkit.evaluate.runner import evaluate_file
+    straight = demo.run_demo(tmp_path / "straight", smoke=True, minilm_dir=minilm_dir)
+    stop = {}
+    _killer(monkeypatch, stop)
+    out = tmp_path / "killed"
+    for name in STAGES:
+        stop["at"] = name
+        with pytest.raises(KeyboardInterrupt):
+            demo.run_demo(out, smoke=True, minilm_dir=minilm_dir)
+    stop.clear()
+    resumed = demo.run_demo(out, smoke=True, minilm_dir=minilm_dir)
+    assert _without_times(resumed) == _without_times(straight)
+    # every saved model scores its row again: the report's numbers are those of the models it leaves
+    test = out / "data" / "rt-polarity" / "test.csv"
+    for row in resumed["methods"].values():
+        if (out / row["folder"] / "model" / "config.json").is_file():
+            assert evaluate_file(out / row["folder"] / "model", test)["accuracy"] == row["score"], row["folder"]
