@@ -128,7 +128,7 @@ def run_demo(out: str | Path, lang: str = "en", budget_minutes: float = 10.0, sm
     Run again into the same folder, it continues where it stopped: each stage is recorded in out/demo_state.json
     when it is done (with its results and its own time) and not run again; an interrupted training stage resumes
     from its last checkpoint, any other restarts from its own start. The vocabulary of a prepared corpus is never
-    trained again (pre-trained weights may already read by it)."""
+    trained again (pre-training may have started on it: a new vocabulary would move ids under its weights)."""
     p = plan(lang, budget_minutes, smoke)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -187,8 +187,8 @@ def run_demo(out: str | Path, lang: str = "en", budget_minutes: float = 10.0, sm
     # the whole run's time: each stage's own, summed over the runs that made it (not this call's wall time)
     results["stages"] = {name: stages.seconds(name) for name in stages.done if name != "report"}
     results["seconds"] = round(sum(results["stages"].values()), 1)
-    # written from the recorded results each time (a finished run run again prints its table again)
-    def report() -> None:
+
+    def report() -> None:  # written from the recorded results each time: a finished run run again prints its table
         _write_json(out / "results.json", results)
         _report(results, p, out)
     stages.record("report", report)

@@ -57,8 +57,10 @@ def collate_inputs(items: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]
 def check_segments(model: nn.Module, items: list[Encoded]) -> None:
     """Refuse pairs (a second text, a question with its context) for a model of one token type: with
     type_vocab_size 1 its token-type table has no row for the second segment (transformers fails there with an
-    IndexError). Costs nothing for the usual two-type models."""
-    if model.config.type_vocab_size < 2 and any(any(x.type_ids) for x in items):
+    IndexError). Costs nothing for the usual two-type models; a wrapper without a config (attack's, around a
+    classifier its other calls check) is passed over."""
+    config = getattr(model, "config", None)
+    if config is not None and config.type_vocab_size < 2 and any(any(x.type_ids) for x in items):
         raise BertkitError(f"{getattr(model, 'source', 'the model')}: type_vocab_size is 1 in its config.json, so it "
                            "reads single texts, not pairs (a second text, or a question with its context); give "
                            "single texts, or a model with type_vocab_size 2")
