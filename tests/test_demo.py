@@ -4,6 +4,10 @@ The data comes from the catalog (pinned packages fetched from the package index,
 """
 
 import json
+import os
+from pathlib import Path
+
+import pytest
 
 from bertkit.cli import main
 
@@ -55,9 +59,17 @@ def test_demo_smoke_english(tmp_path, minilm_dir, capsys):
     log = (tmp_path / "distill-rt-polarity" / "metrics.jsonl").read_text()
     cache = (tmp_path / "distill-rt-polarity" / "teacher_logits.safetensors").stat().st_mtime_ns
 
-    # the same command again continues from the checkpoints it finds: finished stages take no more steps
+    # evaluate on each saved model gives its row's score (the report read the same models)
+    from bertkit.evaluate.runner import evaluate_file
+    for row in methods.values():
+        if (tmp_path / row["folder"] / "model" / "config.json").is_file():
+            test = tmp_path / "data" / "rt-polarity" / "test.csv"
+            assert evaluate_file(tmp_path / row["folder"] / "model", test)["accuracy"] == row["score"], row["folder"]
+
+    # the same command again runs no stage that is done: the same results, times included (each stage's own)
     assert main(["demo", "--smoke", "--out", str(tmp_path), "--model", str(minilm_dir)]) == 0
     again = json.loads((tmp_path / "results.json").read_text())
+    assert again == results
     assert again["pretrain"]["steps"] == 30 and again["pretrain"]["held_out"] == results["pretrain"]["held_out"]
     assert [m["score"] for m in again["methods"].values()] == [m["score"] for m in methods.values()]
     # the distillation too: no step logged, the teacher's logits read back rather than computed
@@ -94,3 +106,200 @@ def test_english_demo_pretrains_with_the_cramming_recipe_and_chinese_keeps_its_o
     assert (smoke.pretrain_nsp, smoke.pretrain_dropout, smoke.pretrain_warmup) == (False, 0.0, 0.1)
     assert set(CRAMMING) <= {f for f in vars(en)}
     assert en.recipe("scratch", "classification").lr == 2e-4
+
+
+# ---- an interrupted demo continues where it stopped -------------------------------------------------------------
+
+STAGES = ["data", "corpus", "pretrain", "finetune-rt-polarity", "minilm-rt-polarity", "distill-rt-polarity",
+          "baseline-rt-polarity", "report"]
+TRAINED = {"pretrain", "finetune-rt-polarity", "minilm-rt-polarity", "distill-rt-polarity"}
+
+
+def _without_times(x):
+    """Results without times (`seconds`, and the student's measured speed-up): a resumed run's times differ, its
+    numbers may not."""
+    if isinstance(x, dict):
+        return {k: _without_times(v) for k, v in x.items() if k not in ("seconds", "stages", "speedup")}
+    return x
+
+
+def _stand_in_stages(monkeypatch, calls: dict, stop: dict):
+    """The demo's stages with stand-ins for the data and the training (deterministic numbers), the real vocabulary,
+    corpus and report. A stage named by stop["at"] is killed: a training stage after its first checkpoint (made to
+    look 5 s old, the time the killed run spent), any other after its work but before it is recorded."""
+    import random
+    import time
+    from bertkit import demo
+
+    def fetch(p, folder):
+        rng = random.Random(0)
+        words = "good bad film plot great dull story actor fine poor the a was".split()
+        rows = {s: [(" ".join(rng.choices(words, k=6)), rng.choice(["pos", "neg"])) for _ in range(20)]
+                for s in ("train", "dev", "test")}
+        text = "\n\n".join(". ".join(" ".join(rng.choices(words, k=8)) for _ in range(3)) for _ in range(300))
+        return {"rt-polarity": demo._task_files("classification", rows, folder / "rt-polarity")}, {"t": (text, 2)}
+
+    def killed(name):
+        calls[name] = calls.get(name, 0) + 1
+        if stop.get("at") == name:
+            raise KeyboardInterrupt(name)
+
+    def trained(name, folder, row):
+        calls[name] = calls.get(name, 0) + 1
+        if stop.get("at") == name:
+            (folder / "checkpoints" / "step_00000001").mkdir(parents=True)
+            later = time.time() + 5
+            os.utime(folder / "checkpoints" / "step_00000001", (later, later))
+            raise KeyboardInterrupt(name)
+        return row
+
+    def wrap(real, name):
+        def run(*a, **k):
+            result = real(*a, **k)
+            killed(name)
+            return result
+        return run
+
+    score = lambda folder: {"score": len(folder.name) / 100, "macro_f1": 0.5, "seconds": 0.0, "folder": folder.name}
+    monkeypatch.setattr(demo, "_fetch", fetch)
+    monkeypatch.setattr(demo, "_data", wrap(demo._data, "data"))
+    monkeypatch.setattr(demo, "_corpus", wrap(demo._corpus, "corpus"))
+    monkeypatch.setattr(demo, "_pretrain", lambda p, prepared, out, bf16: trained(
+        "pretrain", out, {"seconds": 0.0, "steps": 30, "tokens": 4000, "held_out": {"mlm_loss": 6.5}}))
+    monkeypatch.setattr(demo, "_finetune", lambda model, files, out, *a: trained(out.name, out, score(out)))
+    monkeypatch.setattr(demo, "_distill", lambda teacher, name, files, out, *a: trained(
+        out.name, out, {**score(out), "speedup": 3.0, "teacher": name, "own_seconds": 0.5}))
+    monkeypatch.setattr(demo, "_baseline", lambda files, out, kind: killed(out.name) or score(out))
+    monkeypatch.setattr(demo, "_report", wrap(demo._report, "report"))
+
+
+def test_an_interrupted_demo_continues_where_it_stopped(tmp_path, monkeypatch):
+    """Killed in each stage in turn and run again each time: every stage runs to its end once (none is redone once
+    recorded), the vocabulary is trained once, and the results equal an uninterrupted run's; each stage's time is
+    its own, the killed run's time up to its checkpoint included."""
+    from bertkit import demo
+    calls, stop = {}, {}
+    _stand_in_stages(monkeypatch, calls, stop)
+    straight = demo.run_demo(tmp_path / "straight", smoke=True, minilm_dir="minilm")
+    assert calls == dict.fromkeys(STAGES, 1)
+    assert all(s < 5 for s in straight["stages"].values())
+
+    calls.clear()
+    out = tmp_path / "killed"
+    for name in STAGES:
+        stop["at"] = name
+        with pytest.raises(KeyboardInterrupt):
+            demo.run_demo(out, smoke=True, minilm_dir="minilm")
+        if name == "corpus":
+            vocab = (out / "corpus" / "tokenizer" / "vocab.txt").read_bytes()
+            prepared = (out / "corpus" / "meta.json").stat().st_mtime_ns
+    stop.clear()
+    resumed = demo.run_demo(out, smoke=True, minilm_dir="minilm")
+    assert calls == dict.fromkeys(STAGES, 2)  # once killed, once to its end; a recorded stage never again
+    assert _without_times(resumed) == _without_times(straight)
+    assert json.loads((out / "results.json").read_text()) == resumed
+    # the corpus prepared by the killed run was kept, with its vocabulary
+    assert (out / "corpus" / "tokenizer" / "vocab.txt").read_bytes() == vocab
+    assert (out / "corpus" / "meta.json").stat().st_mtime_ns == prepared
+    assert all(resumed["stages"][s] >= 5 for s in TRAINED)  # the killed run's 5 s up to its checkpoint
+    assert resumed["stages"]["distill-rt-polarity"] == pytest.approx(5.5, abs=0.2)  # plus the distillation's own
+    assert resumed["seconds"] == pytest.approx(sum(resumed["stages"].values()), abs=0.1)
+    assert resumed["methods"]["rt-polarity: bertkit pre-trained here (tiny), fine-tuned"]["seconds"] == (
+        resumed["stages"]["finetune-rt-polarity"])
+    report = (out / "report.md").read_text()
+    assert f"Total time {demo._minutes(resumed['seconds'])};" in report
+    assert f"30 steps (4,000 tokens) in {demo._minutes(resumed['stages']['pretrain'])}" in report
+
+    # run once more: nothing runs, the same results
+    calls.clear()
+    assert demo.run_demo(out, smoke=True, minilm_dir="minilm") == resumed  # times included: the recorded ones
+    assert set(calls) == {"report"}  # the report is written again from the recorded results
+
+
+def test_a_demo_folder_keeps_its_options_and_its_vocabulary(tmp_path, monkeypatch, capsys):
+    from bertkit import demo
+    from bertkit.errors import BertkitError
+    calls, stop = {}, {"at": "pretrain"}
+    _stand_in_stages(monkeypatch, calls, stop)
+    out = tmp_path / "d"
+    with pytest.raises(KeyboardInterrupt):
+        demo.run_demo(out, smoke=True, minilm_dir="minilm")
+    with pytest.raises(BertkitError, match="a demo with other options was run here"):
+        demo.run_demo(out, smoke=True, minilm_dir="another")
+    # a corpus gone from under a started pre-training is never made again with a new vocabulary
+    import shutil
+    shutil.rmtree(out / "corpus")
+    state = json.loads((out / "demo_state.json").read_text())
+    del state["done"]["corpus"]
+    (out / "demo_state.json").write_text(json.dumps(state))
+    with pytest.raises(BertkitError, match="a new vocabulary would not match its weights"):
+        demo.run_demo(out, smoke=True, minilm_dir="minilm")
+
+
+def test_the_demo_marks_its_folder_first(tmp_path, monkeypatch, capsys):
+    """The marker that lets `bertkit demo` write its folder again came at the very end: an interrupted demo was
+    refused ("not written by bertkit demo"). It comes first now; the same command continues the run."""
+    calls, stop = {}, {"at": "minilm-rt-polarity"}
+    _stand_in_stages(monkeypatch, calls, stop)
+    out = tmp_path / "d"
+    args = ["demo", "--smoke", "--out", str(out), "--model", str(tmp_path / "minilm")]
+    (tmp_path / "minilm").mkdir()
+    assert main(args) == 130  # the kill (KeyboardInterrupt here)
+    stop.clear()
+    assert main(args) == 0, capsys.readouterr().err
+    assert calls["pretrain"] == 1 and calls["minilm-rt-polarity"] == 2
+
+
+def _killer(monkeypatch, stop: dict):
+    """Kill (KeyboardInterrupt) the real demo in the stage stop["at"]: a training stage right after its first
+    checkpoint, any other after its work but before the demo records it."""
+    import bertkit.trainer as trainer
+    from bertkit import demo
+    save = trainer._save_checkpoint
+
+    def checkpoint(run_dir, *rest):
+        save(run_dir, *rest)
+        if Path(run_dir).name == stop.get("at"):
+            raise KeyboardInterrupt(run_dir)
+    monkeypatch.setattr(trainer, "_save_checkpoint", checkpoint)
+    for name, fn in (("data", "_data"), ("corpus", "_corpus"), ("baseline-rt-polarity", "_baseline"),
+                     ("report", "_report")):
+        def stage(*a, real=getattr(demo, fn), name=name, **k):
+            result = real(*a, **k)
+            if stop.get("at") == name:
+                raise KeyboardInterrupt(name)
+            return result
+        monkeypatch.setattr(demo, fn, stage)
+
+
+@pytest.mark.slow  # two smoke demos and seven restarts: minutes
+def test_a_real_demo_killed_in_each_stage_reports_what_an_uninterrupted_one_does(tmp_path, minilm_dir,
+                                                                                  monkeypatch):
+    from bertkit import demo
+    from bertkit.evaluate.runner import evaluate_file
+    from bertkit.tokenizer import Tokenizer
+    # WordPiece training is not deterministic (the tokenizers library breaks ties between equal counts in hash
+    # order: two trainings on the same text differ by a few ids), so both runs get the first run's vocabulary
+    train, trained = Tokenizer.train, []
+
+    def once(**k):
+        if not trained:
+            trained.append(train(**k))
+        return trained[0]
+    monkeypatch.setattr(Tokenizer, "train", once)
+    straight = demo.run_demo(tmp_path / "straight", smoke=True, minilm_dir=minilm_dir)
+    stop = {}
+    _killer(monkeypatch, stop)
+    out = tmp_path / "killed"
+    for name in STAGES:
+        stop["at"] = name
+        with pytest.raises(KeyboardInterrupt):
+            demo.run_demo(out, smoke=True, minilm_dir=minilm_dir)
+    stop.clear()
+    resumed = demo.run_demo(out, smoke=True, minilm_dir=minilm_dir)
+    assert _without_times(resumed) == _without_times(straight)
+    # every saved model scores its row again: the report's numbers are those of the models it leaves
+    test = out / "data" / "rt-polarity" / "test.csv"
+    for row in resumed["methods"].values():
+        if (out / row["folder"] / "model" / "config.json").is_file():
+            assert evaluate_file(out / row["folder"] / "model", test)["accuracy"] == row["score"], row["folder"]

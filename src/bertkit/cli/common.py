@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from bertkit.errors import BertkitError
+from bertkit.folders import MARKER, claim, mark
 from bertkit.options import POSITIVE_INT
 
 
@@ -45,6 +49,30 @@ def add_threads(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=POSITIVE_INT, help="torch threads (default: the CPUs this process may use, "
                    "os.sched_getaffinity; OMP_NUM_THREADS when set). Fewer than the cores leaves room for "
                    "another job on a shared machine")
+
+
+@contextmanager
+def claimed(out: str | Path, verb: str, *, overwrite: bool, inputs: Iterable[str | Path] = (),
+            run: bool = False, needs: int = 0) -> Iterator[Path]:
+    """claim `out` for `bertkit verb` and mark it as the verb's at once, not when the verb is done: a run killed
+    midway (kill -9, a lost machine) leaves a folder the same command may resume or rewrite. A verb that fails
+    before writing anything else takes its marker (and the folder it made) away again. Rank 0 of a torchrun job
+    claims; the other ranks write into the folder it made."""
+    if rank() != 0:
+        yield Path(out)
+        return
+    out = claim(out, verb, overwrite=overwrite, inputs=inputs, run=run, needs=needs)
+    made = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    mark(out, verb)
+    try:
+        yield out
+    except BaseException:
+        if not any(p.name != MARKER for p in out.iterdir()):
+            (out / MARKER).unlink(missing_ok=True)
+            if made:
+                out.rmdir()
+        raise
 
 
 def rank() -> int:

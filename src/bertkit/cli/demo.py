@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bertkit.cli.common import add_overwrite, add_threads
-from bertkit.folders import claim, mark
+from bertkit.cli.common import add_overwrite, add_threads, claimed
 from bertkit.options import POSITIVE
 
 
@@ -26,6 +25,6 @@ def register(verbs) -> None:
 def demo(args: argparse.Namespace) -> None:
     from bertkit.demo import run_demo
     out = args.out or f"runs/demo-{args.lang}{'-smoke' if args.smoke else ''}"
-    claim(out, "demo", overwrite=args.overwrite, inputs=filter(None, [args.model]))
-    run_demo(out, lang=args.lang, budget_minutes=args.budget, smoke=args.smoke, minilm_dir=args.model)
-    mark(out, "demo")
+    # marked as the demo's from the start: an interrupted demo is continued by the same command
+    with claimed(out, "demo", overwrite=args.overwrite, inputs=filter(None, [args.model])):
+        run_demo(out, lang=args.lang, budget_minutes=args.budget, smoke=args.smoke, minilm_dir=args.model)

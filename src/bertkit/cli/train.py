@@ -8,7 +8,8 @@ import argparse
 import json
 from pathlib import Path
 
-from bertkit.cli.common import add_columns, add_overwrite, add_quiet, add_threads, columns, headline, rank
+from bertkit.cli.common import (add_columns, add_overwrite, add_quiet, add_threads, claimed, columns, headline,
+                                rank)
 from bertkit.cli.options import add_fields, given
 from bertkit.errors import BertkitError
 from bertkit.folders import claim, mark
@@ -112,15 +113,22 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def pretrain(args: argparse.Namespace) -> None:
+    if args.init and (args.preset or args.model_config):
+        raise BertkitError("--init continues an existing model, whose size is its own: drop --preset/--model-config")
+    with claimed(args.out, "pretrain", overwrite=args.overwrite, run=True,
+                 inputs=[args.data] + ([args.init] if args.init else [])):
+        result = _pretrain(args)
+    if rank() == 0:
+        started = {k: result.pop(k) for k in ("init", "initialised") if k in result}
+        print(json.dumps({"held_out": result, **started, "model": str(Path(args.out) / "model")}, indent=2,
+                         ensure_ascii=False))
+
+
+def _pretrain(args: argparse.Namespace) -> dict:
     from bertkit.config import BertConfig, read_json
     from bertkit.data.corpus import Corpus
     from bertkit.pretrain import PretrainConfig, pretrain as run_pretraining
     from bertkit.trainer import TrainConfig
-    if args.init and (args.preset or args.model_config):
-        raise BertkitError("--init continues an existing model, whose size is its own: drop --preset/--model-config")
-    if rank() == 0:  # the other processes of a torchrun job would see the folder rank 0 just made
-        claim(args.out, "pretrain", overwrite=args.overwrite, inputs=[args.data] + ([args.init] if args.init else []),
-              run=True)
     cfg = PretrainConfig(**given(args, PretrainConfig, PRETRAIN_FIELDS))
     train_cfg = TrainConfig(**given(args, TrainConfig, PRETRAIN_TRAIN_FIELDS), seed=cfg.seed)
     if args.init:
@@ -131,13 +139,8 @@ def pretrain(args: argparse.Namespace) -> None:
         vocab = Corpus(args.data).tokenizer.vocab_size
         model_config = BertConfig.preset(args.preset or "mini", vocab_size=vocab, unpad=True,
                                          max_position_embeddings=max(512, cfg.max_len))
-    result = run_pretraining(args.data, args.out, model_config, cfg, train_cfg, init=args.init, resume=args.resume,
-                             force=args.force, progress=not args.quiet)
-    if rank() == 0:
-        mark(args.out, "pretrain")
-        started = {k: result.pop(k) for k in ("init", "initialised") if k in result}
-        print(json.dumps({"held_out": result, **started, "model": str(Path(args.out) / "model")}, indent=2,
-                         ensure_ascii=False))
+    return run_pretraining(args.data, args.out, model_config, cfg, train_cfg, init=args.init, resume=args.resume,
+                           force=args.force, progress=not args.quiet)
 
 
 def finetune(args: argparse.Namespace) -> None:
@@ -145,16 +148,16 @@ def finetune(args: argparse.Namespace) -> None:
     from bertkit.finetune import FinetuneConfig, finetune as run_finetuning
     from bertkit.inference.reading import Reading
     from bertkit.trainer import TrainConfig
-    if rank() == 0:  # at least a checkpoint on disk: the weights and Adam's two moments, each their size
-        claim(args.out, "finetune", overwrite=args.overwrite, inputs=[args.model], run=True,
-              needs=3 * weights_bytes(args.model))
-    cfg = FinetuneConfig(**given(args, FinetuneConfig, FINETUNE_FIELDS),
-                         reading=Reading(**given(args, Reading, READING_FIELDS)))
-    results = run_finetuning(args.model, args.out, cfg, given(args, TrainConfig, FINETUNE_TRAIN_FIELDS), args.train,
-                             args.dev, args.test, columns(args) if cfg.task == "classification" else None,
-                             resume=args.resume, force=args.force, progress=not args.quiet)
+    # needs: at least a checkpoint on disk, the weights and Adam's two moments, each their size
+    with claimed(args.out, "finetune", overwrite=args.overwrite, inputs=[args.model], run=True,
+                 needs=3 * weights_bytes(args.model)):
+        cfg = FinetuneConfig(**given(args, FinetuneConfig, FINETUNE_FIELDS),
+                             reading=Reading(**given(args, Reading, READING_FIELDS)))
+        results = run_finetuning(args.model, args.out, cfg, given(args, TrainConfig, FINETUNE_TRAIN_FIELDS),
+                                 args.train, args.dev, args.test,
+                                 columns(args) if cfg.task == "classification" else None,
+                                 resume=args.resume, force=args.force, progress=not args.quiet)
     if rank() == 0:
-        mark(args.out, "finetune")
         print(json.dumps({k: headline(v) for k, v in results.items() if k in ("dev", "test")}, indent=2))
         print(f"model: {Path(args.out) / 'model'}; all metrics: {Path(args.out) / 'metrics.json'}")
 
@@ -164,17 +167,15 @@ def distill(args: argparse.Namespace) -> None:
     from bertkit.finetune import FinetuneConfig
     from bertkit.inference.reading import Reading
     from bertkit.trainer import TrainConfig
+    models = [p for p in (args.teacher, args.student, args.augment_mlm) if p and Path(p).is_dir()]
+    with claimed(args.out, "distill", overwrite=args.overwrite, inputs=models, run=True):
+        recipe = FinetuneConfig(**given(args, FinetuneConfig, DISTILL_FINETUNE_FIELDS),
+                                reading=Reading(**given(args, Reading, DISTILL_READING_FIELDS)))
+        cfg = DistillConfig(**given(args, DistillConfig, DISTILL_FIELDS), finetune=recipe)
+        results = run_distillation(args.teacher, args.out, cfg, given(args, TrainConfig, FINETUNE_TRAIN_FIELDS),
+                                   args.train, args.dev, args.test, columns(args), resume=args.resume,
+                                   force=args.force, progress=not args.quiet)
     if rank() == 0:
-        models = [p for p in (args.teacher, args.student, args.augment_mlm) if p and Path(p).is_dir()]
-        claim(args.out, "distill", overwrite=args.overwrite, inputs=models, run=True)
-    recipe = FinetuneConfig(**given(args, FinetuneConfig, DISTILL_FINETUNE_FIELDS),
-                            reading=Reading(**given(args, Reading, DISTILL_READING_FIELDS)))
-    cfg = DistillConfig(**given(args, DistillConfig, DISTILL_FIELDS), finetune=recipe)
-    results = run_distillation(args.teacher, args.out, cfg, given(args, TrainConfig, FINETUNE_TRAIN_FIELDS),
-                               args.train, args.dev, args.test, columns(args), resume=args.resume, force=args.force,
-                               progress=not args.quiet)
-    if rank() == 0:
-        mark(args.out, "distill")
         shown = {k: headline(v) for k, v in results.items() if k in ("dev", "test")}
         shown["teacher"] = {k: headline(v) for k, v in results["teacher"].items()}
         print(json.dumps({**shown, "student_against_teacher": results["report"]["ratios"]}, indent=2))

@@ -30,7 +30,7 @@ from bertkit.distill.task import CACHE, DistillConfig, DistillTask, teacher_logi
 from bertkit.errors import BertkitError
 from bertkit.evaluate.scores import score
 from bertkit.finetune import HEADS, TRAIN_DEFAULTS, FinetuneConfig, default_metric, encode_split
-from bertkit.inference.batches import forward
+from bertkit.inference.batches import check_segments, forward
 from bertkit.inference.reading import Reading
 from bertkit.tokenizer import Tokenizer
 from bertkit.trainer import TrainConfig, check_recipe, file_fingerprint, train
@@ -91,6 +91,8 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, train_
 
     encoded = {name: encode_split(tok, part, ft.task, ft.problem_type, labels, ft.reading)
                for name, part in splits.items()}
+    for items, _ in encoded.values():
+        check_segments(student, items)  # the student has the teacher's token types
     train_items = list(encoded["train"][0])
     started = time.perf_counter()
     variants = []

@@ -61,10 +61,15 @@ class Predictor:
 
 
 def check_texts(texts, what: str = "text") -> list[str]:
-    """A list of non-empty strings (a single string is one text)."""
+    """A list of non-empty strings (a single string is one text). None, a non-sequence or an empty list is an
+    error, as in transformers' pipelines ("At least one input is required.")."""
     if isinstance(texts, str):
         texts = [texts]
+    if texts is None or isinstance(texts, (bytes, dict)) or not hasattr(texts, "__iter__"):
+        raise BertkitError(f"give a {what} (a string) or a list of them, got {type(texts).__name__} {texts!r:.60}")
     texts = list(texts)
+    if not texts:
+        raise BertkitError(f"no {what} given: give at least one (a string or a non-empty list of strings)")
     for t in texts:
         if not isinstance(t, str) or not t.strip():
             raise BertkitError(f"every {what} must be a non-empty string, got {t!r}")

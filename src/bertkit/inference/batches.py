@@ -68,12 +68,25 @@ def collate_inputs(items: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]
     return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
 
 
+def check_segments(model: nn.Module, items: list[Encoded]) -> None:
+    """Refuse pairs (a second text, a question with its context) for a model of one token type: with
+    type_vocab_size 1 its token-type table has no row for the second segment (transformers fails there with an
+    IndexError). Costs nothing for the usual two-type models; a wrapper without a config (attack's, around a
+    classifier its other calls check) is passed over."""
+    config = getattr(model, "config", None)
+    if config is not None and config.type_vocab_size < 2 and any(any(x.type_ids) for x in items):
+        raise BertkitError(f"{getattr(model, 'source', 'the model')}: type_vocab_size is 1 in its config.json, so it "
+                           "reads single texts, not pairs (a second text, or a question with its context); give "
+                           "single texts, or a model with type_vocab_size 2")
+
+
 @torch.no_grad()
 def forward(model: nn.Module, items: list[Encoded], pad_id: int, batch_size: int = 64) -> list:
     """The model's outputs per item, in input order: a logit vector (sequence classification), per-token logits
     (T_i, L) (token classification, masked LM) or (start, end) logits (question answering), as fp32 on the CPU."""
     if batch_size < 1:
         raise BertkitError(f"batch_size must be a positive integer, got {batch_size}")
+    check_segments(model, items)
     model.eval()
     order = sorted(range(len(items)), key=lambda i: len(items[i].ids))
     out: list = [None] * len(items)
