@@ -27,6 +27,7 @@ from bertkit.data.tasks import Example, load_task_data
 from bertkit.distill.report import write_report
 from bertkit.distill.student import SHAPES, Distiller, layer_map, load_student, make_student
 from bertkit.distill.task import CACHE, DistillConfig, DistillTask, teacher_logits
+from bertkit.hub import hub_origin, resolve_model
 from bertkit.errors import BertkitError
 from bertkit.evaluate.scores import score
 from bertkit.finetune import HEADS, TRAIN_DEFAULTS, FinetuneConfig, default_metric, encode_split
@@ -51,7 +52,11 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, train_
     with, unless force (see trainer.check_recipe)."""
 
     out = Path(out)
-    teacher_dir = Path(teacher_dir)
+    teacher_dir = resolve_model(teacher_dir)  # a Hugging Face Hub name: its snapshot in the HF cache
+    if cfg.student not in SHAPES:
+        cfg = replace(cfg, student=str(resolve_model(cfg.student)))
+    origins = {role: o for role, o in (("teacher", hub_origin(teacher_dir)), ("student", hub_origin(cfg.student)))
+               if o}
     train_kwargs = {k: v for k, v in train_cfg_kwargs.items() if v is not None}
     loaded = load_model(teacher_dir)
     teacher, tok, labels = _check_teacher(loaded, teacher_dir)
@@ -87,6 +92,8 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, train_
     if int(os.environ.get("RANK", "0")) == 0 and (resume or not (out / "checkpoints").is_dir()):
         recipe = {"teacher": str(teacher_dir.resolve()), "student": _where(cfg.student), "data": files,
                   "columns": columns or {}, "distill": asdict(cfg), "train": train_kwargs}
+        if origins:  # Hub models: their names and commits, so that the run can be reproduced
+            recipe["hub"] = origins
         check_recipe(out, "distill_config.json", recipe, resume=resume, force=force)
 
     encoded = {name: encode_split(tok, part, ft.task, ft.problem_type, labels, ft.reading)
@@ -140,7 +147,7 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, train_
     (out / "metrics.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     write_model_card(out / "model", task=HEADS[ft.task], labels=labels, reading=ft.reading.to_dict(),
                      data={"distilled from": str(teacher_dir), **{k: v for k, v in files.items() if v}},
-                     metrics={k: results[k] for k in ("dev", "test") if k in results})
+                     metrics={k: results[k] for k in ("dev", "test") if k in results}, base=origins.get("teacher"))
     from bertkit.plots import plot_training
     plot_training(out / "metrics.jsonl", out / "curves.png")
 
