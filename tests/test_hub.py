@@ -211,3 +211,62 @@ def test_online_fetches_one_weights_file_at_the_resolved_commit(online, cache):
     from huggingface_hub.utils import filter_repo_objects
     wanted = set(filter_repo_objects([s.rfilename for s in online["answer"].siblings], allow_patterns=patterns))
     assert wanted == {"config.json", "model.safetensors", "vocab.txt", "1_Pooling/config.json"}
+
+
+# The fuzz test's command lines (test_reliability), a Hub name in each model slot
+
+
+from test_reliability import _bases, world  # noqa: E402, F401 - world: the fuzz test's tiny models and files
+
+MODEL_SLOTS = {"convert": [1], "info": [1], "finetune": [1], "distill": [1], "evaluate": [1], "predict": [1],
+               "explain": [1], "embed": [1], "similar": [1], "export": [1], "serve": [1], "attack": [1, 7],
+               "bias": [1]}
+
+
+def test_every_verb_refuses_a_non_bert_or_uncached_hub_name_in_one_line(offline, world, tmp_path, capsys):
+    bases = _bases(world, tmp_path / "out")
+    pretrain = bases["pretrain"][0]
+    cases = [(pretrain[:pretrain.index("--preset")] + ["--init", name] + pretrain[pretrain.index("--preset") + 2:],
+              name) for name in ("org/tiny-roberta", "org/not-cached")]
+    cases += [(bases["distill"][0] + ["--student", name], name) for name in ("org/tiny-roberta", "org/not-cached")]
+    for verb, slots in MODEL_SLOTS.items():
+        argv = bases[verb][0]
+        for slot in slots:
+            cases += [(argv[:slot] + [name] + argv[slot + 1:], name) for name in ("org/tiny-roberta", "org/not-cached")]
+    failures = []
+    for args, name in cases:
+        code = main([str(a) for a in args])
+        err = capsys.readouterr().err
+        says = "is a roberta model" if "roberta" in name else "not in the Hugging Face cache"
+        if code != 2 or err.count("\n") != 1 or name not in err or says not in err:
+            failures.append(f"{' '.join(map(str, args))} -> {code}; {err[-300:]!r}")
+    assert not failures, "\n".join(failures)
+    assert not (tmp_path / "out").exists()
+
+
+def test_pretrain_init_and_distill_from_hub_names_record_name_and_commit(offline, world, tmp_path, capsys):
+    add_to_cache(offline["hub"], "org/world-mlm", world["mlm"], OLD)
+    add_to_cache(offline["hub"], "org/world-classifier", world["classifier"], OLD)
+    args = ["pretrain", "--data", world["prepared"], "--out", tmp_path / "pt", "--init", "org/world-mlm", "--steps", "2",
+            "--batch-size", "4", "--max-len", "16", "--no-nsp", "-q"]
+    code, err = main([str(a) for a in args]), capsys.readouterr().err
+    assert code == 0, err
+    origin = {"name": "org/world-mlm", "revision": OLD}
+    assert json.loads((tmp_path / "pt" / "pretrain_config.json").read_text())["hub"] == {"init": origin}
+    assert f"base_model: org/world-mlm\nbase_model_revision: {OLD}\n" in (tmp_path / "pt" / "model" / "README.md").read_text()
+
+    args = ["distill", "org/world-classifier", "--train", world["train"], "--dev", world["dev"], "--out", tmp_path / "ds",
+            "--epochs", "0.2", "--batch-size", "16", "-q"]
+    code, err = main([str(a) for a in args]), capsys.readouterr().err
+    assert code == 0, err
+    recipe = json.loads((tmp_path / "ds" / "distill_config.json").read_text())
+    assert recipe["hub"] == {"teacher": {"name": "org/world-classifier", "revision": OLD}}
+    assert "base_model: org/world-classifier\n" in (tmp_path / "ds" / "model" / "README.md").read_text()
+
+
+def test_serve_names_a_hub_model_as_on_the_hub_not_by_its_commit(offline):
+    from bertkit.cli.common import _served
+    from bertkit.serve.worker import load_served
+    assert _served("org/tiny-bert") == f"tiny-bert={offline['snapshot']}"
+    assert _served(f"mine=org/tiny-bert@{OLD}") == f"mine={offline['old']}"
+    assert list(load_served([_served("org/tiny-bert")])) == ["tiny-bert"]
