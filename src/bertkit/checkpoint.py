@@ -152,8 +152,6 @@ def load_model(folder: str | Path, task: str | None = None, num_labels: int | No
     (a classifier on a pre-trained encoder, say) keeps the encoder, initialises the new head and says so
     in `Loaded.notes`.
     """
-    if not isinstance(folder, (str, os.PathLike)):  # pipeline(None), pipeline(3): a one-line error, not a TypeError
-        raise BertkitError(f"a model directory is a path (str or Path), got {type(folder).__name__} {folder!r}")
     folder = resolve_model(folder)  # a Hugging Face Hub name: its snapshot in the HF cache
     if folder.is_file():
         raise BertkitError(f"{folder}: is a file; give the model directory (the folder holding config.json)")

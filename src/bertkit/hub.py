@@ -15,6 +15,7 @@ that record where a model came from.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -45,6 +46,9 @@ def is_hub_name(name: str) -> bool:
 def resolve_model(name_or_path: str | Path) -> Path:
     """The local folder of a model: the path itself when it exists (or is no Hub name: the loader then says what is
     missing), else the Hub model's snapshot in the Hugging Face cache, downloaded if need be."""
+    if not isinstance(name_or_path, (str, os.PathLike)):  # pipeline(None), pipeline(3): one line, not a TypeError
+        raise BertkitError(f"a model directory is a path (str or Path), got {type(name_or_path).__name__} "
+                           f"{name_or_path!r}")
     if not isinstance(name_or_path, str) or not is_hub_name(name_or_path):
         return Path(name_or_path)
     repo, _, revision = name_or_path.partition("@")
