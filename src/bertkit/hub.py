@@ -31,16 +31,23 @@ _SNAPSHOT = re.compile(r"models--(?P<repo>[^/\\]+)[/\\]snapshots[/\\](?P<commit>
 
 
 def is_hub_name(name: str) -> bool:
-    """Whether name could be a Hub model (`name`, `org/name`, optionally `@revision`): not a path that exists."""
-    repo, _, revision = str(name).partition("@")
-    if Path(name).exists() or not repo or (("@" in str(name)) and not revision):
+    """Whether name could be a Hub model (`name`, `org/name`, optionally `@revision`) and is not a path that exists."""
+    repo, at, revision = name.partition("@")
+    if (at and not revision) or repo.startswith((".", "~")) or "\\" in repo or _exists(name):
         return False
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    from huggingface_hub.utils import HFValidationError, validate_repo_id  # only now: a local folder needs none
     try:
         validate_repo_id(repo)
     except HFValidationError:
         return False
-    return not repo.startswith((".", "~")) and "\\" not in repo
+    return True
+
+
+def _exists(path: str) -> bool:
+    try:
+        return Path(path).exists()
+    except OSError:  # a name too long for the file system is no folder here
+        return False
 
 
 def resolve_model(name_or_path: str | Path) -> Path:
@@ -67,7 +74,7 @@ def hub_origin(folder: str | Path) -> dict | None:
     return {"name": m["repo"].replace("--", "/"), "revision": m["commit"]} if m else None
 
 
-def _snapshot(repo: str, revision: str | None, name: str) -> str | Path:
+def _snapshot(repo: str, revision: str | None, name: str) -> Path:
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
     if constants.is_offline_mode():
