@@ -23,7 +23,8 @@ class Parser(argparse.ArgumentParser):
 
 
 MODEL_ARGS = ("model", "teacher", "init", "src", "mlm", "augment_mlm")
-"""The options that name a model folder, in every verb that has them: a Hugging Face Hub name given there is
+"""The options that name a model folder (distill's --student, a preset or a model, is resolved by distill), in every
+verb that has them: a Hugging Face Hub name given there is
 resolved to its snapshot in the HF cache before the verb runs (`resolve_models`), so that the verb, its claim on
 its output folder and the run config it writes all see one local folder."""
 
@@ -37,11 +38,6 @@ def resolve_models(args: argparse.Namespace) -> None:
             setattr(args, dest, str(resolve_model(value)))
     if getattr(args, "verb", None) == "serve":  # NAME=DIR or DIR; a Hub model is named as on the Hub, not by commit
         args.models = [_served(spec) for spec in args.models]
-    student = getattr(args, "student", None)
-    if isinstance(student, str):  # distill --student: a shape (teacher, tiny, ...) or a model
-        from bertkit.distill.student import SHAPES
-        if student not in SHAPES:
-            args.student = str(resolve_model(student))
 
 
 def _served(spec: str) -> str:

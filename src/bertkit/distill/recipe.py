@@ -27,10 +27,10 @@ from bertkit.data.tasks import Example, load_task_data
 from bertkit.distill.report import write_report
 from bertkit.distill.student import SHAPES, Distiller, layer_map, load_student, make_student
 from bertkit.distill.task import CACHE, DistillConfig, DistillTask, teacher_logits
-from bertkit.hub import hub_origin, resolve_model
 from bertkit.errors import BertkitError
 from bertkit.evaluate.scores import score
 from bertkit.finetune import HEADS, TRAIN_DEFAULTS, FinetuneConfig, default_metric, encode_split
+from bertkit.hub import hub_origin, is_hub_name, resolve_model
 from bertkit.inference.batches import check_segments, forward
 from bertkit.inference.reading import Reading
 from bertkit.tokenizer import Tokenizer
@@ -53,8 +53,12 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, train_
 
     out = Path(out)
     teacher_dir = resolve_model(teacher_dir)  # a Hugging Face Hub name: its snapshot in the HF cache
-    if cfg.student not in SHAPES:
-        cfg = replace(cfg, student=str(resolve_model(cfg.student)))
+    if cfg.student not in SHAPES and is_hub_name(cfg.student):
+        try:
+            cfg = replace(cfg, student=str(resolve_model(cfg.student)))
+        except BertkitError as e:  # "minii": more likely a preset misspelt than a Hub model
+            raise BertkitError(f"--student {cfg.student!r}: neither teacher, a preset ({', '.join(SHAPES[1:])}) nor a "
+                               f"model folder; as a Hugging Face Hub name: {e}") from None
     origins = {role: o for role, o in (("teacher", hub_origin(teacher_dir)), ("student", hub_origin(cfg.student)))
                if o}
     train_kwargs = {k: v for k, v in train_cfg_kwargs.items() if v is not None}
