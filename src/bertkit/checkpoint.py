@@ -34,6 +34,7 @@ from bertkit.convert import (ARCHITECTURES, config_extras, config_from_hf, confi
                              task_from_hf, unsupported_architecture)
 from bertkit.errors import BertkitError
 from bertkit.folders import write_atomically
+from bertkit.hub import resolve_model
 from bertkit.model.heads import LABELLED_TASKS, TASKS, build_model
 from bertkit.model_card import model_card
 from bertkit.tokenizer import Tokenizer
@@ -111,10 +112,12 @@ def bertkit_meta(model: nn.Module, reading: dict | None = None) -> dict:
 
 
 def write_model_card(folder: str | Path, *, task: str, labels: list[str] | None = None,
-                     reading: dict | None = None, data: dict | None = None, metrics: dict | None = None) -> Path:
+                     reading: dict | None = None, data: dict | None = None, metrics: dict | None = None,
+                     base: dict | None = None) -> Path:
     """(Re)write folder/README.md, a Hugging Face model card. labels and reading default to what the folder's
     config.json and bertkit.json hold, so a recipe can call this again after training to add its data files
-    ({role: path}) and metrics ({name: value} or {split: {name: value}})."""
+    ({role: path}), metrics ({name: value} or {split: {name: value}}) and the Hub model it started from (base:
+    {"name", "revision"}, hub.hub_origin)."""
     folder = Path(folder)
     hf = read_json(folder / CONFIG) if (folder / CONFIG).is_file() else {}
     hf = hf if hf.get("model_type") == "bert" else {}
@@ -122,7 +125,7 @@ def write_model_card(folder: str | Path, *, task: str, labels: list[str] | None 
         labels = labels_from_hf(hf)
     if reading is None and (folder / EXTRAS).is_file():
         reading = read_json(folder / EXTRAS).get("reading")
-    text = model_card(task, labels=labels, reading=reading, data=data, metrics=metrics, hf_config=hf)
+    text = model_card(task, labels=labels, reading=reading, data=data, metrics=metrics, hf_config=hf, base=base)
     tmp = folder / f".{CARD}.tmp-{os.getpid()}"
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(folder / CARD)
@@ -149,9 +152,7 @@ def load_model(folder: str | Path, task: str | None = None, num_labels: int | No
     (a classifier on a pre-trained encoder, say) keeps the encoder, initialises the new head and says so
     in `Loaded.notes`.
     """
-    if not isinstance(folder, (str, os.PathLike)):  # pipeline(None), pipeline(3): a one-line error, not a TypeError
-        raise BertkitError(f"a model directory is a path (str or Path), got {type(folder).__name__} {folder!r}")
-    folder = Path(folder)
+    folder = resolve_model(folder)  # a Hugging Face Hub name: its snapshot in the HF cache
     if folder.is_file():
         raise BertkitError(f"{folder}: is a file; give the model directory (the folder holding config.json)")
     if not folder.is_dir():

@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 
 from bertkit.errors import BertkitError
 from bertkit.folders import disk_error, write_atomically
+from bertkit.hub import resolve_model
 from bertkit.inference.embed import Embedder
 from bertkit.tokenizer import Tokenizer
 
@@ -207,6 +208,7 @@ def embed_file(model_dir: str | Path, input_file: str | Path, out: str | Path, *
     max_length: None reads as the model was saved to (see bertkit.inference.Reading). resume: continue the
     unfinished run into `out` from its last complete chunk. chunk_rows: default CHUNK_ROWS."""
     out, chunk_rows = Path(out), chunk_rows or CHUNK_ROWS
+    model_dir = resolve_model(model_dir)  # a Hugging Face Hub name: its snapshot, recorded in meta.json
     embedder = Embedder.load(model_dir, pooling=pooling, max_length=max_length, normalize=True)
     meta = {"model": str(Path(model_dir).resolve()), "input": str(input_file), "pooling": embedder.reading.pooling,
             "layer": layer, "max_length": embedder.reading.max_length, "normalized": True}

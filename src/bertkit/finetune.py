@@ -208,10 +208,13 @@ def finetune(model_dir: str | Path, out: str | Path, cfg: FinetuneConfig, train_
     resume: continue the run in `out` from its last checkpoint; the data and options must be those it was
     started with, unless force (see trainer.check_recipe)."""
     from bertkit.checkpoint import load_model, write_model_card
+    from bertkit.hub import hub_origin, resolve_model
     from bertkit.evaluate.metrics import plot_confusion
     from bertkit.trainer import TrainConfig, check_recipe, file_fingerprint, train
 
     out = Path(out)
+    model_dir = resolve_model(model_dir)  # a Hugging Face Hub name: its snapshot in the HF cache
+    origin = hub_origin(model_dir)
     train_kwargs = {k: v for k, v in train_cfg_kwargs.items() if v is not None}
     TrainConfig(**{"best_metric": default_metric(cfg), **train_kwargs, "max_steps": 1})  # bad options fail now
     splits, labels = load_task_data(cfg.task, train_file, dev_file, test_file, columns, cfg.problem_type)
@@ -249,6 +252,8 @@ def finetune(model_dir: str | Path, out: str | Path, cfg: FinetuneConfig, train_
     if int(os.environ.get("RANK", "0")) == 0 and (resume or not (out / "checkpoints").is_dir()):
         recipe = {"model": str(Path(model_dir).resolve()), "data": files, "columns": columns or {},
                   "finetune": asdict(cfg), "train": train_kwargs}
+        if origin:  # a Hub model: its name and commit, so that the run can be reproduced
+            recipe["hub"] = {"model": origin}
         check_recipe(out, "finetune_config.json", recipe, resume=resume, force=force)
     steps = max(1, int(round(cfg.epochs * task.steps_per_epoch)))
     defaults = {**TRAIN_DEFAULTS, "eval_every": task.steps_per_epoch, "save_every": task.steps_per_epoch,
@@ -268,7 +273,7 @@ def finetune(model_dir: str | Path, out: str | Path, cfg: FinetuneConfig, train_
     (out / "metrics.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     write_model_card(out / "model", task=HEADS[cfg.task], labels=labels or None, reading=cfg.reading.to_dict(),
                      data={k: v for k, v in files.items() if v}, metrics={k: results[k] for k in ("dev", "test")
-                                                                          if k in results})
+                                                                          if k in results}, base=origin)
     test = results.get("test", {})
     if "confusion_matrix" in test:
         plot_confusion(test["confusion_matrix"], labels, out / "confusion.png", title="test")

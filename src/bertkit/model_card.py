@@ -43,15 +43,21 @@ DIR = "path/to/this/folder"
 
 
 def model_card(task: str, *, labels: list[str] | None = None, reading: dict | None = None,
-               data: dict | None = None, metrics: dict | None = None, hf_config: dict | None = None) -> str:
+               data: dict | None = None, metrics: dict | None = None, hf_config: dict | None = None,
+               base: dict | None = None) -> str:
     """The README.md text. data: {split or role: file or fingerprint}, shown by file name and hash; metrics: {name: value} or {split: {name: value}}
-    (numbers only are shown); hf_config: the folder's config.json, for the model's size and problem type."""
+    (numbers only are shown); hf_config: the folder's config.json, for the model's size and problem type; base: the
+    Hugging Face Hub model it was trained from, {"name", "revision"} (hub.hub_origin), as the Hub's `base_model`."""
     hf = hf_config or {}
     pipeline = PIPELINE_TAGS[task]
-    lines = ["---", "library_name: bertkit", f"pipeline_tag: {pipeline}", "tags:", "- bertkit", "- bert",
+    front = [f"base_model: {base['name']}", f"base_model_revision: {base['revision']}"] if base else []
+    lines = ["---", "library_name: bertkit", f"pipeline_tag: {pipeline}", *front, "tags:", "- bertkit", "- bert",
              f"- {pipeline}", "---", "", f"# {WHAT[task][0]}", ""]
     lines += [f"It computes {WHAT[task][1]} (bertkit task `{task}`). {_size(hf)}Saved by bertkit as a Hugging Face "
               "BERT folder: `transformers` opens it as it is, and `bertkit.json` holds what only bertkit reads.", ""]
+    if base:
+        lines += [f"Trained from [{base['name']}](https://huggingface.co/{base['name']}) at commit "
+                  f"`{base['revision']}`.", ""]
     if labels:
         lines += ["## Labels", ""]
         if hf.get("problem_type") in PROBLEMS:

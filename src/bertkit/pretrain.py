@@ -175,6 +175,11 @@ def pretrain(data: str | Path, out: str | Path, model_config: BertConfig | None,
     corpus = Corpus(data)
     out = Path(out)
     torch.manual_seed(train_cfg.seed)  # the same initial weights in every process and every rerun
+    origin = None
+    if init is not None:
+        from bertkit.hub import hub_origin, resolve_model
+        init = resolve_model(init)  # a Hugging Face Hub name: its snapshot in the HF cache
+        origin = hub_origin(init)
     model, notes = _initial_model(init, corpus, cfg, progress) if init is not None else (None, [])
     if model is not None:
         model_config = model.config
@@ -194,11 +199,16 @@ def pretrain(data: str | Path, out: str | Path, model_config: BertConfig | None,
         recipe = {"data": str(Path(data).resolve()), "pretrain": asdict(cfg)}
         if init is not None:
             recipe["init"] = str(Path(init).resolve())
+        if origin:  # a Hub model: its name and commit, so that the run can be reproduced
+            recipe["hub"] = {"init": origin}
         check_recipe(out, "pretrain_config.json", recipe, resume=resume, force=force)
     result = train(model, task, train_cfg, out, tokenizer=corpus.tokenizer, reading={"max_length": cfg.max_len},
                    resume=resume, progress_bar=progress)
     if init is not None:
         result = {**result, "init": str(init), "initialised": notes}
+    if origin and int(os.environ.get("RANK", "0")) == 0 and (out / "model").is_dir():
+        from bertkit.checkpoint import write_model_card
+        write_model_card(out / "model", task=model.task, base=origin)
     try:
         from bertkit.plots import plot_training
         plot_training(out / "metrics.jsonl", out / "curves.png")

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bertkit.cli.common import Parser
+from bertkit.cli.common import Parser, resolve_models
 from bertkit.errors import BertkitError
 
 SHORT_VERBS = ("info", "data", "tokenizer encode", "data list", "data get")
@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise BertkitError("--config works with a verb that has options: bertkit VERB --config FILE")
             _apply_config_file(verbs[name], config)
         args = parser.parse_args(argv)
+        resolve_models(args)
         if hasattr(args, "threads"):  # a verb that runs a model: torch's threads are decided in one place
             from bertkit.hardware import use_threads
             use_threads(args.threads)

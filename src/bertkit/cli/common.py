@@ -22,6 +22,34 @@ class Parser(argparse.ArgumentParser):
         raise BertkitError(f"{verb}{message}")
 
 
+MODEL_ARGS = ("model", "teacher", "init", "src", "mlm", "augment_mlm")
+"""The options that name a model folder (distill's --student, a preset or a model, is resolved by distill), in every
+verb that has them: a Hugging Face Hub name given there is
+resolved to its snapshot in the HF cache before the verb runs (`resolve_models`), so that the verb, its claim on
+its output folder and the run config it writes all see one local folder."""
+
+
+def resolve_models(args: argparse.Namespace) -> None:
+    """Each model option holding a Hub name (`org/name`, `org/name@revision`) replaced by its local snapshot."""
+    from bertkit.hub import resolve_model
+    for dest in MODEL_ARGS:
+        value = getattr(args, dest, None)
+        if isinstance(value, str):
+            setattr(args, dest, str(resolve_model(value)))
+    if getattr(args, "verb", None) == "serve":  # NAME=DIR or DIR; a Hub model is named as on the Hub, not by commit
+        args.models = [_served(spec) for spec in args.models]
+
+
+def _served(spec: str) -> str:
+    from bertkit.hub import is_hub_name, resolve_model
+    name, sep, folder = spec.partition("=")
+    if sep and folder:
+        return f"{name}={resolve_model(folder)}"
+    if is_hub_name(spec):
+        return f"{spec.partition('@')[0].rsplit('/', 1)[-1]}={resolve_model(spec)}"
+    return spec
+
+
 def add_overwrite(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="write into an existing, non-empty output folder that "
                    "another command wrote (never one that holds the input model or a training run)")

@@ -130,7 +130,7 @@ def similar(args: argparse.Namespace) -> None:
         from bertkit.checkpoint import load_model
         from bertkit.config import read_json
         model_dir = args.model or (read_json(folder / "meta.json")["model"] if (folder / "vectors.npy").is_file()
-                                   else folder)
+                                   else args.dir)  # a model folder, or a Hub name
         loaded = load_model(model_dir)
         if loaded.tokenizer is None:
             raise BertkitError(f"{model_dir}: no tokenizer files")

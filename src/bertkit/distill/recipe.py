@@ -30,6 +30,7 @@ from bertkit.distill.task import CACHE, DistillConfig, DistillTask, teacher_logi
 from bertkit.errors import BertkitError
 from bertkit.evaluate.scores import score
 from bertkit.finetune import HEADS, TRAIN_DEFAULTS, FinetuneConfig, default_metric, encode_split
+from bertkit.hub import hub_origin, is_hub_name, resolve_model
 from bertkit.inference.batches import check_segments, forward
 from bertkit.inference.reading import Reading
 from bertkit.tokenizer import Tokenizer
@@ -51,7 +52,15 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, train_
     with, unless force (see trainer.check_recipe)."""
 
     out = Path(out)
-    teacher_dir = Path(teacher_dir)
+    teacher_dir = resolve_model(teacher_dir)  # a Hugging Face Hub name: its snapshot in the HF cache
+    if cfg.student not in SHAPES and is_hub_name(cfg.student):
+        try:
+            cfg = replace(cfg, student=str(resolve_model(cfg.student)))
+        except BertkitError as e:  # "minii": more likely a preset misspelt than a Hub model
+            raise BertkitError(f"--student {cfg.student!r}: neither teacher, a preset ({', '.join(SHAPES[1:])}) nor a "
+                               f"model folder; as a Hugging Face Hub name: {e}") from None
+    origins = {role: o for role, o in (("teacher", hub_origin(teacher_dir)), ("student", hub_origin(cfg.student)))
+               if o}
     train_kwargs = {k: v for k, v in train_cfg_kwargs.items() if v is not None}
     loaded = load_model(teacher_dir)
     teacher, tok, labels = _check_teacher(loaded, teacher_dir)
@@ -87,6 +96,8 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, train_
     if int(os.environ.get("RANK", "0")) == 0 and (resume or not (out / "checkpoints").is_dir()):
         recipe = {"teacher": str(teacher_dir.resolve()), "student": _where(cfg.student), "data": files,
                   "columns": columns or {}, "distill": asdict(cfg), "train": train_kwargs}
+        if origins:  # Hub models: their names and commits, so that the run can be reproduced
+            recipe["hub"] = origins
         check_recipe(out, "distill_config.json", recipe, resume=resume, force=force)
 
     encoded = {name: encode_split(tok, part, ft.task, ft.problem_type, labels, ft.reading)
@@ -140,7 +151,7 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, train_
     (out / "metrics.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     write_model_card(out / "model", task=HEADS[ft.task], labels=labels, reading=ft.reading.to_dict(),
                      data={"distilled from": str(teacher_dir), **{k: v for k, v in files.items() if v}},
-                     metrics={k: results[k] for k in ("dev", "test") if k in results})
+                     metrics={k: results[k] for k in ("dev", "test") if k in results}, base=origins.get("teacher"))
     from bertkit.plots import plot_training
     plot_training(out / "metrics.jsonl", out / "curves.png")
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bertkit.checkpoint import load_model
 from bertkit.errors import BertkitError
+from bertkit.hub import resolve_model
 from bertkit.inference.base import Predictor
 from bertkit.inference.batches import Encoded, collate_inputs, encode_texts, forward, pool_windows
 from bertkit.inference.embed import Embedder, embed_texts
@@ -46,6 +47,7 @@ def pipeline(model_dir: str | Path, task: str | None = None, *, precision: str =
     works on any model). reading: settings overriding the saved ones (see Reading)."""
     if task is not None and task not in KINDS:
         raise BertkitError(f"unknown task {task!r}; choose one of {', '.join(KINDS)}")
+    model_dir = resolve_model(model_dir)  # a Hugging Face Hub name: its snapshot in the HF cache
     loaded = load_model(model_dir)
     cls = KINDS[task] if task else PREDICTORS[loaded.model.task]
     return cls.from_loaded(loaded, model_dir, precision=precision, compile=compile, **reading)

@@ -8,6 +8,7 @@ from torch import nn
 
 from bertkit.checkpoint import Loaded, load_model
 from bertkit.errors import BertkitError
+from bertkit.hub import resolve_model
 from bertkit.inference.reading import Reading, resolve
 from bertkit.inference.sentence import SentenceModules, read_modules
 from bertkit.model.precision import for_inference
@@ -34,6 +35,7 @@ class Predictor:
     def load(cls, folder: str | Path, *, precision: str = "fp32", compile: bool = False, **reading):
         """A model directory (bertkit or Hugging Face) for inference. reading: settings that override the saved
         ones (max_length=256, window_stride=128, ...); None values keep the saved ones."""
+        folder = resolve_model(folder)
         return cls.from_loaded(load_model(folder), folder, precision=precision, compile=compile, **reading)
 
     @classmethod
