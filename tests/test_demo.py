@@ -279,7 +279,7 @@ def _killer(monkeypatch, stop: dict):
         monkeypatch.setattr(demo, fn, stage)
 
 
-@pytest.mark.slow  # two smoke demos and seven restarts: minutes
+# two smoke demos and seven restarts: about a minute on 2 cores
 def test_a_real_demo_killed_in_each_stage_reports_what_an_uninterrupted_one_does(tmp_path, minilm_dir,
                                                                                   monkeypatch):
     from bertkit import demo

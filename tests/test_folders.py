@@ -44,7 +44,7 @@ def wait_for(path: Path, proc: subprocess.Popen, seconds: float = 60) -> None:
 # ---- one writer per folder ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow  # a real run in a second process: about 10 s on 2 cores, mostly importing torch
+# a real run in a second process: about 10 s on 2 cores, mostly importing torch
 def test_a_second_finetune_into_a_running_one_is_refused_and_the_first_stays_whole(world, tmp_path, capsys):
     out = tmp_path / "run"
     base = ["finetune", world["classifier"], "--train", world["train"], "--dev", world["dev"], "--out", out,
