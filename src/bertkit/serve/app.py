@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from bertkit.errors import BertkitError
-from bertkit.serve.clients import add_client_routes, parse, tei_info
+from bertkit.serve.clients import add_client_routes, tei_info
 from bertkit.serve.explain import Explainer, Left, OverBudget, explain_answer
 from bertkit.serve.metrics import Metrics
 from bertkit.serve.worker import Job, Limits, ModelWorker, Overloaded, Served, Stopped, TooLong
@@ -297,9 +297,8 @@ def create_app(models: dict[str, Served], limits: Limits | None = None, index=No
         m = served(req.model)
         return {"model": m.name, "embeddings": await run(Job(m, "embed", [(x,) for x in texts(req.inputs)]), request)}
 
-    add_client_routes(app, models, limits, run, texts, {
-        "/predict": lambda body, request: predict(parse(body, PredictRequest), request),
-        "/embed": lambda body, request: embed(parse(body, EmbedRequest), request)})
+    add_client_routes(app, models, limits, run, texts, {"/predict": (predict, PredictRequest),
+                                                        "/embed": (embed, EmbedRequest)})
 
     @app.post("/similar", summary="nearest texts of the embeddings index (--index)")
     async def similar(req: SimilarRequest, request: Request):

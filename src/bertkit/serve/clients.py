@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from bertkit.serve.worker import Job, Limits, Served
 
@@ -39,7 +39,7 @@ class TEIEmbed(BaseModel):  # unknown fields are ignored, as TEI's (serde's) do
     truncate: bool | None = None
     truncation_direction: Literal["right", "Right"] = "right"  # bertkit's tokenizer cuts on the right only
     prompt_name: None = None  # sentence-transformers prompts are not read by bertkit
-    dimensions: int | None = None
+    dimensions: int | None = Field(None, ge=1)
 
 
 class TEIPredict(BaseModel):
@@ -71,7 +71,7 @@ class OpenAIEmbed(BaseModel):
     model: str | None = None
     user: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = None
+    dimensions: int | None = Field(None, ge=1)
 
 
 def is_tei(body) -> bool:
@@ -130,7 +130,8 @@ def tei_info(m: Served, limits: Limits) -> dict:
 
 def add_client_routes(app: FastAPI, models: dict[str, Served], limits: Limits, run, texts, bertkit_routes) -> None:
     """Add the TEI and OpenAI routes. run, texts: create_app's (a job's answer; a checked list of inputs);
-    bertkit_routes: {"/embed": handler, "/predict": handler} taking a bertkit body, for the bodies that are not TEI's."""
+    bertkit_routes: {"/embed": (handler, body model), "/predict": ...}: bertkit's handlers, for the bodies that
+    are not TEI's."""
     from bertkit.serve.app import ServeError
 
     def pick(route: str) -> Served:
@@ -165,13 +166,13 @@ def add_client_routes(app: FastAPI, models: dict[str, Served], limits: Limits, r
     async def vectors(m: Served, xs: list[str], request: Request, normalize: bool, truncate: bool,
                       dimensions: int | None = None) -> tuple[list[list[float]], int]:
         """Embeddings of xs (cut to `dimensions`, TEI's Matryoshka option) and the tokens read."""
-        width = m.embedder().model.config.hidden_size if m.predictor.modules is None else None
-        if dimensions is not None and (dimensions < 1 or (width is not None and dimensions > width)):
-            raise ServeError(422, "validation", f"dimensions must be between 1 and the model's width")
         job = Job(m, "embed", [(x,) for x in xs], (("normalize", normalize and dimensions is None),
                                                    ("truncate", truncate)))
         out = await answer(job, request)
         if dimensions is not None:
+            if dimensions > len(out[0]):
+                raise ServeError(422, "validation", f"dimensions is {dimensions}; model {m.name!r} gives "
+                                 f"{len(out[0])}-wide vectors")
             v = np.asarray(out, dtype=np.float32)[:, :dimensions]
             if normalize:
                 v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
@@ -239,7 +240,7 @@ def add_client_routes(app: FastAPI, models: dict[str, Served], limits: Limits, r
 
     async def post_model(m: Served, request: Request):
         """POST / as TEI routes it: by the model's kind."""
-        body = await request.json()
+        body = await body_of(request)
         if one_output(m):
             return await tei_rerank(body, request)
         if m.kind == "text-classification":
@@ -255,19 +256,28 @@ def add_client_routes(app: FastAPI, models: dict[str, Served], limits: Limits, r
         except ValueError:
             raise ServeError(422, "validation", "the body is not JSON") from None
 
-    @app.post("/embed", summary="TEI's body: a bare list of vectors; bertkit's body (no TEI field): as before")
+    def either(path: str, tei_model: type[BaseModel]) -> dict:
+        """OpenAPI: the route takes bertkit's body or TEI's."""
+        schemas = [bertkit_routes[path][1].model_json_schema(), tei_model.model_json_schema()]
+        return {"requestBody": {"required": True, "content": {"application/json": {"schema": {"anyOf": schemas}}}}}
+
+    @app.post("/embed", summary="sentence vectors: TEI's body -> a bare list; bertkit's body -> {model, embeddings}",
+              openapi_extra=either("/embed", TEIEmbed))
     async def embed(request: Request):
         body = await body_of(request)
         if is_tei(body):
             return await tei_embed(body, request)
-        return await bertkit_routes["/embed"](body, request)
+        handler, model = bertkit_routes["/embed"]
+        return await handler(parse(body, model), request)
 
-    @app.post("/predict", summary="TEI's body: [{label, score}] sorted; bertkit's body: as pipeline(...) gives")
+    @app.post("/predict", summary="TEI's body -> [{label, score}] sorted; bertkit's body -> as pipeline(...) gives",
+              openapi_extra=either("/predict", TEIPredict))
     async def predict(request: Request):
         body = await body_of(request)
         if is_tei(body):
             return await tei_predict(body, request)
-        return await bertkit_routes["/predict"](body, request)
+        handler, model = bertkit_routes["/predict"]
+        return await handler(parse(body, model), request)
 
     @app.post("/rerank", summary="TEI: texts ranked against a query (a cross-encoder, else cosine similarity)")
     async def rerank(request: Request):
