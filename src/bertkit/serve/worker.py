@@ -252,10 +252,10 @@ class ModelWorker:
                 tokens += self._take(job, jobs)
             try:
                 self._process(jobs)
-            except Exception as e:  # noqa: BLE001 - a bug here must cost these requests, not the server
+            except BaseException as e:  # noqa: BLE001 - a bug here must cost these requests, not the server
                 log.exception("batching failed")
                 for job in jobs:
-                    job.fail(e)
+                    job.fail(as_exception(e))
             last = len(jobs)
             if stop:
                 return
@@ -270,8 +270,8 @@ class ModelWorker:
             return 0
         try:
             job.units = self._measure(job)
-        except Exception as e:  # noqa: BLE001 - the job fails, the worker goes on
-            job.fail(e)
+        except BaseException as e:  # noqa: BLE001 - the job fails, the worker goes on (a Rust panic included)
+            job.fail(as_exception(e))
             return 0
         jobs.append(job)
         return sum(u.rows * u.width for u in job.units)
@@ -307,8 +307,8 @@ class ModelWorker:
                     continue
                 try:
                     job.future.set_result(job.call())
-                except Exception as e:  # noqa: BLE001
-                    job.fail(e)
+                except BaseException as e:  # noqa: BLE001
+                    job.fail(as_exception(e))
                 continue
             key = (job.served.name, job.op, job.options, job.op == "classify" and job.inputs[0][1] is not None)
             groups.setdefault(key, []).extend(job.units)
@@ -333,7 +333,8 @@ class ModelWorker:
             return
         try:
             outputs = run_op(live[0].job, [u.job.inputs[u.index] for u in live])
-        except Exception as e:  # noqa: BLE001
+        except BaseException as e:  # noqa: BLE001 - tokenizers' Rust panics are BaseExceptions
+            e = as_exception(e)
             if len(jobs) > 1:  # one request's fault must not fail the others: run them one by one
                 for job in jobs:
                     self._run_batch([u for u in live if u.job is job])
@@ -350,6 +351,12 @@ class ModelWorker:
         self.on_batch(len(live), rows * max(u.width for u in live))
         for u, out in zip(live, outputs):
             u.job.deliver(u.index, out)
+
+
+def as_exception(e: BaseException) -> Exception:
+    """An error a future can carry to its request: a Rust panic in tokenizers (pyo3's PanicException is no
+    Exception) would otherwise end the model thread and leave every later request waiting."""
+    return e if isinstance(e, Exception) else RuntimeError(f"{type(e).__name__}: {e}")
 
 
 def run_op(job: Job, inputs: list[tuple]) -> list:
