@@ -168,6 +168,8 @@ BAD_BODIES = [
     {"inputs": "a", "truncation_direction": "left"}, {"inputs": "a", "prompt_name": "query"},
     {"query": "a", "texts": []}, {"query": "", "texts": ["a"]}, {"query": "a", "texts": "a"},
     {"input": []}, {"input": "a", "encoding_format": "hex"}, {"input": [1, 2]}, {"input": "a", "model": 3},  # OpenAI's
+    {"inputs": "a", "parameters": {"top_k": "x"}}, {"inputs": "a", "parameters": {"top_k": 0}},
+    {"inputs": "a", "parameters": 5},
 ]
 ODD_TEXTS = ["\\ud800 lone", "a\x00b", "\u202eevil\u202c film", "\U0001F600" * 10_000, "\ufeff", "\u0301" * 50,
              "a\u2028b", "\x1b[31mred", "\uffff", "עברית film"]

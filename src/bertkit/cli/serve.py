@@ -54,15 +54,15 @@ def serve(args: argparse.Namespace) -> None:
         raise BertkitError(f"serving needs {e.name}: pip install 'bertkit[serve]'") from None
     from bertkit.serve.worker import Limits, load_served
     check_port(args.host, args.port)
+    api_key = args.api_key if args.api_key is not None else os.environ.get("BERTKIT_API_KEY")
+    if api_key is not None and not api_key.strip():
+        raise BertkitError("--api-key is empty")
     limits = Limits(**given(args, Limits, LIMITS))
     models = load_served(args.models, args.precision)
     for m in models.values():
         for note in m.predictor.notes:
             print(f"note: {m.name}: {note}", file=sys.stderr)
     index = load_index(args.index, models, args.precision) if args.index else None
-    api_key = args.api_key if args.api_key is not None else os.environ.get("BERTKIT_API_KEY")
-    if api_key is not None and not api_key.strip():
-        raise BertkitError("--api-key is empty")
     app = create_app(models, limits, index, api_key=api_key, cors_origins=args.cors_origin)
 
     class Server(uvicorn.Server):

@@ -110,7 +110,8 @@ def model_type(m: Served) -> dict | None:
     """/info's model_type as TEI writes it."""
     if m.kind == "text-classification":
         labels = m.predictor.labels
-        value = {"id2label": {str(i): n for i, n in enumerate(labels)}, "label2id": {n: i for i, n in enumerate(labels)}}
+        value = {"id2label": {str(i): n for i, n in enumerate(labels)},
+                 "label2id": {n: i for i, n in enumerate(labels)}}
         return {"reranker" if one_output(m) else "classifier": value}
     if m.kind == "feature-extraction":
         return {"embedding": {"pooling": m.predictor.reading.pooling}}
@@ -209,12 +210,15 @@ def add_client_routes(app: FastAPI, models: dict[str, Served], limits: Limits, r
         options = (("logits", True), ("truncate", bool(req.truncate)))
         rows = await answer(Job(m, "classify", seqs, options), request)
         params = req.parameters or {}
+        top_k = params.get("top_k")
+        if top_k is not None and (type(top_k) is not int or top_k < 1):
+            raise ServeError(422, "validation", f"parameters.top_k must be a whole number of at least 1, got {top_k!r}")
         raw = req.raw_scores or params.get("function_to_apply") == "none"
         out = []
         for row in rows:
             ranked = sorted(({"label": n, "score": s} for n, s in zip(m.predictor.labels, scores(row, m, raw))),
                             key=lambda p: -p["score"])
-            out.append(ranked[:params["top_k"]] if params.get("top_k") else ranked)
+            out.append(ranked[:top_k] if top_k else ranked)
         # TEI: one input (a string) -> a list; a batch -> a list of lists. The Hub's API (a body with
         # "parameters") answers a list of lists always: InferenceClient.text_classification reads [0] of it.
         return out[0] if single and req.parameters is None else out
