@@ -4,7 +4,8 @@ worker and await its future; no model code runs on the event loop.
 Errors follow text-embeddings-inference: a JSON body {"error": "...", "error_type": "..."} and the status says
 whose fault it is: 413 too large (payload, inputs), 422 a request the models cannot take (empty, malformed, too
 long for a model without windows), 429 queue full (Retry-After), 503 shutting down or an /explain over its time
-limit, 500 a model error (logged, never a traceback in the body).
+limit, 500 a model error (logged, never a traceback in the body; 424 on TEI's routes, as TEI), 401 without the
+--api-key when one is set.
 
 No client can stall the server: a request whose client hangs up is dropped from the worker's queue (handlers watch
 the connection while they wait), /explain runs beside the worker within its own budget (explain.py), bodies are
