@@ -237,6 +237,8 @@ def test_cli_mistakes_are_one_line(tmp_path, folders, capsys):
     assert "in use" in err and all(line.startswith("bertkit: error:") for line in err.strip().splitlines())
     assert main(["serve", f"a={folders / 'sentiment'}", f"a={folders / 'short'}"]) == 2
     assert "two models named" in capsys.readouterr().err
+    assert main(["serve", str(folders / "sentiment"), "--api-key", " ", "--port", "0"]) == 2
+    assert capsys.readouterr().err == "bertkit: error: --api-key is empty\n"
 
 
 def test_a_job_whose_client_left_never_reaches_the_model(served):

@@ -163,10 +163,17 @@ BAD_BODIES = [
     {"inputs": "a", "a": {"b": [{"c": [None] * 50}]}}, {"inputs": [[[[[]]]]]},  # nested garbage
     {"questions": ["q"], "contexts": ["c", "d"]}, {"text": None}, {"text": ["a"]}, {"query": 5},
     {"text": "a", "methods": "ig"}, {"text": "a", "steps": -1}, {"text": "a", "target": "no-such-label"},
+    {"inputs": "a", "truncate": "x"}, {"inputs": "a", "normalize": 3}, {"inputs": "a", "dimensions": 0},  # TEI's
+    {"inputs": "a", "dimensions": 10_000}, {"inputs": [["a", "b", "c"]], "raw_scores": True}, {"inputs": [[]]},
+    {"inputs": "a", "truncation_direction": "left"}, {"inputs": "a", "prompt_name": "query"},
+    {"query": "a", "texts": []}, {"query": "", "texts": ["a"]}, {"query": "a", "texts": "a"},
+    {"input": []}, {"input": "a", "encoding_format": "hex"}, {"input": [1, 2]}, {"input": "a", "model": 3},  # OpenAI's
+    {"inputs": "a", "parameters": {"top_k": "x"}}, {"inputs": "a", "parameters": {"top_k": 0}},
+    {"inputs": "a", "parameters": 5},
 ]
 ODD_TEXTS = ["\\ud800 lone", "a\x00b", "\u202eevil\u202c film", "\U0001F600" * 10_000, "\ufeff", "\u0301" * 50,
              "a\u2028b", "\x1b[31mred", "\uffff", "עברית film"]
-ROUTES = ["/predict", "/embed", "/similar", "/explain"]
+ROUTES = ["/predict", "/embed", "/similar", "/explain", "/", "/rerank", "/tokenize", "/v1/embeddings"]
 
 
 def test_fuzz_bad_bodies_and_odd_unicode(server):

@@ -175,3 +175,16 @@ def test_impossible_truncation_is_a_clear_error(minilm_tokenizers):
         ours.encode("a very long first sentence " * 10, "short", max_length=8, truncation="only_second")
     with pytest.raises(BertkitError, match="truncation must be"):
         ours.encode("x", truncation="both")
+
+
+def test_windows_with_no_room_past_the_stride_are_an_error_not_a_panic():
+    """A first text leaving the second no more tokens than the stride made tokenizers panic (a BaseException that
+    ended `bertkit serve`'s model thread, so every later request waited forever)."""
+    from bertkit.tokenizer import Tokenizer
+    tok = Tokenizer.train(["where does alice live in paris"] * 3, vocab_size=60, min_frequency=1, show_progress=False)
+    first = "where does alice live"
+    room = 24 - len(tok.tokenize(first)) - 3
+    for stride in (room, room + 1):
+        with pytest.raises(BertkitError, match="no room for windows"):
+            tok.encode_windows(first, "alice lives in paris " * 10, max_length=24, stride=stride)
+    assert len(tok.encode_windows(first, "alice lives in paris " * 10, max_length=24, stride=room - 1)) > 1

@@ -309,8 +309,10 @@ class Tokenizer:
         """Every window of a long text: [CLS] window [SEP] when second is None (long documents), else
         [CLS] first [SEP] window of second [SEP] (question answering). Consecutive windows share `stride`
         tokens; offsets index into the windowed text."""
-        if second is not None and len(self.tokenize(first)) + 3 >= max_length:
-            raise BertkitError(f"the first text fills the whole max_length {max_length}; no room for windows")
+        room = max_length - len(self.tokenize(first)) - 3 if second is not None else max_length
+        if room <= stride:  # the Rust side panics (not an Exception) when a window has no room past its stride
+            raise BertkitError(f"the first text leaves {max(room, 0)} of max_length {max_length} tokens to the "
+                               f"second, not more than the stride {stride}; no room for windows")
         if not 0 <= stride < max_length - 3:
             raise BertkitError(f"stride {stride} must be in [0, max_length - 3)")
         self._backend.enable_truncation(max_length, strategy="only_second" if second is not None else "longest_first",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import socket
 import sys
 
@@ -27,6 +28,10 @@ def register(verbs) -> None:
     sv.add_argument("--precision", default="fp32", choices=PRECISIONS)
     add_fields(sv, Limits, LIMITS)
     sv.add_argument("--index", metavar="EMB_DIR", help="a `bertkit embed` directory to serve /similar from")
+    sv.add_argument("--api-key", metavar="KEY", help="every route but /health needs 'Authorization: Bearer KEY' "
+                    "(401 without it); also read from BERTKIT_API_KEY, which keeps it out of the process list")
+    sv.add_argument("--cors-origin", action="append", metavar="ORIGIN", help="a web origin whose pages may call the "
+                    "server, e.g. https://app.example.com (repeatable; '*' any); none by default")
     sv.set_defaults(func=serve)
 
 
@@ -49,13 +54,16 @@ def serve(args: argparse.Namespace) -> None:
         raise BertkitError(f"serving needs {e.name}: pip install 'bertkit[serve]'") from None
     from bertkit.serve.worker import Limits, load_served
     check_port(args.host, args.port)
+    api_key = args.api_key if args.api_key is not None else os.environ.get("BERTKIT_API_KEY")
+    if api_key is not None and not api_key.strip():
+        raise BertkitError("--api-key is empty")
     limits = Limits(**given(args, Limits, LIMITS))
     models = load_served(args.models, args.precision)
     for m in models.values():
         for note in m.predictor.notes:
             print(f"note: {m.name}: {note}", file=sys.stderr)
     index = load_index(args.index, models, args.precision) if args.index else None
-    app = create_app(models, limits, index)
+    app = create_app(models, limits, index, api_key=api_key, cors_origins=args.cors_origin)
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame) -> None:  # SIGTERM/SIGINT: new requests get 503, in-flight ones finish

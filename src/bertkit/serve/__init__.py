@@ -9,6 +9,7 @@ Two layers, as the style guide asks:
               token budget (a request too large for one batch is split over several).
   app.py      the HTTP layer: FastAPI on uvicorn, the Python ecosystem's standard ASGI stack (OpenAPI at /docs).
               Handlers validate and await the worker's futures, so the event loop stays light.
+  clients.py  the routes existing clients speak: Text Embeddings Inference's and OpenAI's /v1/embeddings.
   explain.py  /explain beside the worker: its own thread and model copy, one forward at a time between batches.
   metrics.py  Prometheus metrics (/metrics).
   static/     the web page at `/` (no CDN).

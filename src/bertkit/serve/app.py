@@ -4,7 +4,8 @@ worker and await its future; no model code runs on the event loop.
 Errors follow text-embeddings-inference: a JSON body {"error": "...", "error_type": "..."} and the status says
 whose fault it is: 413 too large (payload, inputs), 422 a request the models cannot take (empty, malformed, too
 long for a model without windows), 429 queue full (Retry-After), 503 shutting down or an /explain over its time
-limit, 500 a model error (logged, never a traceback in the body).
+limit, 500 a model error (logged, never a traceback in the body; 424 on TEI's routes, as TEI), 401 without the
+--api-key when one is set.
 
 No client can stall the server: a request whose client hangs up is dropped from the worker's queue (handlers watch
 the connection while they wait), /explain runs beside the worker within its own budget (explain.py), bodies are
@@ -14,12 +15,14 @@ capped per route, and a request still unanswered when the shutdown grace period 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,9 +30,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from bertkit.errors import BertkitError
+from bertkit.serve.clients import add_client_routes, tei_info
 from bertkit.serve.explain import Explainer, Left, OverBudget, explain_answer
 from bertkit.serve.metrics import Metrics
-from bertkit.serve.worker import Job, Limits, ModelWorker, Overloaded, Served, Stopped
+from bertkit.serve.worker import Job, Limits, ModelWorker, Overloaded, Served, Stopped, TooLong
 
 STATIC = Path(__file__).parent / "static"
 
@@ -91,11 +95,29 @@ class Guard:
             self.metrics.observe_request(path, status or 499, time.perf_counter() - start)
 
 
-async def reply(send, status: int, error_type: str, message: str) -> None:
+class ApiKey:
+    """ASGI middleware: every route but /health answers 401 JSON unless the request carries `Authorization: Bearer
+    KEY` (TEI's --api-key; the openai client and huggingface_hub's send their key this way)."""
+
+    def __init__(self, app, key: str):
+        self.app, self.expected = app, f"Bearer {key}".encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] == "/health" or scope["method"] == "OPTIONS":
+            return await self.app(scope, receive, send)  # OPTIONS: a CORS preflight never carries credentials
+        given = dict(scope["headers"]).get(b"authorization", b"")
+        if hmac.compare_digest(given, self.expected):
+            return await self.app(scope, receive, send)
+        await reply(send, 401, "unauthorized", "a valid API key is needed: send 'Authorization: Bearer KEY' "
+                    "(the server's --api-key)", {b"www-authenticate": b"Bearer"})
+
+
+async def reply(send, status: int, error_type: str, message: str, headers: dict | None = None) -> None:
     """An error answer sent on the raw ASGI channel (no app below to render it)."""
     body = JSONResponse({"error": message, "error_type": error_type}).body
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(headers or {}).items()]})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -136,8 +158,11 @@ class ExplainRequest(Strict):
 
 # ---- the app ----------------------------------------------------------------------------------------------------
 
-def create_app(models: dict[str, Served], limits: Limits | None = None, index=None) -> FastAPI:
-    """An app serving `models` (the first is the default). index: (VectorIndex, records, Served) for /similar."""
+def create_app(models: dict[str, Served], limits: Limits | None = None, index=None, api_key: str | None = None,
+               cors_origins: list[str] | None = None) -> FastAPI:
+    """An app serving `models` (the first is the default). index: (VectorIndex, records, Served) for /similar.
+    api_key: needed (as a Bearer token) on every route but /health. cors_origins: the web origins whose pages may
+    call the server (CORS), e.g. ["https://app.example.com"]; none by default."""
     limits = limits or Limits()
     metrics = Metrics()
     worker = ModelWorker(limits, metrics.observe_batch)
@@ -159,7 +184,12 @@ def create_app(models: dict[str, Served], limits: Limits | None = None, index=No
     app.state.worker, app.state.metrics, app.state.limits, app.state.draining = worker, metrics, limits, False
     default = (int(limits.max_payload_mb * 2**20), f"--max-payload-mb {limits.max_payload_mb:g}")
     caps = {"/explain": (int(limits.explain_payload_kb * 2**10), f"--explain-payload-kb {limits.explain_payload_kb:g}")}
+    if api_key is not None:  # inside Guard, so a refused request is counted and capped like any other
+        app.add_middleware(ApiKey, key=api_key)
     app.add_middleware(Guard, state=app.state, metrics=metrics, caps=caps, default=default)
+    if cors_origins:  # outermost: it answers preflights itself and adds its headers to every answer, 401 included
+        app.add_middleware(CORSMiddleware, allow_origins=cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["authorization", "content-type"])
 
     @app.exception_handler(ServeError)
     async def _serve_error(request: Request, e: ServeError):
@@ -205,9 +235,10 @@ def create_app(models: dict[str, Served], limits: Limits | None = None, index=No
                 raise ServeError(422, "empty", f"{what}[{i}] is empty")
         return items
 
-    async def run(job: Job, request: Request, submit=worker.submit):
+    async def run(job: Job, request: Request, submit=worker.submit, tei: bool = False):
         """The job's result, or its error as an answer. While it waits, the connection is watched: a client that
-        hangs up (or a cancelled request) cancels the job, so its work never reaches the model."""
+        hangs up (or a cancelled request) cancels the job, so its work never reaches the model. tei: an input too
+        long is refused in TEI's words."""
         try:
             waiting = asyncio.wrap_future(submit(job))
         except Overloaded as e:
@@ -223,6 +254,10 @@ def create_app(models: dict[str, Served], limits: Limits | None = None, index=No
         except asyncio.CancelledError:
             job.cancel()
             raise
+        except TooLong as e:
+            message = (f"Input validation error: `inputs` must have less than {e.limit} tokens. Given: {e.tokens}"
+                       if tei else str(e))
+            raise ServeError(422, "validation", message) from None
         except BertkitError as e:
             raise ServeError(422, "validation", str(e)) from None
         except OverBudget:
@@ -233,8 +268,8 @@ def create_app(models: dict[str, Served], limits: Limits | None = None, index=No
         except Exception:  # the worker logged it; the client hears no details
             raise ServeError(500, "backend", "the model failed on this request; see the server log") from None
 
-    @app.post("/predict", summary="labels, entities, answers or masked words, as pipeline(...) gives them")
     async def predict(req: PredictRequest, request: Request):
+        """bertkit's /predict: labels, entities, answers or masked words, as pipeline(...) gives them."""
         m = served(req.model)
         kind = m.kind
         if kind == "question-answering":
@@ -258,10 +293,13 @@ def create_app(models: dict[str, Served], limits: Limits | None = None, index=No
             job = Job(m, op, [(x, pairs[i] if pairs else None) for i, x in enumerate(xs)], options)
         return {"model": m.name, "predictions": await run(job, request)}
 
-    @app.post("/embed", summary="sentence vectors, pooled as the model was saved to")
     async def embed(req: EmbedRequest, request: Request):
+        """bertkit's /embed: sentence vectors, pooled (and normalised) as the model was saved to."""
         m = served(req.model)
         return {"model": m.name, "embeddings": await run(Job(m, "embed", [(x,) for x in texts(req.inputs)]), request)}
+
+    add_client_routes(app, models, limits, run, texts, {"/predict": (predict, PredictRequest),
+                                                        "/embed": (embed, EmbedRequest)})
 
     @app.post("/similar", summary="nearest texts of the embeddings index (--index)")
     async def similar(req: SimilarRequest, request: Request):
@@ -302,7 +340,8 @@ def create_app(models: dict[str, Served], limits: Limits | None = None, index=No
 
     @app.get("/info")
     async def info():
-        return {"models": [m.info() for m in models.values()], "limits": limits.to_dict(),
+        return {**tei_info(next(iter(models.values())), limits),  # TEI's fields, of the model POST / serves
+                "models": [m.info() for m in models.values()], "limits": limits.to_dict(),
                 "index": None if index is None else {"rows": len(index[0]), "model": index[2].name},
                 "batching": dict(worker.stats)}
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-ENDPOINTS = ("/predict", "/embed", "/similar", "/explain", "/health", "/info", "/metrics", "/")
+ENDPOINTS = ("/predict", "/embed", "/similar", "/explain", "/health", "/info", "/metrics", "/", "/rerank", "/tokenize",
+             "/v1/embeddings", "/embeddings")
 
 
 class Metrics:

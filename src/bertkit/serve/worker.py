@@ -13,13 +13,14 @@ clients that send large requests and hang up cost the next request at most the b
 
 from __future__ import annotations
 
+import copy
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from bertkit.errors import BertkitError
@@ -114,6 +115,15 @@ def windowed(p: Predictor) -> bool:
     return isinstance(p, QuestionAnswerer) or (isinstance(p, TextClassifier) and p.reading.window_stride > 0)
 
 
+class TooLong(BertkitError):
+    """An input longer than its model reads, refused (the model reads no windows and truncation was not asked)."""
+
+    def __init__(self, index: int, tokens: int, limit: int, model: str):
+        super().__init__(f"input {index} has {tokens} tokens; model {model!r} reads at most {limit} tokens "
+                         "(max_length) and does not read windows; shorten it")
+        self.tokens, self.limit = tokens, limit
+
+
 class Overloaded(Exception):
     """The queue is full."""
 
@@ -136,6 +146,8 @@ class Job:
     results: list = field(default_factory=list)
     left: int = 0
     units: list = field(default_factory=list)
+    tokens: int = 0
+    """Tokens the model reads of its inputs (once measured): the usage an OpenAI client is told."""
     gone: bool = False
     """Its client left: nothing more of it is run."""
 
@@ -240,10 +252,10 @@ class ModelWorker:
                 tokens += self._take(job, jobs)
             try:
                 self._process(jobs)
-            except Exception as e:  # noqa: BLE001 - a bug here must cost these requests, not the server
+            except BaseException as e:  # noqa: BLE001 - a bug here must cost these requests, not the server
                 log.exception("batching failed")
                 for job in jobs:
-                    job.fail(e)
+                    job.fail(as_exception(e))
             last = len(jobs)
             if stop:
                 return
@@ -258,8 +270,8 @@ class ModelWorker:
             return 0
         try:
             job.units = self._measure(job)
-        except Exception as e:  # noqa: BLE001 - the job fails, the worker goes on
-            job.fail(e)
+        except BaseException as e:  # noqa: BLE001 - the job fails, the worker goes on (a Rust panic included)
+            job.fail(as_exception(e))
             return 0
         jobs.append(job)
         return sum(u.rows * u.width for u in job.units)
@@ -276,14 +288,15 @@ class ModelWorker:
             pairs = [x[1] for x in job.inputs] if job.op == "classify" and job.inputs[0][1] is not None else None
             encs = tok.encode_all([x[0] for x in job.inputs], pairs, truncation=None)
             stride = p.reading.window_stride if windowed(p) and pairs is None else None
+        truncate = dict(job.options).get("truncate", False)  # asked for (TEI's truncate): read the first L tokens
         units = []
         for i, e in enumerate(encs):
             n = len(e.ids)
-            if n > L and stride is None:
-                raise BertkitError(f"input {i} has {n} tokens; model {job.served.name!r} reads at most {L} tokens "
-                                   "(max_length) and does not read windows; shorten it")
-            rows = 1 if n <= L else 1 + -(-(n - L) // max(1, L - 3 - stride))
+            if n > L and stride is None and not truncate:
+                raise TooLong(i, n, L, job.served.name)
+            rows = 1 if n <= L or stride is None else 1 + -(-(n - L) // max(1, L - 3 - stride))
             units.append(Unit(job, i, rows, min(n, L)))
+        job.tokens = sum(u.width * u.rows for u in units)
         return units
 
     def _process(self, jobs: list[Job]) -> None:
@@ -294,8 +307,8 @@ class ModelWorker:
                     continue
                 try:
                     job.future.set_result(job.call())
-                except Exception as e:  # noqa: BLE001
-                    job.fail(e)
+                except BaseException as e:  # noqa: BLE001
+                    job.fail(as_exception(e))
                 continue
             key = (job.served.name, job.op, job.options, job.op == "classify" and job.inputs[0][1] is not None)
             groups.setdefault(key, []).extend(job.units)
@@ -320,7 +333,8 @@ class ModelWorker:
             return
         try:
             outputs = run_op(live[0].job, [u.job.inputs[u.index] for u in live])
-        except Exception as e:  # noqa: BLE001
+        except BaseException as e:  # noqa: BLE001 - tokenizers' Rust panics are BaseExceptions
+            e = as_exception(e)
             if len(jobs) > 1:  # one request's fault must not fail the others: run them one by one
                 for job in jobs:
                     self._run_batch([u for u in live if u.job is job])
@@ -339,18 +353,30 @@ class ModelWorker:
             u.job.deliver(u.index, out)
 
 
+def as_exception(e: BaseException) -> Exception:
+    """An error a future can carry to its request: a Rust panic in tokenizers (pyo3's PanicException is no
+    Exception) would otherwise end the model thread and leave every later request waiting."""
+    return e if isinstance(e, Exception) else RuntimeError(f"{type(e).__name__}: {e}")
+
+
 def run_op(job: Job, inputs: list[tuple]) -> list:
     """One batch of a job's kind through its predictor: one output per input, as `pipeline(...)` gives it."""
-    p, n = job.served.predictor, len(inputs)
+    p, n, options = job.served.predictor, len(inputs), dict(job.options)
     if job.op == "classify":
         pairs = [x[1] for x in inputs] if inputs[0][1] is not None else None
+        if options.get("logits"):  # the TEI routes score from logits (raw_scores, sigmoid for one output)
+            return p.logits([x[0] for x in inputs], pairs, batch_size=n).tolist()
         return p([x[0] for x in inputs], pairs, batch_size=n)
     if job.op == "tag":
         return p([x[0] for x in inputs], batch_size=n)
     if job.op == "qa":
         return p([q for q, _ in inputs], [c for _, c in inputs], batch_size=n)
     if job.op == "fill":
-        return p([x[0] for x in inputs], top_k=dict(job.options)["top_k"])
+        return p([x[0] for x in inputs], top_k=options["top_k"])
     if job.op == "embed":
-        return job.served.embedder().encode([x[0] for x in inputs], batch_size=n).tolist()
+        embedder = job.served.embedder()
+        if "normalize" in options and options["normalize"] != embedder.reading.normalize:  # TEI's normalize
+            embedder = copy.copy(embedder)  # the same weights and modules, read otherwise
+            embedder.reading = replace(embedder.reading, normalize=options["normalize"])
+        return embedder.encode([x[0] for x in inputs], batch_size=n).tolist()
     raise ValueError(f"unknown op {job.op!r}")
