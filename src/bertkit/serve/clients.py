@@ -265,23 +265,23 @@ def add_client_routes(app: FastAPI, models: dict[str, Served], limits: Limits, r
         schemas = [bertkit_routes[path][1].model_json_schema(), tei_model.model_json_schema()]
         return {"requestBody": {"required": True, "content": {"application/json": {"schema": {"anyOf": schemas}}}}}
 
+    async def shared(path: str, tei_handler, request: Request):
+        """A route both speak: a body with TEI's fields gets TEI's answer, any other bertkit's."""
+        body = await body_of(request)
+        if is_tei(body):
+            return await tei_handler(body, request)
+        handler, model = bertkit_routes[path]
+        return await handler(parse(body, model), request)
+
     @app.post("/embed", summary="sentence vectors: TEI's body -> a bare list; bertkit's body -> {model, embeddings}",
               openapi_extra=either("/embed", TEIEmbed))
     async def embed(request: Request):
-        body = await body_of(request)
-        if is_tei(body):
-            return await tei_embed(body, request)
-        handler, model = bertkit_routes["/embed"]
-        return await handler(parse(body, model), request)
+        return await shared("/embed", tei_embed, request)
 
     @app.post("/predict", summary="TEI's body -> [{label, score}] sorted; bertkit's body -> as pipeline(...) gives",
               openapi_extra=either("/predict", TEIPredict))
     async def predict(request: Request):
-        body = await body_of(request)
-        if is_tei(body):
-            return await tei_predict(body, request)
-        handler, model = bertkit_routes["/predict"]
-        return await handler(parse(body, model), request)
+        return await shared("/predict", tei_predict, request)
 
     @app.post("/rerank", summary="TEI: texts ranked against a query (a cross-encoder, else cosine similarity)")
     async def rerank(request: Request):
