@@ -31,17 +31,12 @@ from starlette.requests import ClientDisconnect
 
 from bertkit.errors import BertkitError
 from bertkit.serve.clients import add_client_routes, tei_info
+from bertkit.serve.errors import ServeError
 from bertkit.serve.explain import Explainer, Left, OverBudget, explain_answer
 from bertkit.serve.metrics import Metrics
 from bertkit.serve.worker import Job, Limits, ModelWorker, Overloaded, Served, Stopped, TooLong
 
 STATIC = Path(__file__).parent / "static"
-
-
-class ServeError(Exception):
-    def __init__(self, status: int, error_type: str, message: str, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.error_type, self.headers = status, error_type, headers
 
 
 def error_response(status: int, error_type: str, message: str, headers: dict | None = None) -> JSONResponse:

@@ -25,6 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, ValidationError
 
+from bertkit.serve.errors import ServeError
 from bertkit.serve.worker import Job, Limits, Served
 
 TEI_EMBED = {"normalize", "truncate", "truncation_direction", "prompt_name", "dimensions", "parameters"}
@@ -133,7 +134,6 @@ def add_client_routes(app: FastAPI, models: dict[str, Served], limits: Limits, r
     """Add the TEI and OpenAI routes. run, texts: create_app's (a job's answer; a checked list of inputs);
     bertkit_routes: {"/embed": (handler, body model), "/predict": ...}: bertkit's handlers, for the bodies that
     are not TEI's."""
-    from bertkit.serve.app import ServeError
 
     def pick(route: str) -> Served:
         """The model a TEI route uses: /predict the first classifier; /rerank the first one-output classifier
