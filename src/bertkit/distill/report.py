@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bertkit.checkpoint import weights_bytes
 from bertkit.errors import BertkitError
 from bertkit.evaluate.scores import score
 from bertkit.inference.batches import Encoded, forward, pool_windows
@@ -51,7 +52,7 @@ def write_report(out: Path, models: dict[str, tuple[nn.Module, Path]], split_ite
             rows.append({"model": name, "precision": precision, **{k: round(metrics[k], 4) for k in keys},
                          "agreement": round(sum(a == b for a, b in zip(decisions, reference)) / len(reference), 4),
                          "tokens_per_s": round(speed), "parameters": sum(p.numel() for p in model.parameters()),
-                         "disk_mb": round(_weights_bytes(folder) / 1e6, 2)})
+                         "disk_mb": round(weights_bytes(folder) / 1e6, 2)})
     report = {"split": split, "texts": len({it.doc for it in items}) if ft.task != "ner" else len(items),
               "tokens": sum(len(it.ids) for it in items), "device": str(device), "threads": torch.get_num_threads(),
               "metric": keys[0], "rows": rows, "ratios": _ratios(rows, keys[0], results), "notes": notes}
@@ -82,13 +83,6 @@ def _decisions(items: list[Encoded], logits: list, ft, labels: list[str], contex
     if ft.problem_type == "multi_label":
         return (stacked.sigmoid() >= ft.reading.threshold).flatten().tolist()
     return stacked.argmax(-1).tolist()
-
-
-def _weights_bytes(folder: Path) -> int:
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        if (Path(folder) / name).is_file():
-            return (Path(folder) / name).stat().st_size
-    return 0
 
 
 def _ratios(rows: list[dict], metric: str, results: dict) -> dict:
