@@ -286,6 +286,8 @@ def test_convert_and_export_from_a_hub_name_record_name_and_commit(offline, tmp_
     assert main(["export", "org/tiny-bert", str(tmp_path / "onnx"), "--onnx", "--no-optimize"]) == 0
     meta = json.loads((tmp_path / "onnx" / "bertkit.json").read_text())
     assert meta["base_model"] == {"name": "org/tiny-bert", "revision": COMMIT}
+    from bertkit.export import onnx_session
+    assert onnx_session(tmp_path / "onnx") is not None  # the export still opens with the extra key
     assert main(["export", str(tmp_path / "local"), str(tmp_path / "onnx-local"), "--onnx", "--no-optimize"]) == 0
     assert "base_model" not in json.loads((tmp_path / "onnx-local" / "bertkit.json").read_text())
 

@@ -6,6 +6,7 @@ import importlib.metadata
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -126,9 +127,13 @@ def test_license_and_its_metadata(tmp_path):
     assert "APPENDIX: How to apply the Apache License to your work." in text
     import hashlib
     assert hashlib.md5((ROOT / "LICENSE").read_bytes()).hexdigest() == "3b83ef96387f14655fc854ddc3c6bd57"
+    project = tmp_path / "project"  # a copy: setuptools writes its egg-info beside the sources
+    shutil.copytree(ROOT / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, project / name)
     code = ("import sys; from setuptools import build_meta; "
             "print(build_meta.prepare_metadata_for_build_wheel(sys.argv[1]))")
-    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=project, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stderr
     meta = (tmp_path / r.stdout.strip().splitlines()[-1] / "METADATA").read_text()
