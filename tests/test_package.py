@@ -143,3 +143,17 @@ def test_license_and_its_metadata(tmp_path):
     extra = [line for line in meta.splitlines() if line.startswith("Requires-Dist:") and 'extra == "test"' in line]
     assert any(line.startswith("Requires-Dist: bertkit[onnx,serve,zh]") for line in extra), extra
     assert any(line.startswith("Requires-Dist: pytest") for line in extra)
+
+
+def test_env_describes_each_gpu(monkeypatch):
+    """The GPU line as a CUDA machine gives it (stood in for here: the test machine has none; torch's own calls
+    are the ones replaced)."""
+    from types import SimpleNamespace
+    props = SimpleNamespace(name="NVIDIA H100 80GB HBM3", total_memory=80 * 2 ** 30, major=9, minor=0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props)
+    env = environment()
+    assert [g["device"] for g in env["gpu"]] == ["cuda:0", "cuda:1"] and env["gpu"][0]["memory_gib"] == 80.0
+    assert ("- GPU: cuda:0 NVIDIA H100 80GB HBM3, 80.0 GiB, compute capability 9.0; cuda:1 NVIDIA H100 80GB HBM3, "
+            "80.0 GiB, compute capability 9.0\n") in markdown(env) + "\n"

@@ -44,8 +44,7 @@ def environment() -> dict:
     """Everything `bertkit env` reports, as a JSON-ready dict."""
     import torch
 
-    from bertkit.hardware import cgroup_cpus, cpu, default_threads
-    from bertkit.hardware import ISA_FLAGS
+    from bertkit.hardware import ISA_FLAGS, cgroup_cpus, cpu, default_threads
     c = cpu()
     build = ("CUDA " + torch.version.cuda if torch.version.cuda else
              "ROCm " + torch.version.hip if getattr(torch.version, "hip", None) else "CPU only")

@@ -8,6 +8,7 @@ pytorch_model.bin, loaded with weights_only), tokenizer files and a sentence-tra
 
 Before anything is downloaded the repo's config and file list are checked (one API call), so a RoBERTa, a repo
 with only TensorFlow weights, a typo or a missing revision is one line and leaves nothing in the cache.
+The tokenizer verbs take a Hub name too and fetch only its tokenizer files (`resolve_tokenizer`).
 `hub_origin` reads the name and commit back from a snapshot folder's path, for the run configs and model cards
 that record where a model came from.
 """
@@ -23,12 +24,12 @@ from bertkit.errors import BertkitError
 
 WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 """A BERT's weights as bertkit reads them, in the order it prefers them."""
-FILES = ["config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
-         "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
-         "[0-9]_*/*.json", "[0-9]_*/model.safetensors", "[0-9]_*/pytorch_model.bin"]
-"""What else is fetched: config, tokenizer, and a sentence-transformers model's modules (1_Pooling, 2_Dense, ...)."""
 TOKENIZER_FILES = ["tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"]
-"""All a tokenizer verb fetches (`tokenizer encode`, `prepare --tokenizer`): no weights."""
+"""A tokenizer's files; all that a tokenizer verb fetches (`tokenizer encode`, `prepare --tokenizer`)."""
+FILES = ["config.json", *TOKENIZER_FILES, "modules.json", "sentence_bert_config.json",
+         "config_sentence_transformers.json", "[0-9]_*/*.json", "[0-9]_*/model.safetensors",
+         "[0-9]_*/pytorch_model.bin"]
+"""What else is fetched: config, tokenizer, and a sentence-transformers model's modules (1_Pooling, 2_Dense, ...)."""
 _SNAPSHOT = re.compile(r"models--(?P<repo>[^/\\]+)[/\\]snapshots[/\\](?P<commit>[0-9a-f]{40})")
 
 
@@ -114,9 +115,9 @@ def _snapshot(repo: str, revision: str | None, name: str, tokenizer_only: bool =
 
 def _checked_online(repo: str, revision: str | None, name: str,
                     tokenizer_only: bool = False) -> tuple[set[str] | None, str | None]:
-    """The repo's files and the commit `revision` names, after checking it holds a BERT that bertkit reads (a
-    WordPiece tokenizer's files, for tokenizer_only); (None, None) when the Hub cannot be reached. Nothing is
-    downloaded."""
+    """The repo's files and the commit `revision` names, after checking it holds a BERT that bertkit reads (for
+    tokenizer_only: a tokenizer.json or vocab.txt, whatever the model); (None, None) when the Hub cannot be reached.
+    Nothing is downloaded."""
     import httpx2  # huggingface_hub's HTTP client: its connection errors mean "the Hub cannot be reached"
     from huggingface_hub import HfApi
     from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError,
