@@ -250,6 +250,7 @@ def main() -> None:
     device = torch.device(args.device)
     cpu = device.type == "cpu"
     transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()  # save_pretrained / from_pretrained for CTranslate2
     use_threads(args.threads)
     print(summary(describe(device)), flush=True)
 
