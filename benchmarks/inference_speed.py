@@ -17,9 +17,8 @@ Methods, each on the same padded batches (input_ids, attention_mask, token_type_
 - OpenVINO (optional: skipped with a note when not installed): transformers' model through
   `openvino.convert_model` (dynamic batch and length), compiled for the CPU with INFERENCE_PRECISION_HINT f32, and
   bf16 where the CPU plugin lists BF16 in its OPTIMIZATION_CAPABILITIES (the CPU's flags alone do not decide it);
-  int8 weights from
-  NNCF's `compress_weights` (weight-only int8, no calibration data: OpenVINO's full int8 needs a calibration
-  set), labelled "(weights)". PERFORMANCE_HINT LATENCY (THROUGHPUT splits the threads into streams, and one
+  int8 weights from NNCF's `compress_weights` (weight-only int8, no calibration data: OpenVINO's full int8 needs
+  a calibration set), labelled "(weights)". PERFORMANCE_HINT LATENCY (THROUGHPUT splits the threads into streams, and one
   synchronous batch then runs on one stream's share), INFERENCE_NUM_THREADS the benchmark's threads;
 - CTranslate2 (optional likewise): transformers' model converted by its TransformersConverter, `Encoder` with
   float32 and int8 compute types, and bfloat16 where the CPU offers it; it takes each sequence's real tokens only;
