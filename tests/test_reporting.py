@@ -87,7 +87,8 @@ def test_pretrain_reports_each_objective(world, tmp_path, capsys):
     got = assert_same(out)
     assert {"train/loss", "train/mlm_loss", "train/nsp_loss", "train/lr", "train/tokens_per_s"} <= set(got)
     assert [s for s, _ in got["train/mlm_loss"]] == [1, 2, 3, 4]
-    assert any(t.startswith("eval/") for t in got)
+    assert [s for s, _ in got["eval/mlm_loss"]] == [2, 4]
+    assert {"eval/mlm_accuracy", "eval/perplexity", "eval/nsp_accuracy"} <= set(got)
 
 
 def test_distill_reports_its_loss_parts(world, tmp_path, capsys):
