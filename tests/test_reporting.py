@@ -2,8 +2,10 @@
 the run's own metrics.jsonl, at the same steps; a resumed run shows no step twice; a missing package or an unknown
 backend is one line before anything is written; tokens never reach the run's files."""
 
+import importlib.util
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -12,7 +14,8 @@ import pytest
 
 from test_reliability import one_line_error, run, world  # noqa: F401 (world is a fixture)
 
-pytest.importorskip("tensorboard")
+needs_tensorboard = pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None,
+                                       reason="the tensorboard package (bertkit[tensorboard])")
 
 
 def finetune_args(w: dict, out: Path, *extra) -> list:
@@ -54,31 +57,29 @@ def assert_same(run_dir: Path) -> dict:
     return got
 
 
-def test_finetune_tensorboard_events_equal_metrics_jsonl(world, tmp_path, capsys):
+@needs_tensorboard
+def test_finetune_tensorboard_events_equal_metrics_jsonl_and_a_resume_shows_no_step_twice(world, tmp_path, capsys):
     out = tmp_path / "run"
-    assert run(finetune_args(world, out, "--epochs", "4", "--report-to", "tensorboard"), capsys)[0] == 0
+    args = finetune_args(world, out, "--epochs", "3", "--report-to", "tensorboard")
+    assert run(args, capsys)[0] == 0
     got = assert_same(out)
     assert {"train/loss", "train/lr", "train/tokens_per_s", "eval/accuracy", "eval/macro_f1"} <= set(got)
-    assert [s for s, _ in got["eval/accuracy"]] == [5, 10, 15, 20]  # every epoch of 5 steps
+    assert [s for s, _ in got["eval/accuracy"]] == [5, 10, 15]  # every epoch of 5 steps
     assert json.loads((out / "train_config.json").read_text())["report_to"] == "tensorboard"
 
-
-def test_resumed_run_shows_no_step_twice(world, tmp_path, capsys):
-    """A run resumed from its checkpoint at step 10 logs steps 11.. again; the events the first start logged after
-    step 10 are purged, as metrics.jsonl forgets them."""
-    out = tmp_path / "run"
-    args = finetune_args(world, out, "--epochs", "4", "--report-to", "tensorboard")
-    assert run(args, capsys)[0] == 0
+    # Resumed from its checkpoint at step 10, the run logs steps 11.. again; the events the first start logged
+    # after step 10 are purged, as metrics.jsonl forgets them.
     checkpoints = sorted((out / "checkpoints").iterdir())
-    assert [c.name for c in checkpoints] == ["step_00000015", "step_00000020"]
-    import shutil
-    shutil.rmtree(checkpoints[-1])  # as if killed after the checkpoint at step 15
+    assert [c.name for c in checkpoints] == ["step_00000010", "step_00000015"]
+    shutil.rmtree(checkpoints[-1])  # as if killed after the checkpoint at step 10
     assert run(args + ["--resume"], capsys)[0] == 0
     assert len(list((out / "runs").glob("events.out.tfevents.*"))) == 2  # both starts wrote events
     got = assert_same(out)
-    assert [s for s, _ in got["eval/accuracy"]] == [5, 10, 15, 20]
+    assert [s for s, _ in got["eval/accuracy"]] == [5, 10, 15]
+    assert [s for s, _ in got["train/loss"]] == [10, 15]
 
 
+@needs_tensorboard
 def test_pretrain_reports_each_objective(world, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["pretrain", "--data", world["prepared"], "--out", out, "--steps", "4", "--batch-size", "4", "--max-len",
@@ -91,6 +92,7 @@ def test_pretrain_reports_each_objective(world, tmp_path, capsys):
     assert {"eval/mlm_accuracy", "eval/perplexity", "eval/nsp_accuracy"} <= set(got)
 
 
+@needs_tensorboard
 def test_distill_reports_its_loss_parts(world, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["distill", world["classifier"], "--train", world["train"], "--dev", world["dev"], "--out", out,
@@ -122,6 +124,7 @@ def wandb_records(path: Path):
             record = b""
 
 
+@needs_tensorboard
 def test_wandb_offline_run_holds_the_config_and_losses(world, tmp_path, capsys, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -129,7 +132,7 @@ def test_wandb_offline_run_holds_the_config_and_losses(world, tmp_path, capsys, 
     monkeypatch.setenv("WANDB_API_KEY", "wandb-secret-" + "0" * 28)  # 40 characters, as a real key
     monkeypatch.setenv("HF_TOKEN", "hf_secretsecretsecret")
     out = tmp_path / "run"
-    assert run(finetune_args(world, out, "--epochs", "2", "--report-to", "tensorboard,wandb"), capsys)[0] == 0
+    assert run(finetune_args(world, out, "--epochs", "1", "--report-to", "tensorboard,wandb"), capsys)[0] == 0
     assert_same(out)  # both backends at once
     runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
@@ -170,3 +173,28 @@ def test_bad_backend_names_are_one_line(world, tmp_path, capsys, value, says):
     out = tmp_path / "run"
     one_line_error(finetune_args(world, out, "--report-to", value), capsys, says)
     assert not out.exists()
+
+
+@needs_tensorboard
+def test_only_the_main_process_reports(tmp_path):
+    """Under torchrun every process runs the loop; ranks other than 0 get a reporter that writes nothing."""
+    from bertkit.reporting import open_reporter
+    reporter = open_reporter("tensorboard", tmp_path, main=False)
+    reporter.log({"step": 1, "loss": 0.5})
+    reporter.close()
+    assert list(tmp_path.iterdir()) == []
+    reporter = open_reporter("tensorboard", tmp_path)
+    reporter.log({"step": 1, "loss": 0.5, "skipped": "non-finite loss"})
+    reporter.close()
+    assert events(tmp_path) == {"train/loss": [(1, 0.5)]}
+
+
+def test_resume_may_change_where_a_run_reports(tmp_path):
+    """How a run is watched is not part of its recipe: resuming with another --report-to is no change of options."""
+    from bertkit.errors import BertkitError
+    from bertkit.trainer import check_recipe
+    check_recipe(tmp_path, "finetune_config.json", {"train": {"lr": 1e-4, "report_to": "tensorboard"}}, resume=False)
+    assert json.loads((tmp_path / "finetune_config.json").read_text()) == {"train": {"lr": 1e-4}}
+    check_recipe(tmp_path, "finetune_config.json", {"train": {"lr": 1e-4, "report_to": "wandb"}}, resume=True)
+    with pytest.raises(BertkitError, match="train.lr"):
+        check_recipe(tmp_path, "finetune_config.json", {"train": {"lr": 2e-4, "report_to": "wandb"}}, resume=True)
