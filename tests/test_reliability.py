@@ -323,6 +323,8 @@ def test_cli_fuzz_bad_values_and_files_fail_cleanly_and_fast(world, tmp_path, ca
         for slot in file_slots:
             for bad in _bad_files(tmp_path / "bad").values():
                 cases.append((argv[:slot] + [bad] + argv[slot + 1:], bad.name))
+    for verb in ("pretrain", "finetune", "distill"):  # experiment logs: a backend that does not exist
+        cases += [(bases[verb][0] + ["--report-to", bad], "--report-to") for bad in ("tensorbored", "none,wandb", "")]
     assert len(cases) > 200
 
     def alarm(signum, frame):

@@ -38,6 +38,7 @@ from bertkit.folders import write_atomically
 from bertkit.errors import BertkitError
 from bertkit.options import at_least, between, check_fields
 from bertkit.optim import SCHEDULES, lr_factor, make_optimizer
+from bertkit.reporting import open_reporter, parse_report_to
 
 
 @dataclass
@@ -79,6 +80,8 @@ class TrainConfig:
     """Stop after this many evaluations without improving best_metric; 0 never stops early."""
     max_bad_steps: int = field(default=20, metadata=at_least(1))
     """Stop with an error after this many consecutive steps with a non-finite loss (each is skipped)."""
+    report_to: str = "none"
+    """Send metrics.jsonl's numbers to experiment logs too: tensorboard, wandb, both (tensorboard,wandb) or none."""
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -90,6 +93,7 @@ class TrainConfig:
             raise BertkitError(f"schedule must be one of {SCHEDULES}")
         if self.patience and not self.best_metric:
             raise BertkitError("early stopping (patience) needs a best_metric to watch")
+        parse_report_to(self.report_to)  # an unknown name or a missing package fails before anything is written
 
     def better(self, new: float, old: float | None) -> bool:
         """Whether `new` improves on `old` for best_metric (losses and errors improve downwards)."""
@@ -181,6 +185,7 @@ def check_recipe(run_dir: Path, name: str, recipe: dict, *, resume: bool, force:
     """Keep what a run was started with (data, options) in run_dir/name. Resuming with anything else is refused,
     naming what differs, unless force (then the file records the new recipe). Call before any training."""
     path = Path(run_dir) / name
+    recipe = _without(recipe, "report_to")  # how a run is watched is not part of it: a resume may change it
     if resume and path.is_file():
         from bertkit.config import read_json
         old, new = _flatten(read_json(path)), _flatten(json.loads(json.dumps(recipe)))
@@ -196,6 +201,10 @@ def check_recipe(run_dir: Path, name: str, recipe: dict, *, resume: bool, force:
         return  # a run from before recipes were kept
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(recipe, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _without(d: dict, key: str) -> dict:
+    return {k: _without(v, key) if isinstance(v, dict) else v for k, v in d.items() if k != key}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -275,6 +284,7 @@ def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: str | Path
         metrics_file.write_text("")
     if main:  # the options in force (a forced resume may have changed some)
         (run_dir / "train_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    reporter = open_reporter(config.report_to, run_dir, step=prog.step, resume=resume, main=main)
 
     core = model
     if config.compile:
@@ -297,6 +307,7 @@ def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: str | Path
         if main:
             with open(metrics_file, "a") as f:
                 f.write(json.dumps(record) + "\n")
+            reporter.log(record)
 
     def save(final: bool = False) -> None:
         if main:
@@ -409,6 +420,7 @@ def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: str | Path
         if done:
             break
     bar.close()
+    reporter.close()
     if main:
         if config.best_metric and (run_dir / "best").is_dir():
             write_atomically(run_dir / "model", lambda tmp: shutil.copytree(run_dir / "best", tmp, dirs_exist_ok=True))

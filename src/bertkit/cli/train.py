@@ -19,11 +19,12 @@ PRETRAIN_FIELDS = ["max_len", "batch_size", "accum", "nsp", "short_seq_prob", "m
                    "sparse_mlm", "dropout", "eval_instances", "seed"]
 PRETRAIN_TRAIN_FIELDS = ["lr", "weight_decay", "warmup", "schedule", "max_grad_norm", "max_steps", "max_tokens",
                          "budget_minutes", "bf16", "compile", "log_every", "eval_every", "save_every",
-                         "keep_checkpoints"]
+                         "keep_checkpoints", "report_to"]
 FINETUNE_FIELDS = ["task", "problem_type", "batch_size", "accum", "epochs", "group_by_length", "class_weights",
                    "eval_batch_size", "seed", "adversarial", "adv_eps", "adv_steps", "augment_noise"]
 READING_FIELDS = ["max_length", "window_stride", "window_pool", "doc_stride", "max_answer_length", "threshold"]
-FINETUNE_TRAIN_FIELDS = ["lr", "warmup", "weight_decay", "bf16", "best_metric", "patience", "eval_every"]
+FINETUNE_TRAIN_FIELDS = ["lr", "warmup", "weight_decay", "bf16", "best_metric", "patience", "eval_every",
+                         "report_to"]
 DISTILL_FIELDS = ["student", "student_layers", "temperature", "soft_weight", "hard_weight", "hidden_weight",
                   "attention_weight", "cache_teacher", "augment", "augment_rate", "augment_mlm", "control"]
 DISTILL_FINETUNE_FIELDS = ["batch_size", "accum", "epochs", "group_by_length", "eval_batch_size", "seed"]
