@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 
+from bertkit.cli.common import add_device
 from bertkit.cli.options import given
 from bertkit.errors import BertkitError
 from bertkit.options import Range
@@ -26,6 +27,7 @@ def register(verbs) -> None:
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
     sv.add_argument("--port", type=Range(int, 0, 65535), default=8000, help="default 8000")
     sv.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    add_device(sv)
     add_fields(sv, Limits, LIMITS)
     sv.add_argument("--index", metavar="EMB_DIR", help="a `bertkit embed` directory to serve /similar from")
     sv.add_argument("--api-key", metavar="KEY", help="every route but /health needs 'Authorization: Bearer KEY' "
