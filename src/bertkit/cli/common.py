@@ -83,8 +83,9 @@ def add_threads(p: argparse.ArgumentParser) -> None:
 
 def add_device(p: argparse.ArgumentParser) -> None:
     """--device on a verb that runs a model (bertkit.hardware.resolve_device reads it)."""
-    p.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps (default auto: the GPU when "
-                   "there is one, else the CPU; int8 runs on the CPU)")
+    from bertkit.hardware import DEFAULT_DEVICE, DEVICES
+    p.add_argument("--device", metavar="DEVICE", help=f"{', '.join(DEVICES)} (default {DEFAULT_DEVICE}: the GPU "
+                   "when there is one, else the CPU; int8 runs on the CPU)")
 
 
 @contextmanager
