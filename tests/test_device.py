@@ -145,6 +145,21 @@ def test_a_training_run_records_its_device(world, tmp_path, capsys):  # noqa: F8
     assert saved["device"] == "cpu" and saved["processes"] == 1
 
 
+def test_serve_on_cpu_answers_as_pipeline_and_says_its_device(world):  # noqa: F811
+    pytest.importorskip("fastapi")
+    import httpx
+    from test_serve_fuzz import start
+    proc, url = start([str(world["classifier"]), "--device", "cpu"])
+    try:
+        said = proc.stderr.readline().decode()
+        answer = httpx.post(url + "/predict", json={"inputs": ["good film", "a dull plot"]}, timeout=10).json()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert said.startswith("serving classifier (text-classification) at http://127.0.0.1:") and " on cpu " in said
+    assert answer["predictions"] == pipeline(world["classifier"], device="cpu")(["good film", "a dull plot"])
+
+
 # ---- Python ---------------------------------------------------------------------------------------------------------
 
 def test_pipeline_and_load_take_a_device(world, monkeypatch):  # noqa: F811

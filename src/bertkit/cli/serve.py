@@ -54,6 +54,7 @@ def serve(args: argparse.Namespace) -> None:
         from bertkit.serve.app import create_app, load_index
     except ImportError as e:
         raise BertkitError(f"serving needs {e.name}: pip install 'bertkit[serve]'") from None
+    from bertkit.hardware import resolve_device
     from bertkit.serve.worker import Limits, load_served
     check_port(args.host, args.port)
     api_key = args.api_key if args.api_key is not None else os.environ.get("BERTKIT_API_KEY")
@@ -73,7 +74,7 @@ def serve(args: argparse.Namespace) -> None:
             super().handle_exit(sig, frame)
 
     print(f"serving {', '.join(f'{m.name} ({m.kind})' for m in models.values())} at http://{args.host}:{args.port}"
-          f" with {limits.threads} threads", file=sys.stderr, flush=True)
+          f" on {resolve_device(precision=args.precision)} with {limits.threads} threads", file=sys.stderr, flush=True)
     Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
                           timeout_graceful_shutdown=limits.grace_s)
            ).run()
