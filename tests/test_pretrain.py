@@ -341,6 +341,7 @@ def test_two_process_gloo_matches_one_process(corpus_dir, tmp_path):
                           "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert json.loads((tmp_path / "two" / "train_config.json").read_text())["processes"] == 2  # recorded by the run
     assert sorted(a) == sorted(b) == list(range(1, 7))
     for s in a:
         assert a[s] == pytest.approx(b[s], abs=1e-5), (s, a[s], b[s])

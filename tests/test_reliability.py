@@ -302,6 +302,14 @@ def _bad_files(d: Path) -> dict[str, Path]:
             "latin1": d / "latin1.csv", "folder": d / "folder"}
 
 
+def _bad_devices() -> list[str]:
+    """--device values this machine must refuse: names torch does not know, and the devices it lacks."""
+    from bertkit.hardware import _mps_available
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return (["tpu", "cuda:x", "gpu", f"cuda:{count + 6}"] + ([] if count else ["cuda"])
+            + ([] if _mps_available() else ["mps"]))
+
+
 class _Hang(Exception):
     pass
 
@@ -323,6 +331,9 @@ def test_cli_fuzz_bad_values_and_files_fail_cleanly_and_fast(world, tmp_path, ca
         for slot in file_slots:
             for bad in _bad_files(tmp_path / "bad").values():
                 cases.append((argv[:slot] + [bad] + argv[slot + 1:], bad.name))
+        if any("--device" in a.option_strings for a in sub._actions):  # a device this machine lacks, or no device
+            for value in _bad_devices():
+                cases.append((argv + [f"--device={value}"], f"device {value!r}"))
     for verb in ("pretrain", "finetune", "distill"):  # experiment logs: a backend that does not exist
         cases += [(bases[verb][0] + ["--report-to", bad], "--report-to") for bad in ("tensorbored", "none,wandb", "")]
     assert len(cases) > 200

@@ -1,6 +1,8 @@
 """The machine a run is on: how many threads torch uses, which CPU it is, and how fast it multiplies matrices.
 
-The thread count is decided here and nowhere else (`use_threads`, which every verb that runs a model calls through
+The device a model runs on is decided here and nowhere else (`resolve_device`, which every verb that runs a model
+reaches through `--device`, and `pipeline(device=...)` in Python): "auto" is the GPU when there is one (CUDA, then
+Apple's MPS), else the CPU. The thread count is decided here and nowhere else (`use_threads`, which every verb that runs a model calls through
 `--threads`). Its default is the CPUs this process may use, so a container or `taskset` limit is honoured rather
 than the machine's count. Benchmarks print `summary(describe())` first, so every number they print carries the
 CPU model, its instruction sets and a matmul peak measured in the same run; `busy_neighbour` takes a core away
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from bertkit.errors import BertkitError
 from bertkit.options import POSITIVE_INT
 
 ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile")
@@ -71,6 +74,76 @@ def cgroup_cpus(root: Path = Path("/sys/fs/cgroup")) -> float | None:
         except (OSError, ValueError, IndexError):
             continue
     return None
+
+
+# ---- the device ----------------------------------------------------------------------------------------------------
+
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+"""What --device accepts."""
+DEFAULT_DEVICE = "auto"
+"""The device when none is asked for: the GPU when there is one, as sentence-transformers' encode() picks it."""
+_chosen = DEFAULT_DEVICE  # the process's device spec, set once by `use_device` (the CLI's --device)
+
+
+def resolve_device(spec: str | torch.device | None = None, *, precision: str | None = None) -> torch.device:
+    """The torch.device that `spec` names: auto, cpu, cuda, cuda:N or mps (None: the process's, see `use_device`).
+
+    auto is CUDA when torch sees a GPU, else MPS when there is one, else the CPU; under torchrun, auto and a bare
+    cuda mean this process's GPU, cuda:LOCAL_RANK. int8 inference (`precision="int8"`, dynamic quantisation) runs
+    on the CPU only: auto then means the CPU, and an explicit GPU is refused. A device this machine lacks, or a
+    spelling torch does not know, is one line (BertkitError), never a CUDA traceback at the first forward pass."""
+    spec = _chosen if spec is None else spec
+    text = str(spec).strip().lower()
+    if text == "auto":
+        if precision == "int8":
+            return torch.device("cpu")
+        text = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
+    kind, _, index = text.partition(":")
+    if kind == "cpu" and index in ("", "0"):
+        device = torch.device("cpu")
+    elif kind == "cuda" and (index == "" or index.isdigit()):
+        device = _cuda(spec, int(index) if index else None)
+    elif kind == "mps" and index in ("", "0"):
+        if not _mps_available():
+            raise BertkitError(f"device {spec!r}: no Apple MPS device here (macOS on Apple silicon only); use cpu")
+        device = torch.device("mps")
+    else:
+        raise BertkitError(f"device {spec!r}: give one of {', '.join(DEVICES)}")
+    if precision == "int8" and device.type != "cpu":
+        raise BertkitError(f"device {spec!r}: int8 inference runs on the CPU only; use --precision bf16 on a GPU, "
+                           "or --device cpu")
+    return device
+
+
+def _cuda(spec, index: int | None) -> torch.device:
+    """cuda:index, checked against the GPUs torch sees; a bare cuda is cuda:LOCAL_RANK under torchrun, else 0."""
+    if not torch.cuda.is_available():
+        why = (f"torch {torch.__version__} is a CPU build" if torch.version.cuda is None else
+               f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees none; check the driver and "
+               "CUDA_VISIBLE_DEVICES")
+        raise BertkitError(f"device {spec!r}: no CUDA device ({why})")
+    count = torch.cuda.device_count()
+    if index is None:
+        index = int(os.environ.get("LOCAL_RANK", "0") or 0)
+    if index >= count:
+        raise BertkitError(f"device {spec!r}: this machine has {count} CUDA device{'s' if count != 1 else ''} "
+                           f"(cuda:0..cuda:{count - 1})")
+    return torch.device("cuda", index)
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def use_device(spec: str | torch.device | None = None, *, precision: str | None = None) -> torch.device:
+    """Make `spec` (None: DEFAULT_DEVICE) the device of everything this process loads without naming one, and
+    return it resolved: a device this machine lacks is refused here, before a verb reads or writes anything."""
+    global _chosen
+    spec = DEFAULT_DEVICE if spec is None else spec
+    device = resolve_device(spec, precision=precision)
+    _chosen = spec
+    return device
 
 
 # ---- the CPU -------------------------------------------------------------------------------------------------------

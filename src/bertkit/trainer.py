@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from bertkit.checkpoint import WEIGHTS, load_model, load_state, write_model_files
 from bertkit.folders import write_atomically
 from bertkit.errors import BertkitError
+from bertkit.hardware import resolve_device
 from bertkit.options import at_least, between, check_fields
 from bertkit.optim import SCHEDULES, lr_factor, make_optimizer
 from bertkit.reporting import open_reporter, parse_report_to
@@ -132,15 +133,13 @@ class Progress:
 
 
 def _distributed() -> tuple[int, int, torch.device]:
-    """(rank, world size, device); joins the process group when launched by torchrun."""
+    """(rank, world size, device); joins the process group when launched by torchrun. The device is the process's
+    (--device; auto: under torchrun, cuda:LOCAL_RANK when there are GPUs)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    if torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        device = torch.device("cuda", local)
+    device = resolve_device()
+    if device.type == "cuda":
         torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return rank, world, device
@@ -283,7 +282,8 @@ def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: str | Path
         run_dir.mkdir(parents=True, exist_ok=True)
         metrics_file.write_text("")
     if main:  # the options in force (a forced resume may have changed some)
-        (run_dir / "train_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+        (run_dir / "train_config.json").write_text(json.dumps({**asdict(config), "device": str(device),
+                                                               "processes": world}, indent=2) + "\n")
     reporter = open_reporter(config.report_to, run_dir, step=prog.step, resume=resume, main=main)
 
     core = model

@@ -116,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise BertkitError("--config works with a verb that has options: bertkit VERB --config FILE")
             _apply_config_file(verbs[name], config)
         args = parser.parse_args(argv)
+        if hasattr(args, "device"):  # a verb that runs a model: its device is decided once, and one this machine
+            from bertkit.hardware import use_device  # lacks is refused before a model is fetched or read
+            use_device(args.device, precision=getattr(args, "precision", None))
         resolve_models(args)
         if hasattr(args, "threads"):  # a verb that runs a model: torch's threads are decided in one place
             from bertkit.hardware import use_threads
@@ -139,5 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bertkit: error: {error}", file=sys.stderr)
         return 2
     finally:
+        if args is not None and hasattr(args, "device"):  # main() called in-process (tests): back to the default
+            from bertkit.hardware import use_device
+            use_device(None)
         release()  # the output folders this verb locked
     return 0

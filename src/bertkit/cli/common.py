@@ -79,10 +79,19 @@ def add_quiet(p: argparse.ArgumentParser) -> None:
 
 
 def add_threads(p: argparse.ArgumentParser) -> None:
-    """--threads on a verb that runs a model; `main` applies it (bertkit.hardware.use_threads) before the verb runs."""
+    """--threads and --device on a verb that runs a model; `main` applies them (bertkit.hardware.use_threads,
+    use_device) before the verb runs."""
+    add_device(p)
     p.add_argument("--threads", type=POSITIVE_INT, help="torch threads (default: the CPUs this process may use, "
                    "os.sched_getaffinity; OMP_NUM_THREADS when set). Fewer than the cores leaves room for "
                    "another job on a shared machine")
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    """--device on a verb that runs a model (bertkit.hardware.resolve_device reads it)."""
+    from bertkit.hardware import DEFAULT_DEVICE, DEVICES
+    p.add_argument("--device", metavar="DEVICE", help=f"{', '.join(DEVICES)} (default {DEFAULT_DEVICE}: the GPU "
+                   "when there is one, else the CPU; int8 runs on the CPU)")
 
 
 @contextmanager

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from bertkit.cli.common import add_columns, add_overwrite, add_quiet, add_threads
+from bertkit.cli.common import add_columns, add_device, add_overwrite, add_quiet, add_threads
 from bertkit.cli.options import add_fields, given
 from bertkit.errors import BertkitError
 from bertkit.folders import claim, mark
@@ -68,6 +68,7 @@ def register(verbs) -> None:
     si = verbs.add_parser("similar", help="nearest texts of an embedded file, or nearest words / analogies")
     si.add_argument("dir", help="a directory written by `bertkit embed` (with --words also a model directory)")
     si.add_argument("--query", action="append", help="a text whose nearest texts to list (repeatable)")
+    add_device(si)
     si.add_argument("--words", help='a word or word arithmetic, e.g. "king - man + woman", over the input '
                     "embedding table")
     si.add_argument("--model", help="embed the queries with this model directory (default: the one the index "

@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 
+from bertkit.cli.common import add_device
 from bertkit.cli.options import given
 from bertkit.errors import BertkitError
 from bertkit.options import Range
@@ -26,6 +27,7 @@ def register(verbs) -> None:
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
     sv.add_argument("--port", type=Range(int, 0, 65535), default=8000, help="default 8000")
     sv.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    add_device(sv)
     add_fields(sv, Limits, LIMITS)
     sv.add_argument("--index", metavar="EMB_DIR", help="a `bertkit embed` directory to serve /similar from")
     sv.add_argument("--api-key", metavar="KEY", help="every route but /health needs 'Authorization: Bearer KEY' "
@@ -52,6 +54,7 @@ def serve(args: argparse.Namespace) -> None:
         from bertkit.serve.app import create_app, load_index
     except ImportError as e:
         raise BertkitError(f"serving needs {e.name}: pip install 'bertkit[serve]'") from None
+    from bertkit.hardware import resolve_device
     from bertkit.serve.worker import Limits, load_served
     check_port(args.host, args.port)
     api_key = args.api_key if args.api_key is not None else os.environ.get("BERTKIT_API_KEY")
@@ -71,7 +74,7 @@ def serve(args: argparse.Namespace) -> None:
             super().handle_exit(sig, frame)
 
     print(f"serving {', '.join(f'{m.name} ({m.kind})' for m in models.values())} at http://{args.host}:{args.port}"
-          f" with {limits.threads} threads", file=sys.stderr, flush=True)
+          f" on {resolve_device(precision=args.precision)} with {limits.threads} threads", file=sys.stderr, flush=True)
     Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
                           timeout_graceful_shutdown=limits.grace_s)
            ).run()

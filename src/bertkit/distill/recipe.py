@@ -30,6 +30,7 @@ from bertkit.distill.task import CACHE, DistillConfig, DistillTask, teacher_logi
 from bertkit.errors import BertkitError
 from bertkit.evaluate.scores import score
 from bertkit.finetune import HEADS, TRAIN_DEFAULTS, FinetuneConfig, default_metric, encode_split
+from bertkit.hardware import resolve_device
 from bertkit.hub import hub_origin, is_hub_name, resolve_model
 from bertkit.inference.batches import check_segments, forward
 from bertkit.inference.reading import Reading
@@ -84,7 +85,7 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, train_
         mlm = _masked_lm(cfg, teacher_dir)
     control_student = copy.deepcopy(student) if cfg.control else None
     teacher.config.unpad = True  # the teacher runs on real tokens only too (not saved)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device()  # the process's (--device), as the trainer's
     teacher.to(device)
     if progress:
         print(f"student: {student.config.num_layers} layers x {student.config.hidden_size} wide; {init}")

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from bertkit.checkpoint import load_model
 from bertkit.errors import BertkitError
 from bertkit.hub import resolve_model
@@ -41,16 +43,17 @@ KINDS = {"text-classification": TextClassifier, "token-classification": TokenTag
 
 
 def pipeline(model_dir: str | Path, task: str | None = None, *, precision: str = "fp32", compile: bool = False,
-             **reading) -> Predictor:
+             device: str | torch.device | None = None, **reading) -> Predictor:
     """The predictor for a model directory: by its saved head, or `task` (transformers' pipeline names:
     text-classification, token-classification, question-answering, fill-mask, feature-extraction — the last
-    works on any model). reading: settings overriding the saved ones (see Reading)."""
+    works on any model), on `device` (auto, cpu, cuda, cuda:N, mps; None: the process's, by default auto).
+    reading: settings overriding the saved ones (see Reading)."""
     if task is not None and task not in KINDS:
         raise BertkitError(f"unknown task {task!r}; choose one of {', '.join(KINDS)}")
     model_dir = resolve_model(model_dir)  # a Hugging Face Hub name: its snapshot in the HF cache
     loaded = load_model(model_dir)
     cls = KINDS[task] if task else PREDICTORS[loaded.model.task]
-    return cls.from_loaded(loaded, model_dir, precision=precision, compile=compile, **reading)
+    return cls.from_loaded(loaded, model_dir, precision=precision, compile=compile, device=device, **reading)
 
 
 __all__ = ["pipeline", "Predictor", "Reading", "TextClassifier", "TokenTagger", "QuestionAnswerer", "FillMask",

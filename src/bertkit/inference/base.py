@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from bertkit.checkpoint import Loaded, load_model
 from bertkit.errors import BertkitError
+from bertkit.hardware import resolve_device
 from bertkit.hub import resolve_model
 from bertkit.inference.reading import Reading, resolve
 from bertkit.inference.sentence import SentenceModules, read_modules
@@ -32,17 +34,22 @@ class Predictor:
         """What the user should hear: reading settings overridden, heads initialised, an old format."""
 
     @classmethod
-    def load(cls, folder: str | Path, *, precision: str = "fp32", compile: bool = False, **reading):
-        """A model directory (bertkit or Hugging Face) for inference. reading: settings that override the saved
+    def load(cls, folder: str | Path, *, precision: str = "fp32", compile: bool = False,
+             device: str | torch.device | None = None, **reading):
+        """A model directory (bertkit or Hugging Face) for inference on `device` (auto, cpu, cuda, cuda:N, mps;
+        None: the process's, see bertkit.hardware.resolve_device). reading: settings that override the saved
         ones (max_length=256, window_stride=128, ...); None values keep the saved ones."""
         folder = resolve_model(folder)
-        return cls.from_loaded(load_model(folder), folder, precision=precision, compile=compile, **reading)
+        return cls.from_loaded(load_model(folder), folder, precision=precision, compile=compile, device=device,
+                               **reading)
 
     @classmethod
     def from_loaded(cls, loaded: Loaded, folder: str | Path, *, precision: str = "fp32", compile: bool = False,
-                    **reading):
-        """As load, for a model directory already loaded (folder: where it came from, for settings and errors)."""
+                    device: str | torch.device | None = None, **reading):
+        """As load, for a model directory already loaded (folder: where it came from, for settings and errors);
+        the model is moved to `device`."""
         folder = Path(folder)
+        device = resolve_device(device, precision=precision)  # before any work: a missing GPU is one line
         task = loaded.model.task
         if cls.tasks and task not in cls.tasks:
             raise BertkitError(f"{folder} holds a {task} model, not a {cls.what}")
@@ -56,7 +63,7 @@ class Predictor:
         saved = Reading.from_dict({**(modules.reading if modules else {}), **loaded.reading},
                                   folder / ("bertkit.json" if loaded.reading or not modules else "modules.json"))
         settings, notes = resolve(saved, reading, config, folder)
-        model = for_inference(loaded.model, precision, compile)
+        model = for_inference(loaded.model.to(device), precision, compile)
         predictor = cls(model, loaded.tokenizer, loaded.labels, settings, loaded.notes + notes)
         predictor.modules = modules
         return predictor
