@@ -8,6 +8,8 @@ Formats, chosen by the file's extension:
 - `.tsv`: a header row, then one tab-separated record per line. Quotes are ordinary characters, as in
   google-research/bert's GLUE reader: TSV texts often start with a quote that does not wrap the field.
 - `.jsonl` / `.json`: one JSON object per line (for SQuAD: the single SQuAD JSON document).
+- `.parquet`, `.arrow` / `.feather`, a `datasets` save_to_disk folder or a `datasets` name (`NAME[:SPLIT]`):
+  columns by name as in CSV, read by `tables` (the `data` extra); ClassLabel columns give their names.
 - anything else, for tagged sentences: CoNLL, `token ... tag` per line, a blank line between sentences.
 
 Files are read line by line in binary (`text.read_lines`), so a byte that is not UTF-8 is reported with its
@@ -24,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bertkit.data import tables
 from bertkit.data.catalog import split_labelled
 from bertkit.data.text import JSON_SUFFIXES, json_kind, json_object, read_lines
 from bertkit.errors import BertkitError
@@ -47,7 +50,8 @@ class Example:
 def read_examples(path: str | Path, *, text_column: str = "text", pair_column: str | None = None,
                   label_column: str = "label", problem_type: str = "single_label", label_separator: str = "|",
                   require_labels: bool = True) -> list[Example]:
-    """Examples from a .csv, .tsv or .jsonl/.json file, in file order.
+    """Examples from a .csv, .tsv or .jsonl/.json file, or a Parquet/Arrow file or `datasets` folder or name
+    (bertkit.data.tables), in file order.
 
     Texts are kept as written (only checked to be non-blank); labels are stripped. With
     require_labels=False (input for prediction) the label column may be absent and a label may be empty:
@@ -71,9 +75,14 @@ def iter_examples(path: str | Path, *, text_column: str = "text", pair_column: s
         records = _csv_records(path, DIALECTS[suffix], text_column, pair_column, label_column, require_labels)
     elif suffix in JSON_SUFFIXES:
         records = _json_records(path, text_column, pair_column, label_column, require_labels)
+    elif tables.is_table(path):
+        path = str(path)  # a dataset name keeps its spelling ("org/name:split")
+        rows = tables.table_rows(path, {"text": text_column, "pair": pair_column, "label": label_column},
+                                 optional=() if require_labels else ("label",))
+        records = ((row, r["text"] or "", r["pair"] or "" if pair_column else None, r["label"]) for row, r in rows)
     else:
-        raise BertkitError(f"{path}: cannot tell the format from the extension {path.suffix!r} "
-                           f"(use .csv, .tsv, .jsonl or .json)")
+        raise BertkitError(f"{path}: cannot tell the format from the extension {path.suffix!r} (use .csv, .tsv, "
+                           f".jsonl, .json, .parquet, .arrow, a `datasets` folder or a dataset name)")
     seen = False
     for lineno, text, pair, label in records:
         where = f"{path}:{lineno}"
