@@ -150,13 +150,13 @@ def _guarded(batches: Iterator, path: Path) -> Iterator:
 def _dataset(spec: str):
     """(the `datasets` Dataset a folder or name (with its optional :SPLIT) names, how messages name it)."""
     base, split = (spec, None) if Path(spec).is_dir() else _split_spec(spec)
+    if Path(base).is_dir() and not any((Path(base) / f).is_file() for f in ("dataset_dict.json", "state.json")):
+        raise BertkitError(f"{base}: a folder, but not one `datasets` save_to_disk wrote (no dataset_dict.json "
+                           "or state.json); give a data file or a dataset folder")
     datasets = _need("datasets", spec)
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()  # "Using the latest cached version..." on every offline load
     if Path(base).is_dir():
-        if not any((Path(base) / f).is_file() for f in ("dataset_dict.json", "state.json")):
-            raise BertkitError(f"{base}: a folder, but not one `datasets` save_to_disk wrote (no dataset_dict.json "
-                               "or state.json); give a data file or a dataset folder")
         try:
             loaded = datasets.load_from_disk(base)
         except Exception as e:  # noqa: BLE001 - whatever a damaged folder raises, one line
