@@ -195,3 +195,39 @@ def test_without_pyarrow_a_one_line_hint(w, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow raises ImportError
     with pytest.raises(BertkitError, match=r"needs pyarrow: pip install 'bertkit\[data\]'"):
         read_examples(w["test.parquet"])
+
+
+def test_tagged_sentences_from_a_dataset_as_from_json_lines(tmp_path):
+    """Token classification: a tokens column and `ner_tags` as a sequence of ClassLabel (conll2003's layout) read as
+    the JSON-lines file with the same sentences reads."""
+    names = ["O", "B-PER", "I-PER", "B-LOC"]
+    features = datasets.Features({"tokens": datasets.Sequence(datasets.Value("string")),
+                                  "ner_tags": datasets.Sequence(datasets.ClassLabel(names=names))})
+    data = {"tokens": [["Ann", "Lee", "went"], ["to", "Paris"]], "ner_tags": [[1, 2, 0], [0, 3]]}
+    datasets.Dataset.from_dict(data, features=features).save_to_disk(tmp_path / "ner")
+    (tmp_path / "ner.jsonl").write_text("".join(json.dumps({"tokens": t, "tags": [names[i] for i in g]}) + "\n"
+                                                for t, g in zip(data["tokens"], data["ner_tags"])))
+    from bertkit.data.tasks import read_tagged
+    got = read_tagged(tmp_path / "ner")
+    assert [(s.tokens, s.tags) for s in got] == [(s.tokens, s.tags) for s in read_tagged(tmp_path / "ner.jsonl")]
+    assert got[1].tags == ["O", "B-LOC"]
+
+
+def test_squad_from_a_dataset_as_from_its_json(tmp_path):
+    """Question answering: the Hub's SQuAD layout (answers as {text, answer_start} lists; none: unanswerable) reads
+    the questions the SQuAD JSON file holds; an answer not at its answer_start is refused naming the row."""
+    from bertkit.data.tasks import read_squad
+    context = "Ann Lee went to Paris in May."
+    qas = [{"id": "q1", "question": "Who went?", "answers": [{"text": "Ann Lee", "answer_start": 0}]},
+           {"id": "q2", "question": "Where?", "answers": [{"text": "Paris", "answer_start": 16}]},
+           {"id": "q3", "question": "Why?", "answers": [], "is_impossible": True}]
+    (tmp_path / "squad.json").write_text(json.dumps({"data": [{"paragraphs": [{"context": context, "qas": qas}]}]}))
+    table = {"id": [q["id"] for q in qas], "question": [q["question"] for q in qas], "context": [context] * 3,
+             "answers": [{"text": [a["text"] for a in q["answers"]],
+                          "answer_start": [a["answer_start"] for a in q["answers"]]} for q in qas]}
+    datasets.Dataset.from_dict(table).to_parquet(tmp_path / "squad.parquet")
+    assert read_squad(tmp_path / "squad.parquet") == read_squad(tmp_path / "squad.json")
+    table["answers"][1]["answer_start"] = [15]
+    datasets.Dataset.from_dict(table).to_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(BertkitError, match=r"bad\.parquet: question 'q2': answer 'Paris' is not at character 15"):
+        read_squad(tmp_path / "bad.parquet")

@@ -168,7 +168,8 @@ def _questions(args) -> Iterable[tuple[str, str]]:
         return list(zip(args.question, args.context))
     if not args.input:
         raise BertkitError("a question-answering model needs --question and --context, or --input")
-    if Path(args.input).suffix == ".json":  # SQuAD: one JSON document, read whole
+    from bertkit.data.tables import is_table
+    if Path(args.input).suffix == ".json" or is_table(args.input):  # SQuAD: a JSON document or a table, read whole
         from bertkit.data.tasks import read_squad
         return [(e.question, e.context) for e in read_squad(args.input)]
     return _question_lines(args.input)

@@ -78,6 +78,11 @@ def table_rows(source: str | Path, columns: dict[str, str | None],
             yield row, record
 
 
+def column_names(source: str | Path) -> list[str]:
+    """The columns of `source`, in order."""
+    return list(_open(source)[0].names)
+
+
 def fingerprint(source: str | Path) -> str:
     """A source as a run records it, so that --resume can tell the data changed: a file's path, size and hash
     (trainer.file_fingerprint), or a dataset's name/folder, split and `datasets` fingerprint with its row count."""

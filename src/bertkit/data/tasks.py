@@ -281,7 +281,8 @@ _COLUMNS = re.compile(r"[ \t]+")  # not str.split(): U+3000 and other Unicode sp
 
 
 def read_tagged(path: str | Path, *, tokens_field: str = "tokens", tags_field: str = "tags") -> list[TaggedSentence]:
-    """Tagged sentences from CoNLL (any extension but .jsonl/.json) or JSON lines ({"tokens", "tags"}).
+    """Tagged sentences from CoNLL (any extension but .jsonl/.json), JSON lines ({"tokens", "tags"}) or a
+    Parquet/Arrow/`datasets` source with those columns (see _tagged_table).
 
     CoNLL: one token per line, the token in the first column and its tag in the last (so 3- and 4-column
     CoNLL-2003 files read as they are), a blank line between sentences, "-DOCSTART-" lines skipped.
@@ -294,7 +295,12 @@ def iter_tagged(path: str | Path, *, tokens_field: str = "tokens", tags_field: s
                 ) -> Iterator[TaggedSentence]:
     """read_tagged, one sentence at a time (bounded memory for a file of any size)."""
     path = Path(path)
-    read = _tagged_jsonl if path.suffix.lower() in JSON_SUFFIXES else _tagged_conll
+    if path.suffix.lower() in JSON_SUFFIXES:
+        read = _tagged_jsonl
+    elif tables.is_table(path):
+        read, path = _tagged_table, str(path)
+    else:
+        read = _tagged_conll
     seen = False
     for sentence in read(path, tokens_field, tags_field):
         seen = True
@@ -340,6 +346,25 @@ def _tagged_jsonl(path: Path, tokens_field: str, tags_field: str) -> Iterator[Ta
         yield TaggedSentence(tokens, tags, lineno)
 
 
+def _tagged_table(source: str, tokens_field: str, tags_field: str) -> Iterator[TaggedSentence]:
+    """Tagged sentences from a Parquet/Arrow file or `datasets` source: a list-of-strings tokens column and a tags
+    column (strings, or a sequence of ClassLabel read as its names). Without a `tags` column, `ner_tags` is read:
+    the column's name in the Hub's token-classification datasets (conll2003, wnut_17, wikiann)."""
+    if tags_field == "tags" and "tags" not in tables.column_names(source):
+        tags_field = "ner_tags" if "ner_tags" in tables.column_names(source) else tags_field
+    for row, r in tables.table_rows(source, {"tokens": tokens_field, "tags": tags_field}):
+        where = f"{source}:{row}"
+        record = {tokens_field: r["tokens"], tags_field: r["tags"]}
+        tokens, tags = (_string_list(record, field, where) for field in (tokens_field, tags_field))
+        if len(tokens) != len(tags):
+            raise BertkitError(f"{where}: {len(tokens)} tokens but {len(tags)} tags")
+        if not tokens:
+            raise BertkitError(f"{where}: the sentence has no tokens")
+        for tag in tags:
+            _check_tag(tag, where)
+        yield TaggedSentence(tokens, tags, row)
+
+
 def _check_tag(tag: str, where: str) -> None:
     if not _BIO.fullmatch(tag):
         raise BertkitError(f"{where}: tag {tag!r} is not BIO; expected 'O', 'B-TYPE' or 'I-TYPE'")
@@ -374,8 +399,11 @@ class QAExample:
 
 def read_squad(path: str | Path) -> list[QAExample]:
     """Questions from a SQuAD v1.1 / v2.0 JSON file, in file order. Every answer is checked to sit at its
-    answer_start in the context; v2's impossible questions get no answers."""
+    answer_start in the context; v2's impossible questions get no answers. A Parquet/Arrow/`datasets` source in the
+    Hub's SQuAD layout (id, question, context, answers {text: [...], answer_start: [...]}) reads the same way."""
     path = Path(path)
+    if path.suffix.lower() not in JSON_SUFFIXES and tables.is_table(path):
+        return _squad_table(str(path))
     try:
         raw = path.read_bytes()
     except OSError as e:
@@ -416,6 +444,30 @@ def read_squad(path: str | Path) -> list[QAExample]:
     return examples
 
 
+def _squad_table(source: str) -> list[QAExample]:
+    """read_squad for a table: a row per question; an empty answers list is an unanswerable (v2) question."""
+    examples, seen = [], set()
+    roles = {name: name for name in ("id", "question", "context", "answers")}
+    for row, r in tables.table_rows(source, roles):
+        where = f"row {row}"
+        qid = str(_field(r, "id", (str, int), source, where))
+        if qid in seen:
+            raise BertkitError(f"{source}: question id {qid!r} appears twice ({where})")
+        seen.add(qid)
+        context = _field(r, "context", str, source, where)
+        answers = _field(r, "answers", dict, source, where)
+        texts = _field(answers, "text", list, source, f"{where}.answers")
+        starts = _field(answers, "answer_start", list, source, f"{where}.answers")
+        if len(texts) != len(starts):
+            raise BertkitError(f"{source}: {where}: {len(texts)} answer texts but {len(starts)} answer_start values")
+        found = [_answer({"text": t, "answer_start": a}, context, qid, source, f"{where}.answers[{i}]")
+                 for i, (t, a) in enumerate(zip(texts, starts))]
+        examples.append(QAExample(qid, _field(r, "question", str, source, where), context, found))
+    if not examples:
+        raise BertkitError(f"{source}: no questions in this data")
+    return examples
+
+
 def _field(obj: object, key: str, kind: type | tuple[type, ...], path: Path, where: str):
     """obj[key], checked to be of `kind`; the error names where in the SQuAD structure it went wrong."""
     if not isinstance(obj, dict):
@@ -424,7 +476,8 @@ def _field(obj: object, key: str, kind: type | tuple[type, ...], path: Path, whe
         raise BertkitError(f"{path}: {where} has no key {key!r}; not SQuAD-shaped JSON")
     value = obj[key]
     if isinstance(value, bool) or not isinstance(value, kind):
-        expected = {list: "an array", str: "a string", int: "an integer"}.get(kind, "a string or a number")
+        expected = {list: "an array", str: "a string", int: "an integer", dict: "an object"}.get(kind,
+                                                                                              "a string or a number")
         raise BertkitError(f"{path}: {where}.{key} is {json_kind(value)}, expected {expected}")
     return value
 
