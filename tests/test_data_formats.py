@@ -231,3 +231,16 @@ def test_squad_from_a_dataset_as_from_its_json(tmp_path):
     datasets.Dataset.from_dict(table).to_parquet(tmp_path / "bad.parquet")
     with pytest.raises(BertkitError, match=r"bad\.parquet: question 'q2': answer 'Paris' is not at character 15"):
         read_squad(tmp_path / "bad.parquet")
+
+
+def test_pretraining_documents_from_parquet_as_from_json_lines(tmp_path):
+    """A corpus row is a document, as a JSON line is: the same sentences; the byte counts add up to the file's size
+    (the progress bar's total)."""
+    from bertkit.data.text import input_files, iter_documents, total_bytes
+    docs = ["Ann went home. She slept.\nNew day here.", "", "One more document. The end."]
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps({"body": d}) + "\n" for d in docs))
+    pq.write_table(pa.table({"body": docs}), tmp_path / "c.parquet")
+    got = list(iter_documents([tmp_path / "c.parquet"], text_field="body"))
+    assert [d for d, _ in got] == [d for d, _ in iter_documents([tmp_path / "c.jsonl"], text_field="body")]
+    assert sum(n for _, n in got) == total_bytes(input_files([tmp_path / "c.parquet"]))
+    assert tmp_path / "c.parquet" in input_files([tmp_path])  # a folder's Parquet files are part of the corpus

@@ -22,9 +22,9 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from bertkit.data.text import TABLE_SUFFIXES
 from bertkit.errors import BertkitError
 
-TABLE_SUFFIXES = (".parquet", ".arrow", ".feather")
 FILE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".txt", ".conll") + TABLE_SUFFIXES
 """Suffixes of files: a missing path ending in one of these is a missing file, never a dataset name."""
 BATCH_ROWS = 1024
