@@ -130,16 +130,21 @@ def test_finetune_and_evaluate_on_parquet_equal_csv(w, tmp_path, capsys):
     assert results["parquet"] == results["csv"]
 
 
+def add_to_cache(cache: Path, name: str, config: str, files: dict[str, Path]) -> None:
+    """Put a dataset into a datasets cache as an online `load_dataset(name, config)` leaves it, with datasets' own
+    Parquet builder."""
+    from datasets.packaged_modules.parquet.parquet import Parquet
+    Parquet(cache_dir=str(cache), dataset_name=name, config_name=config, config_id=config, hash="0123abcd",
+            data_files={split: str(f) for split, f in files.items()}).download_and_prepare()
+
+
 @pytest.fixture
 def cached(w, tmp_path, monkeypatch) -> str:
     """A dataset named "tinyreviews" in a datasets cache under tmp_path, written by datasets' own Parquet builder as
     `load_dataset("tinyreviews")` writes it online (tinyreviews/default/0.0.0/<hash>/tinyreviews-<split>.arrow and
     dataset_info.json), then the Hub switched off."""
-    from datasets.packaged_modules.parquet.parquet import Parquet
     cache = tmp_path / "datasets-cache"
-    files = {split: str(w[f"{split}.parquet"]) for split in ("train", "test")}
-    Parquet(cache_dir=str(cache), dataset_name="tinyreviews", config_name="default", config_id="default",
-            hash="0123abcd", data_files=files).download_and_prepare()
+    add_to_cache(cache, "tinyreviews", "default", {split: w[f"{split}.parquet"] for split in ("train", "test")})
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     return "tinyreviews"
@@ -244,3 +249,14 @@ def test_pretraining_documents_from_parquet_as_from_json_lines(tmp_path):
     assert [d for d, _ in got] == [d for d, _ in iter_documents([tmp_path / "c.jsonl"], text_field="body")]
     assert sum(n for _, n in got) == total_bytes(input_files([tmp_path / "c.parquet"]))
     assert tmp_path / "c.parquet" in input_files([tmp_path])  # a folder's Parquet files are part of the corpus
+
+
+def test_a_configuration_is_named_between_name_and_split(w, cached, capsys):
+    """NAME:CONFIG:SPLIT for a dataset cached in two configurations; without the configuration, one line that says
+    how to name it."""
+    cache = datasets.config.HF_DATASETS_CACHE
+    add_to_cache(cache, "twocfg", "first", {"test": w["dev.parquet"]})
+    add_to_cache(cache, "twocfg", "second", {"test": w["test.parquet"]})
+    assert as_tuples(read_examples("twocfg:second:test")) == as_tuples(read_examples(w["test.csv"]))
+    assert as_tuples(read_examples("twocfg:first:test")) == as_tuples(read_examples(w["dev.csv"]))
+    one_line_error(["evaluate", w["classifier"], "--input", "twocfg:test"], capsys, "name one as NAME:CONFIG:SPLIT")

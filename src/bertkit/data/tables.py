@@ -4,8 +4,9 @@ A source is one of, in this order (a local path that exists wins over a name):
 
 - a `.parquet` file, or a `.arrow` / `.feather` file (Arrow IPC, file or stream format: `datasets` writes streams);
 - a folder written by `datasets`' `save_to_disk` (a Dataset, or a DatasetDict: then `FOLDER:SPLIT` names a split);
-- a `datasets` dataset name, `NAME` or `NAME:SPLIT` (`imdb:train`), read with `datasets.load_dataset`, which
-  reads the local datasets cache when `HF_HUB_OFFLINE=1` / `HF_DATASETS_OFFLINE=1`.
+- a `datasets` dataset name, `NAME` or `NAME:SPLIT` (`imdb:train`), `NAME:CONFIG:SPLIT` for a dataset with several
+  configurations (`nyu-mll/glue:sst2:train`), read with `datasets.load_dataset`, which reads the local datasets
+  cache when `HF_HUB_OFFLINE=1` / `HF_DATASETS_OFFLINE=1`.
 
 Without `:SPLIT`, a source with one split reads it; one with several must name it (each of --train, --dev and
 --test names its own). `pyarrow` (and `datasets` for folders and names) is the `data` extra, imported only here.
@@ -28,7 +29,8 @@ from bertkit.errors import BertkitError
 FILE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".txt", ".conll") + TABLE_SUFFIXES
 """Suffixes of files: a missing path ending in one of these is a missing file, never a dataset name."""
 BATCH_ROWS = 1024
-_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")  # a Hub dataset id: "imdb", "stanfordnlp/sst2"
+# A Hub dataset id ("imdb", "stanfordnlp/sst2"), then a configuration for a dataset that has several ("nyu-mll/glue:sst2")
+_NAME = re.compile(r"(?P<name>[A-Za-z0-9][\w.-]*(?:/[\w.-]+)?)(?::(?P<config>[\w.-]+))?")
 _TEXT_TYPES = ("string", "large_string", "string_view")
 HINT = "pip install 'bertkit[data]'"
 
@@ -41,7 +43,8 @@ def is_table(source: str | Path) -> bool:
     if path.exists():
         return False
     base, _ = _split_spec(str(source))
-    return Path(base).is_dir() or (Path(base).suffix.lower() not in FILE_SUFFIXES and bool(_NAME.fullmatch(base)))
+    name = _NAME.fullmatch(base)
+    return Path(base).is_dir() or (name is not None and Path(name["name"]).suffix.lower() not in FILE_SUFFIXES)
 
 
 def table_rows(source: str | Path, columns: dict[str, str | None],
@@ -182,26 +185,38 @@ def _dataset(spec: str):
     return loaded[split], f"{base}:{split}"
 
 
-def _by_name(datasets, name: str):
-    """A DatasetDict by Hub name, from the datasets cache when offline; every failure one line."""
-    if not _NAME.fullmatch(name):
-        raise BertkitError(f"{name}: no such file or folder")
+def _by_name(datasets, spec: str):
+    """A DatasetDict by Hub name (NAME or NAME:CONFIG), from the datasets cache when offline; every failure one
+    line."""
+    m = _NAME.fullmatch(spec)
+    if m is None:
+        raise BertkitError(f"{spec}: no such file or folder")
     offline = datasets.config.HF_HUB_OFFLINE or getattr(datasets.config, "HF_DATASETS_OFFLINE", False)
+    from huggingface_hub.utils import logging as hub_logging
+    level = hub_logging.get_verbosity()
+    hub_logging.set_verbosity_error()  # its retry warnings would make the error more than one line
     try:
-        return datasets.load_dataset(name)
+        return datasets.load_dataset(m["name"], m["config"])
     except Exception as e:  # noqa: BLE001 - datasets raises many kinds (ConnectionError, DatasetNotFoundError, ...)
-        if offline or "Offline" in str(e):
-            raise BertkitError(f"{name}: no such file, and no dataset of that name in the local datasets cache "
-                               f"({datasets.config.HF_DATASETS_CACHE}) while offline (HF_HUB_OFFLINE): load it once "
-                               "online, or give a file") from None
+        why = " ".join(line.strip() for line in str(e).splitlines()[:2])  # the choices, if any, are on line 2
+        if isinstance(e, ConnectionError) or "Couldn't reach" in why:
+            if offline:
+                raise BertkitError(f"{spec}: no such file, and no dataset of that name in the local datasets cache "
+                                   f"({datasets.config.HF_DATASETS_CACHE}) while offline (HF_HUB_OFFLINE): load it "
+                                   "once online, or give a file") from None
+            raise BertkitError(f"{spec}: no such file, and the Hugging Face Hub cannot be reached ({why})") from None
         if type(e).__name__ in ("DatasetNotFoundError", "FileNotFoundError"):
-            raise BertkitError(f"{name}: no such file, and no dataset of that name on the Hugging Face Hub") from None
-        raise BertkitError(f"{name}: no such file, and the dataset of that name cannot be loaded "
-                           f"({type(e).__name__}: {_first_line(e)})") from None
+            raise BertkitError(f"{spec}: no such file, and no dataset of that name on the Hugging Face Hub") from None
+        hint = "; name one as NAME:CONFIG:SPLIT" if "config" in why.lower() else ""
+        raise BertkitError(f"{spec}: no such file, and the dataset of that name cannot be loaded "
+                           f"({type(e).__name__}: {why}){hint}") from None
+    finally:
+        hub_logging.set_verbosity(level)
 
 
 def _split_spec(spec: str) -> tuple[str, str | None]:
-    """"NAME:SPLIT" -> (NAME, SPLIT); a spec without a split (or a Windows drive "C:\\...") -> (spec, None)."""
+    """"NAME:SPLIT" -> (NAME, SPLIT), "NAME:CONFIG:SPLIT" -> ("NAME:CONFIG", SPLIT); a spec without a split (or a
+    Windows drive "C:\\...") -> (spec, None)."""
     base, sep, split = spec.rpartition(":")
     if sep and base and split and re.fullmatch(r"[\w.-]+", split):
         return base, split
