@@ -23,9 +23,9 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from bertkit.data.text import TABLE_SUFFIXES
 from bertkit.errors import BertkitError
 
+TABLE_SUFFIXES = (".parquet", ".arrow", ".feather")
 FILE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".txt", ".conll") + TABLE_SUFFIXES
 """Suffixes of files: a missing path ending in one of these is a missing file, never a dataset name."""
 BATCH_ROWS = 1024
@@ -86,13 +86,9 @@ def column_names(source: str | Path) -> list[str]:
     return list(_open(source)[0].names)
 
 
-def fingerprint(source: str | Path) -> str:
-    """A source as a run records it, so that --resume can tell the data changed: a file's path, size and hash
-    (trainer.file_fingerprint), or a dataset's name/folder, split and `datasets` fingerprint with its row count."""
-    path = Path(source)
-    if path.is_file():
-        from bertkit.trainer import file_fingerprint
-        return file_fingerprint(path)
+def dataset_fingerprint(source: str | Path) -> str:
+    """A `datasets` folder or name as a run records it (trainer.file_fingerprint records files), so that --resume
+    can tell the data changed: its name or folder, split, rows and `datasets` fingerprint."""
     dataset, where = _dataset(str(source))
     return f"{where} ({dataset.num_rows} rows, datasets fingerprint {dataset._fingerprint})"
 

@@ -29,10 +29,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from bertkit.data.tables import TABLE_SUFFIXES, table_rows
 from bertkit.errors import BertkitError
 
 JSON_SUFFIXES = (".jsonl", ".json")
-TABLE_SUFFIXES = (".parquet", ".arrow", ".feather")
 SUFFIXES = (".txt",) + JSON_SUFFIXES + TABLE_SUFFIXES
 
 MAX_DOCUMENT_LINES = 5_000
@@ -227,7 +227,6 @@ def _read_jsonl(path: Path, text_field: str) -> Iterator[tuple[list[str], int]]:
 def _read_table(path: Path, text_field: str) -> Iterator[tuple[list[str], int]]:
     """A document per row of a Parquet/Arrow file; the file's bytes are counted at its end (a table is not read in
     byte order)."""
-    from bertkit.data.tables import table_rows
     for _, record in table_rows(path, {"text": text_field}):
         yield _document(record["text"] or ""), 0
     yield [], path.stat().st_size
