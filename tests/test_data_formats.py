@@ -94,6 +94,9 @@ def test_every_columnar_form_reads_the_examples_the_csv_reads(w, tmp_path):
         assert as_tuples(read_examples(source)) == expected, source
     pq.write_table(pa.table(data), tmp_path / "plain.parquet")
     assert [e.label for e in read_examples(tmp_path / "plain.parquet")] == [str(y) for y in data["label"]]
+    categorical = pa.table({"text": pa.array(data["text"]).dictionary_encode(), "label": [NAMES[y] for y in data["label"]]})
+    pq.write_table(categorical, tmp_path / "categorical.parquet")  # pandas' category dtype: a dictionary of strings
+    assert as_tuples(read_examples(tmp_path / "categorical.parquet")) == expected
 
 
 def test_pairs_multi_label_and_missing_labels(tmp_path):
@@ -171,15 +174,17 @@ def test_finetune_by_name_records_the_dataset(w, cached, tmp_path, capsys):
     assert json.loads((out / "model" / "config.json").read_text())["id2label"] == {"0": "neg", "1": "pos"}
 
 
-@pytest.mark.parametrize("case", ["list column", "corrupt", "no column", "no split", "split needed",
+@pytest.mark.parametrize("case", ["list column", "struct column", "corrupt", "no column", "no split", "split needed",
                                   "not cached", "not a dataset folder"])
 def test_bad_columnar_input_is_one_line_and_writes_nothing(w, cached, tmp_path, capsys, case):
     d = tmp_path
     pq.write_table(pa.table({"text": [["a", "b"], ["c"]], "label": ["x", "y"]}), d / "lists.parquet")
+    pq.write_table(pa.table({"text": [{"a": 1}], "label": ["x"]}), d / "struct.parquet")
     (d / "corrupt.parquet").write_bytes(b"PAR1" + bytes(range(200)) + b"PAR1")
     (d / "plain").mkdir()
     source, blamed = {
         "list column": (d / "lists.parquet", "column 'text' holds list<element: string> (Arrow type), not text"),
+        "struct column": (d / "struct.parquet", "column 'text' holds struct<a: int64> (Arrow type), not text"),
         "corrupt": (d / "corrupt.parquet", "corrupt.parquet: not a readable Parquet file"),
         "no column": (f"{w['dd']}:train", "no column 'sentence' (columns: text, label)"),
         "no split": (f"{cached}:validation", "no split 'validation' (splits: train, test)"),

@@ -63,9 +63,10 @@ def table_rows(source: str | Path, columns: dict[str, str | None],
                 continue
             raise BertkitError(f"{source}: no column {column!r} (columns: {', '.join(present)})")
         kind = schema.field(column).type
-        if role in ("text", "pair") and str(kind) not in _TEXT_TYPES:
-            raise BertkitError(f"{source}: column {column!r} holds {kind} (Arrow type), not text; choose a text "
-                               "column with --text-column / --pair-column")
+        value_kind = getattr(kind, "value_type", kind) if str(kind).startswith("dictionary<") else kind  # categorical
+        if role in ("text", "pair") and str(value_kind) not in _TEXT_TYPES:
+            raise BertkitError(f"{source}: column {column!r} holds {kind} (Arrow type), not text; choose a column "
+                               "of strings")
         wanted[role] = column
     row = 0
     for batch in batches(sorted(set(wanted.values()))):
