@@ -94,7 +94,8 @@ def test_every_columnar_form_reads_the_examples_the_csv_reads(w, tmp_path):
         assert as_tuples(read_examples(source)) == expected, source
     pq.write_table(pa.table(data), tmp_path / "plain.parquet")
     assert [e.label for e in read_examples(tmp_path / "plain.parquet")] == [str(y) for y in data["label"]]
-    categorical = pa.table({"text": pa.array(data["text"]).dictionary_encode(), "label": [NAMES[y] for y in data["label"]]})
+    categorical = pa.table({"text": pa.array(data["text"]).dictionary_encode(),
+                            "label": [NAMES[y] for y in data["label"]]})
     pq.write_table(categorical, tmp_path / "categorical.parquet")  # pandas' category dtype: a dictionary of strings
     assert as_tuples(read_examples(tmp_path / "categorical.parquet")) == expected
 

@@ -29,7 +29,7 @@ TABLE_SUFFIXES = (".parquet", ".arrow", ".feather")
 FILE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".txt", ".conll") + TABLE_SUFFIXES
 """Suffixes of files: a missing path ending in one of these is a missing file, never a dataset name."""
 BATCH_ROWS = 1024
-# A Hub dataset id ("imdb", "stanfordnlp/sst2"), then a configuration for a dataset that has several ("nyu-mll/glue:sst2")
+# A Hub dataset id ("imdb", "stanfordnlp/sst2"), then the configuration of a dataset with several ("nyu-mll/glue:sst2")
 _NAME = re.compile(r"(?P<name>[A-Za-z0-9][\w.-]*(?:/[\w.-]+)?)(?::(?P<config>[\w.-]+))?")
 _TEXT_TYPES = ("string", "large_string", "string_view")
 HINT = "pip install 'bertkit[data]'"
