@@ -266,3 +266,21 @@ def test_a_configuration_is_named_between_name_and_split(w, cached, capsys):
     assert as_tuples(read_examples("twocfg:second:test")) == as_tuples(read_examples(w["test.csv"]))
     assert as_tuples(read_examples("twocfg:first:test")) == as_tuples(read_examples(w["dev.csv"]))
     one_line_error(["evaluate", w["classifier"], "--input", "twocfg:test"], capsys, "name one as NAME:CONFIG:SPLIT")
+
+
+def test_offline_environment_variables_as_a_user_sets_them(w, tmp_path):
+    """In a fresh process with HF_DATASETS_CACHE and HF_HUB_OFFLINE=1 in its environment (datasets reads
+    HF_DATASETS_OFFLINE=1 into the same setting), a cached name reads and an uncached one is the one-line refusal."""
+    import os
+    import subprocess
+    import sys
+    cache = tmp_path / "cache"
+    add_to_cache(cache, "tinyreviews", "default", {"test": w["test.parquet"]})
+    code = ("from bertkit.data.tasks import read_examples\n"
+            "print(len(read_examples('tinyreviews:test')), read_examples('tinyreviews')[0].label)\n"
+            "read_examples('othername:test')\n")
+    env = {**os.environ, "HF_DATASETS_CACHE": str(cache), "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout == "20 neg\n", done.stderr
+    assert "othername: no such file, and no dataset of that name in the local datasets cache" in done.stderr
