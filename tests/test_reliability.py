@@ -298,8 +298,17 @@ def _bad_files(d: Path) -> dict[str, Path]:
     (d / "binary.csv").write_bytes(bytes(range(256)) * 4)
     (d / "latin1.csv").write_bytes("text,label\ncaf\xe9,pos\n".encode("latin-1"))
     (d / "folder").mkdir(exist_ok=True)
-    return {"missing": d / "missing.csv", "empty": d / "empty.csv", "binary": d / "binary.csv",
-            "latin1": d / "latin1.csv", "folder": d / "folder"}
+    (d / "corrupt.parquet").write_bytes(b"PAR1" + bytes(range(200)) + b"PAR1")
+    bad = {"missing": d / "missing.csv", "empty": d / "empty.csv", "binary": d / "binary.csv",
+           "latin1": d / "latin1.csv", "folder": d / "folder", "corrupt parquet": d / "corrupt.parquet"}
+    try:  # a list column as the text (the data extra)
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        pq.write_table(pa.table({"text": [["a", "b"]], "label": ["x"]}), d / "lists.parquet")
+        bad["list column"] = d / "lists.parquet"
+    except ImportError:
+        pass
+    return bad
 
 
 def _bad_devices() -> list[str]:

@@ -217,10 +217,14 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def file_fingerprint(path: str | Path | None) -> str | None:
-    """A data file as a run records it: its path, size and content hash (None for no file)."""
+    """A data file as a run records it: its path, size and content hash (None for no file); a `datasets` folder or
+    name: its split, rows and `datasets` fingerprint (bertkit.data.tables.dataset_fingerprint)."""
     if path is None:
         return None
     import hashlib
+    from bertkit.data import tables
+    if not Path(path).is_file() and tables.is_table(path):
+        return tables.dataset_fingerprint(path)
     path = Path(path)
     h = hashlib.sha1()
     try:

@@ -53,7 +53,8 @@ def register(verbs) -> None:
     pp.add_argument("--heldout-percent", type=Range(float, 0.0, 100.0, high_open=True), default=1.0,
                     help="documents held out for evaluation (default 1)")
     pp.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="picks the held-out documents (default 0)")
-    pp.add_argument("--text-field", default="text", help="field of a JSON-lines record holding the text")
+    pp.add_argument("--text-field", default="text", help="field of a JSON-lines record (column of a Parquet/Arrow "
+                    "file) holding the text")
     pp.add_argument("--shard-tokens", type=POSITIVE_INT, default=1 << 24, help="tokens per shard (default 16M)")
     pp.add_argument("--repeat", action="append", default=[], metavar="FILE=N",
                     help="put an input file's training documents in N times: weights in-domain text up in the mix "

@@ -37,7 +37,8 @@ def register(verbs) -> None:
     pr.add_argument("--pair", action="append", help="the second text of each --text (sentence-pair models)")
     pr.add_argument("--question", action="append", help="question answering: a question (repeatable)")
     pr.add_argument("--context", action="append", help="question answering: the context of each --question")
-    pr.add_argument("--input", help="a file: CSV/TSV/JSON lines (classification; question answering: JSON lines "
+    pr.add_argument("--input", help="a file: CSV/TSV/JSON lines or Parquet/Arrow, a datasets folder or NAME:SPLIT "
+                    "(classification; question answering: JSON lines "
                     "with question and context fields, or SQuAD JSON), or a text per line (ner, fill-mask)")
     pr.add_argument("--top-k", type=POSITIVE_INT, default=5, help="fill-mask: fillers per [MASK] (default 5)")
     pr.add_argument("--output", help="write the JSON lines to this file (default: standard output); with --resume, "
@@ -52,7 +53,7 @@ def register(verbs) -> None:
     ev = verbs.add_parser("evaluate", help="score a fine-tuned model on a labelled file")
     ev.add_argument("model")
     ev.add_argument("--input", required=True, help="CSV/TSV/JSON lines (classification), CoNLL/JSON lines (ner) "
-                    "or SQuAD JSON (qa)")
+                    "or SQuAD JSON (qa); or Parquet/Arrow, a datasets folder or NAME:SPLIT")
     ev.add_argument("--out", help="directory for metrics.json and confusion.png")
     add_columns(ev)
     _add_inference(ev)
@@ -168,7 +169,8 @@ def _questions(args) -> Iterable[tuple[str, str]]:
         return list(zip(args.question, args.context))
     if not args.input:
         raise BertkitError("a question-answering model needs --question and --context, or --input")
-    if Path(args.input).suffix == ".json":  # SQuAD: one JSON document, read whole
+    from bertkit.data.tables import is_table
+    if Path(args.input).suffix == ".json" or is_table(args.input):  # SQuAD: a JSON document or a table, read whole
         from bertkit.data.tasks import read_squad
         return [(e.question, e.context) for e in read_squad(args.input)]
     return _question_lines(args.input)

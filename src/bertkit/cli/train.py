@@ -60,7 +60,7 @@ def register(verbs) -> None:
     ft = verbs.add_parser("finetune", help="fine-tune a model on labelled task files")
     ft.add_argument("model", help="a bertkit model directory or a Hugging Face BERT folder")
     ft.add_argument("--train", required=True, help="CSV/TSV/JSON lines (classification), CoNLL/JSON lines (ner) or "
-                    "SQuAD JSON (qa)")
+                    "SQuAD JSON (qa); or Parquet/Arrow, a datasets folder or NAME:SPLIT (docs/ecosystem.md)")
     ft.add_argument("--dev", help="dev file (default: split from --train by the project rule)")
     ft.add_argument("--test", help="test file")
     ft.add_argument("--out", required=True, help="run directory: metrics.jsonl, metrics.json, PNGs, model/")

@@ -8,6 +8,8 @@ Formats, chosen by the file's extension:
 - `.tsv`: a header row, then one tab-separated record per line. Quotes are ordinary characters, as in
   google-research/bert's GLUE reader: TSV texts often start with a quote that does not wrap the field.
 - `.jsonl` / `.json`: one JSON object per line (for SQuAD: the single SQuAD JSON document).
+- `.parquet`, `.arrow` / `.feather`, a `datasets` save_to_disk folder or a `datasets` name (`NAME[:SPLIT]`):
+  columns by name as in CSV, read by `tables` (the `data` extra); ClassLabel columns give their names.
 - anything else, for tagged sentences: CoNLL, `token ... tag` per line, a blank line between sentences.
 
 Files are read line by line in binary (`text.read_lines`), so a byte that is not UTF-8 is reported with its
@@ -24,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bertkit.data import tables
 from bertkit.data.catalog import split_labelled
 from bertkit.data.text import JSON_SUFFIXES, json_kind, json_object, read_lines
 from bertkit.errors import BertkitError
@@ -47,7 +50,8 @@ class Example:
 def read_examples(path: str | Path, *, text_column: str = "text", pair_column: str | None = None,
                   label_column: str = "label", problem_type: str = "single_label", label_separator: str = "|",
                   require_labels: bool = True) -> list[Example]:
-    """Examples from a .csv, .tsv or .jsonl/.json file, in file order.
+    """Examples from a .csv, .tsv or .jsonl/.json file, or a Parquet/Arrow file or `datasets` folder or name
+    (bertkit.data.tables), in file order.
 
     Texts are kept as written (only checked to be non-blank); labels are stripped. With
     require_labels=False (input for prediction) the label column may be absent and a label may be empty:
@@ -71,9 +75,14 @@ def iter_examples(path: str | Path, *, text_column: str = "text", pair_column: s
         records = _csv_records(path, DIALECTS[suffix], text_column, pair_column, label_column, require_labels)
     elif suffix in JSON_SUFFIXES:
         records = _json_records(path, text_column, pair_column, label_column, require_labels)
+    elif tables.is_table(path):
+        path = str(path)  # a dataset name keeps its spelling ("org/name:split")
+        rows = tables.table_rows(path, {"text": text_column, "pair": pair_column, "label": label_column},
+                                 optional=() if require_labels else ("label",))
+        records = ((row, r["text"] or "", r["pair"] or "" if pair_column else None, r["label"]) for row, r in rows)
     else:
-        raise BertkitError(f"{path}: cannot tell the format from the extension {path.suffix!r} "
-                           f"(use .csv, .tsv, .jsonl or .json)")
+        raise BertkitError(f"{path}: cannot tell the format from the extension {path.suffix!r} (use .csv, .tsv, "
+                           f".jsonl, .json, .parquet, .arrow, a `datasets` folder or a dataset name)")
     seen = False
     for lineno, text, pair, label in records:
         where = f"{path}:{lineno}"
@@ -272,7 +281,8 @@ _COLUMNS = re.compile(r"[ \t]+")  # not str.split(): U+3000 and other Unicode sp
 
 
 def read_tagged(path: str | Path, *, tokens_field: str = "tokens", tags_field: str = "tags") -> list[TaggedSentence]:
-    """Tagged sentences from CoNLL (any extension but .jsonl/.json) or JSON lines ({"tokens", "tags"}).
+    """Tagged sentences from CoNLL (any extension but .jsonl/.json), JSON lines ({"tokens", "tags"}) or a
+    Parquet/Arrow/`datasets` source with those columns (see _tagged_table).
 
     CoNLL: one token per line, the token in the first column and its tag in the last (so 3- and 4-column
     CoNLL-2003 files read as they are), a blank line between sentences, "-DOCSTART-" lines skipped.
@@ -285,7 +295,12 @@ def iter_tagged(path: str | Path, *, tokens_field: str = "tokens", tags_field: s
                 ) -> Iterator[TaggedSentence]:
     """read_tagged, one sentence at a time (bounded memory for a file of any size)."""
     path = Path(path)
-    read = _tagged_jsonl if path.suffix.lower() in JSON_SUFFIXES else _tagged_conll
+    if path.suffix.lower() in JSON_SUFFIXES:
+        read = _tagged_jsonl
+    elif tables.is_table(path):
+        read, path = _tagged_table, str(path)
+    else:
+        read = _tagged_conll
     seen = False
     for sentence in read(path, tokens_field, tags_field):
         seen = True
@@ -331,6 +346,25 @@ def _tagged_jsonl(path: Path, tokens_field: str, tags_field: str) -> Iterator[Ta
         yield TaggedSentence(tokens, tags, lineno)
 
 
+def _tagged_table(source: str, tokens_field: str, tags_field: str) -> Iterator[TaggedSentence]:
+    """Tagged sentences from a Parquet/Arrow file or `datasets` source: a list-of-strings tokens column and a tags
+    column (strings, or a sequence of ClassLabel read as its names). Without a `tags` column, `ner_tags` is read:
+    the column's name in the Hub's token-classification datasets (conll2003, wnut_17, wikiann)."""
+    if tags_field == "tags" and "tags" not in tables.column_names(source):
+        tags_field = "ner_tags" if "ner_tags" in tables.column_names(source) else tags_field
+    for row, r in tables.table_rows(source, {"tokens": tokens_field, "tags": tags_field}):
+        where = f"{source}:{row}"
+        record = {tokens_field: r["tokens"], tags_field: r["tags"]}
+        tokens, tags = (_string_list(record, field, where) for field in (tokens_field, tags_field))
+        if len(tokens) != len(tags):
+            raise BertkitError(f"{where}: {len(tokens)} tokens but {len(tags)} tags")
+        if not tokens:
+            raise BertkitError(f"{where}: the sentence has no tokens")
+        for tag in tags:
+            _check_tag(tag, where)
+        yield TaggedSentence(tokens, tags, row)
+
+
 def _check_tag(tag: str, where: str) -> None:
     if not _BIO.fullmatch(tag):
         raise BertkitError(f"{where}: tag {tag!r} is not BIO; expected 'O', 'B-TYPE' or 'I-TYPE'")
@@ -365,8 +399,11 @@ class QAExample:
 
 def read_squad(path: str | Path) -> list[QAExample]:
     """Questions from a SQuAD v1.1 / v2.0 JSON file, in file order. Every answer is checked to sit at its
-    answer_start in the context; v2's impossible questions get no answers."""
+    answer_start in the context; v2's impossible questions get no answers. A Parquet/Arrow/`datasets` source in the
+    Hub's SQuAD layout (id, question, context, answers {text: [...], answer_start: [...]}) reads the same way."""
     path = Path(path)
+    if path.suffix.lower() not in JSON_SUFFIXES and tables.is_table(path):
+        return _squad_table(str(path))
     try:
         raw = path.read_bytes()
     except OSError as e:
@@ -407,6 +444,30 @@ def read_squad(path: str | Path) -> list[QAExample]:
     return examples
 
 
+def _squad_table(source: str) -> list[QAExample]:
+    """read_squad for a table: a row per question; an empty answers list is an unanswerable (v2) question."""
+    examples, seen = [], set()
+    roles = {name: name for name in ("id", "question", "context", "answers")}
+    for row, r in tables.table_rows(source, roles):
+        where = f"row {row}"
+        qid = str(_field(r, "id", (str, int), source, where))
+        if qid in seen:
+            raise BertkitError(f"{source}: question id {qid!r} appears twice ({where})")
+        seen.add(qid)
+        context = _field(r, "context", str, source, where)
+        answers = _field(r, "answers", dict, source, where)
+        texts = _field(answers, "text", list, source, f"{where}.answers")
+        starts = _field(answers, "answer_start", list, source, f"{where}.answers")
+        if len(texts) != len(starts):
+            raise BertkitError(f"{source}: {where}: {len(texts)} answer texts but {len(starts)} answer_start values")
+        found = [_answer({"text": t, "answer_start": a}, context, qid, source, f"{where}.answers[{i}]")
+                 for i, (t, a) in enumerate(zip(texts, starts))]
+        examples.append(QAExample(qid, _field(r, "question", str, source, where), context, found))
+    if not examples:
+        raise BertkitError(f"{source}: no questions in this data")
+    return examples
+
+
 def _field(obj: object, key: str, kind: type | tuple[type, ...], path: Path, where: str):
     """obj[key], checked to be of `kind`; the error names where in the SQuAD structure it went wrong."""
     if not isinstance(obj, dict):
@@ -415,7 +476,8 @@ def _field(obj: object, key: str, kind: type | tuple[type, ...], path: Path, whe
         raise BertkitError(f"{path}: {where} has no key {key!r}; not SQuAD-shaped JSON")
     value = obj[key]
     if isinstance(value, bool) or not isinstance(value, kind):
-        expected = {list: "an array", str: "a string", int: "an integer"}.get(kind, "a string or a number")
+        expected = {list: "an array", str: "a string", int: "an integer", dict: "an object"}.get(kind,
+                                                                                              "a string or a number")
         raise BertkitError(f"{path}: {where}.{key} is {json_kind(value)}, expected {expected}")
     return value
 

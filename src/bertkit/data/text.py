@@ -3,13 +3,15 @@
 Next-sentence prediction pairs a sentence with the one that follows it or with a random sentence from
 another document, so the corpus reader keeps both levels: a document is a list of sentences.
 
-Two input formats:
+Three input formats:
 
 - `.txt` (and any extension other than .jsonl/.json): google-research/bert's format. Documents are separated
   by blank lines; each other line is a sentence or a paragraph and goes through `split_sentences`. A document
   of more than MAX_DOCUMENT_LINES lines is cut into blocks of that many, with a warning.
 - `.jsonl` / `.json`: one JSON object per line, one document each; its text field is split into paragraphs
   on newlines, then into sentences.
+- `.parquet`, `.arrow` / `.feather`: one document per row, its text column read as a JSON line's text field
+  (bertkit.data.tables; the `data` extra).
 
 Files are streamed line by line in binary and decoded per line, so a corpus larger than RAM reads fine and
 a bad byte is reported with its line number.
@@ -27,10 +29,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from bertkit.data.tables import TABLE_SUFFIXES, table_rows
 from bertkit.errors import BertkitError
 
-SUFFIXES = (".txt", ".jsonl", ".json")
 JSON_SUFFIXES = (".jsonl", ".json")
+SUFFIXES = (".txt",) + JSON_SUFFIXES + TABLE_SUFFIXES
 
 MAX_DOCUMENT_LINES = 5_000
 """Lines of a .txt document beyond which it is cut into blocks of this many. Real documents stay far below (a
@@ -161,6 +164,8 @@ def iter_documents(inputs: Sequence[str | Path], text_field: str = "text",
     for path in input_files(inputs):
         if path.suffix.lower() in JSON_SUFFIXES:
             documents = _read_jsonl(path, text_field)
+        elif path.suffix.lower() in TABLE_SUFFIXES:
+            documents = _read_table(path, text_field)
         else:
             documents = _read_txt(path, warn)
         for sentences, n in documents:
@@ -214,9 +219,22 @@ def _read_jsonl(path: Path, text_field: str) -> Iterator[tuple[list[str], int]]:
         text = record[text_field]
         if not isinstance(text, str):
             raise BertkitError(f"{where}: field {text_field!r} is {json_kind(text)}, not a string")
-        yield [s for paragraph in text.splitlines() for s in split_sentences(paragraph)], n
+        yield _document(text), n
         n = 0
     yield [], n
+
+
+def _read_table(path: Path, text_field: str) -> Iterator[tuple[list[str], int]]:
+    """A document per row of a Parquet/Arrow file; the file's bytes are counted at its end (a table is not read in
+    byte order)."""
+    for _, record in table_rows(path, {"text": text_field}):
+        yield _document(record["text"] or ""), 0
+    yield [], path.stat().st_size
+
+
+def _document(text: str) -> list[str]:
+    """A document's sentences: its lines are paragraphs, each split into sentences."""
+    return [s for paragraph in text.splitlines() for s in split_sentences(paragraph)]
 
 
 def json_object(line: str, where: str) -> dict:
