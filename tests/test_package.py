@@ -141,7 +141,7 @@ def test_license_and_its_metadata(tmp_path):
     assert f"Version: {bertkit.__version__}\n" in meta
     assert "Classifier: Topic :: Scientific/Engineering :: Artificial Intelligence\n" in meta
     extra = [line for line in meta.splitlines() if line.startswith("Requires-Dist:") and 'extra == "test"' in line]
-    assert any(line.startswith("Requires-Dist: bertkit[onnx,serve,tensorboard,wandb,zh]") for line in extra), extra
+    assert any(line.startswith("Requires-Dist: bertkit[data,onnx,serve,tensorboard,wandb,zh]") for line in extra), extra
     assert any(line.startswith("Requires-Dist: pytest") for line in extra)
 
 
