@@ -323,9 +323,14 @@ class _Hang(Exception):
     pass
 
 
-def test_cli_fuzz_bad_values_and_files_fail_cleanly_and_fast(world, tmp_path, capsys):
+def test_cli_fuzz_bad_values_and_files_fail_cleanly_and_fast(world, tmp_path, capsys, monkeypatch):
     """Every case must exit 2 with one line on stderr that names the bad option or file, in under 20 s (a hang or
     a traceback fails the test). The base command lines themselves succeed (test_fuzz_bases_are_valid)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # Hub names below: read from an empty cache, never the network
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_CACHE", raising=False)
     parser = build_parser()
     verbs = _verbs(parser)
     bases = _bases(world, tmp_path / "out")
@@ -343,6 +348,8 @@ def test_cli_fuzz_bad_values_and_files_fail_cleanly_and_fast(world, tmp_path, ca
         if any("--device" in a.option_strings for a in sub._actions):  # a device this machine lacks, or no device
             for value in _bad_devices():
                 cases.append((argv + [f"--device={value}"], f"device {value!r}"))
+        for slot in file_slots:  # a Hub model, tokenizer or dataset name that is not in the cache
+            cases.append((argv[:slot] + ["nobody/not-cached"] + argv[slot + 1:], "nobody/not-cached"))
     for verb in ("pretrain", "finetune", "distill"):  # experiment logs: a backend that does not exist
         cases += [(bases[verb][0] + ["--report-to", bad], "--report-to") for bad in ("tensorbored", "none,wandb", "")]
     assert len(cases) > 200
