@@ -20,7 +20,7 @@ from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNot
 from bertkit import BertConfig, Tokenizer, build_model, save_model
 from bertkit.cli import main
 from bertkit.errors import BertkitError
-from bertkit.hub import hub_origin, resolve_model
+from bertkit.hub import TOKENIZER_FILES, hub_origin, resolve_model, resolve_tokenizer
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 OLD = "fedcba9876543210fedcba9876543210fedcba98"
@@ -270,3 +270,62 @@ def test_serve_names_a_hub_model_as_on_the_hub_not_by_its_commit(offline):
     assert _served("org/tiny-bert") == f"tiny-bert={offline['snapshot']}"
     assert _served(f"mine=org/tiny-bert@{OLD}") == f"mine={offline['old']}"
     assert list(load_served([_served("org/tiny-bert")])) == ["tiny-bert"]
+
+
+# convert and export record where the model came from; the tokenizer verbs take a Hub name and fetch no weights
+
+
+def test_convert_and_export_from_a_hub_name_record_name_and_commit(offline, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    assert main(["convert", f"org/tiny-bert@{OLD}", str(tmp_path / "conv")]) == 0, capsys.readouterr().err
+    front = (tmp_path / "conv" / "README.md").read_text().split("---")[1]
+    assert "base_model: org/tiny-bert\n" in front and f"base_model_revision: {OLD}\n" in front
+    assert main(["convert", str(tmp_path / "conv"), str(tmp_path / "local")]) == 0  # a local folder: no Hub origin
+    assert "base_model" not in (tmp_path / "local" / "README.md").read_text()
+
+    assert main(["export", "org/tiny-bert", str(tmp_path / "onnx"), "--onnx", "--no-optimize"]) == 0
+    meta = json.loads((tmp_path / "onnx" / "bertkit.json").read_text())
+    assert meta["base_model"] == {"name": "org/tiny-bert", "revision": COMMIT}
+    from bertkit.export import onnx_session
+    assert onnx_session(tmp_path / "onnx") is not None  # the export still opens with the extra key
+    assert main(["export", str(tmp_path / "local"), str(tmp_path / "onnx-local"), "--onnx", "--no-optimize"]) == 0
+    assert "base_model" not in json.loads((tmp_path / "onnx-local" / "bertkit.json").read_text())
+
+
+def test_tokenizer_verbs_take_a_hub_name_with_only_tokenizer_files(offline, world, tmp_path, capsys):
+    """A repo holding a tokenizer and nothing else (no config, no weights) serves `tokenizer encode` and `prepare
+    --tokenizer`, which encode exactly as with the local folder."""
+    Tokenizer.load(offline["snapshot"]).save(tmp_path / "tok")
+    add_to_cache(offline["hub"], "org/tok-only", tmp_path / "tok", OLD)
+    assert main(["tokenizer", "encode", "org/tok-only", "good film", "--pair", "dull plot"]) == 0
+    via_hub = json.loads(capsys.readouterr().out)
+    assert main(["tokenizer", "encode", str(offline["snapshot"]), "good film", "--pair", "dull plot"]) == 0
+    assert via_hub == json.loads(capsys.readouterr().out) and len(via_hub["input_ids"]) > 4
+
+    for tokenizer, out in (("org/tok-only", "hub"), (str(tmp_path / "tok"), "local")):
+        args = ["prepare", world["corpus"], "-o", tmp_path / out, "--tokenizer", tokenizer, "-q", "--seed", "1"]
+        assert main([str(a) for a in args]) == 0, capsys.readouterr().err
+    shards = sorted(p.relative_to(tmp_path / "hub") for p in (tmp_path / "hub").rglob("*.npy"))
+    assert shards and all((tmp_path / "hub" / s).read_bytes() == (tmp_path / "local" / s).read_bytes() for s in shards)
+
+
+def test_tokenizer_verbs_refuse_an_uncached_name_in_one_line(offline, world, tmp_path, capsys):
+    for args in (["tokenizer", "encode", "org/not-cached", "hi"],
+                 ["prepare", world["corpus"], "-o", tmp_path / "out", "--tokenizer", "org/not-cached", "-q"]):
+        assert main([str(a) for a in args]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "org/not-cached: no such folder, and it is not in the Hugging Face cache" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_online_a_tokenizer_fetches_its_files_and_no_weights(online, cache):
+    online["answer"] = _info(["config.json", "model.safetensors", "pytorch_model.bin", "vocab.txt", "tokenizer.json",
+                              "tokenizer_config.json"], model_type="roberta")  # a tokenizer: model_type is not asked
+    assert resolve_tokenizer("org/x") == cache["snapshot"]
+    (repo, kw), = online["downloads"]
+    assert repo == "org/x" and kw["revision"] == COMMIT and kw["allow_patterns"] == TOKENIZER_FILES
+    online["downloads"].clear()
+    online["answer"] = _info(["config.json", "model.safetensors"])
+    with pytest.raises(BertkitError, match="^org/x: no tokenizer.json or vocab.txt on the Hub$"):
+        resolve_tokenizer("org/x")
+    assert online["downloads"] == []

@@ -288,6 +288,7 @@ def _bases(w: dict, out: Path) -> dict[str, tuple[list, list[int]]]:
         "serve": (["serve", m, "--port", "0", "--threads", "1"], [1]),  # valid, so it would serve: not in the bases test
         "attack": (["attack", m, "--input", w["test"], "--out", out, "--mlm", w["mlm"], "--limit", "6", "-q"], [1, 3, 7]),
         "bias": (["bias", m, "--input", w["test"], "--out", out, "-q"], [1, 3]),
+        "env": (["env"], []),
     }
 
 
@@ -353,7 +354,7 @@ def test_cli_fuzz_bad_values_and_files_fail_cleanly_and_fast(world, tmp_path, ca
 
 @pytest.mark.parametrize("verb", ["tokenizer train", "tokenizer encode", "convert", "info", "prepare", "pretrain",
                                   "finetune", "distill", "evaluate", "predict", "explain", "embed", "similar",
-                                  "baseline", "data list", "attack", "bias"])
+                                  "baseline", "data list", "attack", "bias", "env"])
 def test_fuzz_bases_are_valid(world, tmp_path, capsys, verb):
     """The fuzz test's command lines work as given, so each of its cases fails for the one thing it changed.
     (export needs onnx, tested in test_export.py; data get and demo need the package index.)"""

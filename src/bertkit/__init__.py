@@ -2,6 +2,9 @@
 
 import os
 
+__version__ = "0.1.0"
+"""The one place the version is written: pyproject.toml reads it from here (dynamic), `bertkit --version` prints it."""
+
 # oneDNN caches a compiled primitive per matmul shape (1,024 by default). Unpadded and sparse-MLM batches change
 # shape every step, so under bf16 that cache alone grew a pre-training process past 7 GB in 7 minutes; 32 entries
 # keep memory flat at no measured cost in speed. Set before torch creates its first primitive; a user's value wins.
@@ -23,7 +26,6 @@ from bertkit.model import (
 )
 from bertkit.tokenizer import Tokenizer
 
-__version__ = "0.1.0"
 __all__ = [
     "BertConfig", "BertkitError", "Tokenizer", "Bert", "BertModel", "BertForMaskedLM", "BertForPreTraining",
     "BertForSequenceClassification", "BertForTokenClassification", "BertForQuestionAnswering", "build_model",

@@ -34,7 +34,7 @@ from bertkit.convert import (ARCHITECTURES, config_extras, config_from_hf, confi
                              task_from_hf, unsupported_architecture)
 from bertkit.errors import BertkitError
 from bertkit.folders import write_atomically
-from bertkit.hub import resolve_model
+from bertkit.hub import hub_origin, resolve_model
 from bertkit.model.heads import LABELLED_TASKS, TASKS, build_model
 from bertkit.model_card import model_card
 from bertkit.tokenizer import Tokenizer
@@ -301,12 +301,20 @@ def _load_old_format(folder: Path, meta: dict, task: str | None, num_labels: int
 
 def convert_model(src: str | Path, dst: str | Path, task: str | None = None) -> Loaded:
     """`bertkit convert`: read any folder load_model reads (a Hugging Face folder, bertkit's old layout) and save
-    it as a current model directory, with the head `task` (default the source's)."""
-    src, dst = Path(src), Path(dst)
+    it as a current model directory, with the head `task` (default the source's). A Hub model's name and commit
+    go into the model card (base_model, base_model_revision)."""
+    src, dst = resolve_model(src), Path(dst)
     if src.resolve() == dst.resolve():
         raise BertkitError("source and destination are the same directory")
     loaded = load_model(src, task=task)
-    also = (lambda tmp: _copy_sentence_modules(src, tmp)) if loaded.model.task == "encoder" else None
+    origin = hub_origin(src)
+
+    def also(tmp: Path) -> None:
+        if loaded.model.task == "encoder":
+            _copy_sentence_modules(src, tmp)
+        if origin is not None:
+            write_model_card(tmp, task=loaded.model.task, labels=loaded.labels, reading=loaded.reading, base=origin)
+
     save_model(dst, loaded.model, loaded.tokenizer, loaded.labels, loaded.reading, also=also)
     loaded.notes = [n for n in loaded.notes if n != OLD_FORMAT_NOTE]
     return loaded

@@ -22,8 +22,9 @@ import torch
 from torch import nn
 
 from bertkit.checkpoint import CONFIG, EXTRAS, bertkit_meta, hf_config, load_model
-from bertkit.folders import write_atomically
 from bertkit.errors import BertkitError
+from bertkit.folders import write_atomically
+from bertkit.hub import hub_origin, resolve_model
 
 OUTPUTS = {
     "encoder": ["last_hidden_state", "pooler_output"],
@@ -96,14 +97,17 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, optimize: bool = True
     """Write an ONNX model folder for the bertkit or Hugging Face BERT model in model_dir; returns out."""
     _require("onnx")
     ort = _require("onnxruntime")
-    out = Path(out)
-    if out.resolve() == Path(model_dir).resolve():
+    out, model_dir = Path(out), resolve_model(model_dir)
+    if out.resolve() == model_dir.resolve():
         raise BertkitError("write the ONNX export to another folder than the model's")
     loaded = load_model(model_dir)
     model = loaded.model.eval()
     # the model as saved, before the export-only changes below
     hf = hf_config(model, loaded.labels)
     meta = bertkit_meta(model, loaded.reading) | {"format": ONNX_FORMAT}
+    origin = hub_origin(model_dir)
+    if origin is not None:  # a Hub model: its name and commit, as a model card's base_model and base_model_revision
+        meta["base_model"] = origin
     # The graph runs padded batches: no unpadding (data-dependent shapes), the attention mask always applied.
     model.config = model.bert.config = replace(model.config, unpad=False)
     masks: dict = {}

@@ -228,6 +228,22 @@ class Adaptive:
         self._stop.set()
 
 
+def cgroup_cpus(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The CPUs a container's cgroup quota allows (cgroup v2 cpu.max, else v1 cpu.cfs_quota_us / cfs_period_us),
+    None where there is no quota or it cannot be read. Unlike the affinity, torch does not see this limit: more
+    threads than the quota makes every thread wait its turn."""
+    for quota_file, period_file in ((root / "cpu.max", None),
+                                    (root / "cpu" / "cpu.cfs_quota_us", root / "cpu" / "cpu.cfs_period_us")):
+        try:
+            text = quota_file.read_text().split()
+            quota, period = (text[0], text[1]) if period_file is None else (text[0], period_file.read_text().strip())
+            if quota not in ("max", "-1") and int(period) > 0:
+                return int(quota) / int(period)
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
+
+
 # ---- the CPU -------------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ pytorch_model.bin, loaded with weights_only), tokenizer files and a sentence-tra
 
 Before anything is downloaded the repo's config and file list are checked (one API call), so a RoBERTa, a repo
 with only TensorFlow weights, a typo or a missing revision is one line and leaves nothing in the cache.
+The tokenizer verbs take a Hub name too and fetch only its tokenizer files (`resolve_tokenizer`).
 `hub_origin` reads the name and commit back from a snapshot folder's path, for the run configs and model cards
 that record where a model came from.
 """
@@ -23,9 +24,11 @@ from bertkit.errors import BertkitError
 
 WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 """A BERT's weights as bertkit reads them, in the order it prefers them."""
-FILES = ["config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
-         "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
-         "[0-9]_*/*.json", "[0-9]_*/model.safetensors", "[0-9]_*/pytorch_model.bin"]
+TOKENIZER_FILES = ["tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"]
+"""A tokenizer's files; all that a tokenizer verb fetches (`tokenizer encode`, `prepare --tokenizer`)."""
+FILES = ["config.json", *TOKENIZER_FILES, "modules.json", "sentence_bert_config.json",
+         "config_sentence_transformers.json", "[0-9]_*/*.json", "[0-9]_*/model.safetensors",
+         "[0-9]_*/pytorch_model.bin"]
 """What else is fetched: config, tokenizer, and a sentence-transformers model's modules (1_Pooling, 2_Dense, ...)."""
 _SNAPSHOT = re.compile(r"models--(?P<repo>[^/\\]+)[/\\]snapshots[/\\](?P<commit>[0-9a-f]{40})")
 
@@ -67,6 +70,19 @@ def resolve_model(name_or_path: str | Path) -> Path:
     return folder
 
 
+def resolve_tokenizer(name_or_path: str | Path) -> Path:
+    """The local folder of a tokenizer: the path itself when it exists (or is no Hub name), else the Hub model's
+    tokenizer files (TOKENIZER_FILES only, not its weights) in the Hugging Face cache, downloaded if need be."""
+    if not isinstance(name_or_path, str) or not is_hub_name(name_or_path):
+        return Path(name_or_path)
+    repo, _, revision = name_or_path.partition("@")
+    folder = _snapshot(repo, revision or None, name_or_path, tokenizer_only=True)
+    if not any((folder / f).is_file() for f in TOKENIZER_FILES[:2]):
+        raise BertkitError(f"{name_or_path}: the cached copy ({folder}) has no tokenizer.json or vocab.txt; fetch it "
+                           "again online")
+    return folder
+
+
 def hub_origin(folder: str | Path) -> dict | None:
     """{"name": "org/name", "revision": commit} for a snapshot folder of the Hugging Face cache, None for any other
     folder: what a run records so that it can be reproduced."""
@@ -74,7 +90,7 @@ def hub_origin(folder: str | Path) -> dict | None:
     return {"name": m["repo"].replace("--", "/"), "revision": m["commit"]} if m else None
 
 
-def _snapshot(repo: str, revision: str | None, name: str) -> Path:
+def _snapshot(repo: str, revision: str | None, name: str, tokenizer_only: bool = False) -> Path:
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
     if constants.is_offline_mode():
@@ -84,20 +100,24 @@ def _snapshot(repo: str, revision: str | None, name: str) -> Path:
             raise BertkitError(f"{name}: no such folder, and it is not in the Hugging Face cache "
                                f"({constants.HF_HUB_CACHE}; HF_HUB_OFFLINE is set): fetch it once online, or give "
                                "a model folder") from None
-    files, commit = _checked_online(repo, revision, name)
+    files, commit = _checked_online(repo, revision, name, tokenizer_only)
     if files is None:  # the Hub cannot be reached: the cache may still have it
         try:
             return Path(snapshot_download(repo, revision=revision, local_files_only=True))
         except LocalEntryNotFoundError:
             raise BertkitError(f"{name}: no such folder, the Hugging Face Hub cannot be reached and the model is not "
                                f"in the cache ({constants.HF_HUB_CACHE})") from None
+    if tokenizer_only:
+        return Path(snapshot_download(repo, revision=commit, allow_patterns=TOKENIZER_FILES))
     weights = next(w for w in WEIGHTS if w in files)  # the one file of weights needed, not both
     return Path(snapshot_download(repo, revision=commit, allow_patterns=[weights, *FILES]))
 
 
-def _checked_online(repo: str, revision: str | None, name: str) -> tuple[set[str] | None, str | None]:
-    """The repo's files and the commit `revision` names, after checking it holds a BERT that bertkit reads; (None,
-    None) when the Hub cannot be reached. Nothing is downloaded."""
+def _checked_online(repo: str, revision: str | None, name: str,
+                    tokenizer_only: bool = False) -> tuple[set[str] | None, str | None]:
+    """The repo's files and the commit `revision` names, after checking it holds a BERT that bertkit reads (for
+    tokenizer_only: a tokenizer.json or vocab.txt, whatever the model); (None, None) when the Hub cannot be reached.
+    Nothing is downloaded."""
     import httpx2  # huggingface_hub's HTTP client: its connection errors mean "the Hub cannot be reached"
     from huggingface_hub import HfApi
     from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError,
@@ -120,6 +140,10 @@ def _checked_online(repo: str, revision: str | None, name: str) -> tuple[set[str
     except (httpx2.HTTPError, OfflineModeIsEnabled, OSError):
         return None, None
     files = {s.rfilename for s in info.siblings or []}
+    if tokenizer_only:
+        if not any(f in files for f in TOKENIZER_FILES[:2]):
+            raise BertkitError(f"{name}: no tokenizer.json or vocab.txt on the Hub")
+        return files, info.sha
     if "config.json" not in files:
         raise BertkitError(f"{name}: no config.json on the Hub; not a transformers model")
     model_type = (info.config or {}).get("model_type")

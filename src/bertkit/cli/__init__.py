@@ -5,6 +5,7 @@ prints one line and exits 2. Options of a long verb can also come from `--config
     cli/infer.py     predict, evaluate                 cli/inspect.py  explain, embed, similar
     cli/models.py    convert, info, export             cli/demo.py     demo
     cli/serve.py     serve                             cli/robust.py   attack, bias
+    cli/about.py     env (and `bertkit --version`)
 """
 
 from __future__ import annotations
@@ -16,16 +17,18 @@ from pathlib import Path
 from bertkit.cli.common import Parser, resolve_models
 from bertkit.errors import BertkitError
 
-SHORT_VERBS = ("info", "data", "tokenizer encode", "data list", "data get")
+SHORT_VERBS = ("info", "data", "tokenizer encode", "data list", "data get", "env")
 """Verbs without a --config file: a handful of options at most."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bertkit.cli import data, demo, infer, inspect, models, robust, serve, train
+    from bertkit.cli import about, data, demo, infer, inspect, models, robust, serve, train
+    from bertkit.env import version
     p = Parser(prog="bertkit", description="BERT end to end: vocabulary, pre-training, fine-tuning, evaluation, "
                "explanation, speed.")
+    p.add_argument("--version", action="version", version=f"bertkit {version()}")
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for stage in (data, models, train, infer, inspect, robust, serve, demo):
+    for stage in (data, models, train, infer, inspect, robust, serve, demo, about):
         stage.register(verbs)
     for name, sub in _verbs(p).items():
         if name not in SHORT_VERBS:

@@ -29,13 +29,19 @@ resolved to its snapshot in the HF cache before the verb runs (`resolve_models`)
 its output folder and the run config it writes all see one local folder."""
 
 
+TOKENIZER_ARGS = ("tokenizer",)
+"""The options that name a tokenizer (`tokenizer encode`, `prepare --tokenizer`): a Hub name there fetches the
+tokenizer's files only."""
+
+
 def resolve_models(args: argparse.Namespace) -> None:
     """Each model option holding a Hub name (`org/name`, `org/name@revision`) replaced by its local snapshot."""
-    from bertkit.hub import resolve_model
-    for dest in MODEL_ARGS:
-        value = getattr(args, dest, None)
-        if isinstance(value, str):
-            setattr(args, dest, str(resolve_model(value)))
+    from bertkit.hub import resolve_model, resolve_tokenizer
+    for dests, resolve in ((MODEL_ARGS, resolve_model), (TOKENIZER_ARGS, resolve_tokenizer)):
+        for dest in dests:
+            value = getattr(args, dest, None)
+            if isinstance(value, str):
+                setattr(args, dest, str(resolve(value)))
     if getattr(args, "verb", None) == "serve":  # NAME=DIR or DIR; a Hub model is named as on the Hub, not by commit
         args.models = [_served(spec) for spec in args.models]
 
