@@ -129,24 +129,12 @@ def test_decide_leaves_the_cpus_others_use(usable, others, expected):
     assert hardware.Adaptive.decide(usable, others) == expected
 
 
-@pytest.mark.parametrize("files, expected", [({"cpu.max": "150000 100000\n"}, 1.5), ({"cpu.max": "max 100000\n"}, None),
-                                             ({"cpu/cpu.cfs_quota_us": "200000", "cpu/cpu.cfs_period_us": "100000"},
-                                              2.0),
-                                             ({"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000"}, None),
-                                             ({"cpu.max": "garbage"}, None), ({}, None)])
-def test_cpu_quota_reads_cgroup_v2_and_v1(tmp_path, files, expected):
-    for name, text in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
-    assert hardware.cpu_quota(tmp_path) == expected
-
-
 def test_a_quota_below_the_cpus_lowers_the_count(three_cpus, monkeypatch):
-    monkeypatch.setattr(hardware, "cpu_quota", lambda: 1.5)
+    monkeypatch.setattr(hardware, "cgroup_cpus", lambda: 1.5)
     assert hardware.usable_cpus() == 1 and hardware.default_threads() == 1
-    monkeypatch.setattr(hardware, "cpu_quota", lambda: 0.2)
+    monkeypatch.setattr(hardware, "cgroup_cpus", lambda: 0.2)
     assert hardware.usable_cpus() == 1
-    monkeypatch.setattr(hardware, "cpu_quota", lambda: 64.0)
+    monkeypatch.setattr(hardware, "cgroup_cpus", lambda: 64.0)
     assert hardware.usable_cpus() == 3
 
 

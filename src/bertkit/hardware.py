@@ -40,31 +40,10 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
-    """CPUs' worth of time this cgroup may use (cgroup v2 `cpu.max`, v1 `cpu.cfs_quota_us`); None when unlimited
-    or unknown. A container given 1.5 CPUs on a 16-core host has 16 CPUs in its affinity and a quota of 1.5."""
-    for quota_file, period_file in (("cpu.max", None), ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us"),
-                                    ("cpu,cpuacct/cpu.cfs_quota_us", "cpu,cpuacct/cpu.cfs_period_us")):
-        try:
-            fields = (root / quota_file).read_text().split()
-            if period_file:
-                fields += (root / period_file).read_text().split()
-            quota, period = fields[0], fields[1]
-        except (OSError, IndexError):
-            continue
-        if quota in ("max", "-1"):
-            return None
-        try:
-            return int(quota) / int(period) if int(quota) > 0 and int(period) > 0 else None
-        except ValueError:
-            return None
-    return None
-
-
 def usable_cpus() -> int:
     """The CPUs a run can keep busy: `available_cpus()`, lowered to a cgroup quota (rounded down, at least 1; a
     thread more than the quota is throttled every period)."""
-    quota = cpu_quota()
+    quota = cgroup_cpus()
     n = available_cpus()
     return max(1, min(n, int(quota))) if quota is not None else n
 
