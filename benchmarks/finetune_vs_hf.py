@@ -4,6 +4,7 @@
     python benchmarks/finetune_vs_hf.py --data ../shared/data/classify/rt_polarity
     python benchmarks/finetune_vs_hf.py --data ../shared/data/classify/wiki_topics --max-length 256
     python benchmarks/finetune_vs_hf.py --data ../shared/data/classify/rt_polarity --bf16   # both in bf16
+    python benchmarks/finetune_vs_hf.py --data ../shared/data/classify/rt_polarity --epochs 0.25 --busy-neighbour
 
 DATA holds train.csv, dev.csv and test.csv (columns text,label). Both fine-tune all-MiniLM-L6-v2 (from the
 catalog) with lr 5e-5, batch 32, 3 epochs, 6% warmup, weight decay 0.01, max length 128, seed 0, evaluating on
@@ -12,11 +13,15 @@ dev every epoch and keeping the best epoch; each library does it the way its own
 Prints test accuracy, macro-F1 and wall time per method, and the wall-time ratio as the last line. Each library
 runs in a fresh Python process of its own (one after the other), so neither inherits the other's allocator
 state, thread pools or caches (bertkit's trainer changes glibc's malloc settings process-wide, for one).
+Each library sets its threads as its command line would: bertkit as `bertkit finetune` does (adaptive, or
+--threads), the Trainer with torch's default (--threads pins both). --busy-neighbour runs each child beside a
+busy loop in another process taking one core, as a neighbour's job would.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import subprocess
@@ -36,7 +41,9 @@ def read(path: Path) -> tuple[list[str], list[str]]:
 
 def run_bertkit(model_dir: Path, data: Path, out: Path, args) -> dict:
     from bertkit.finetune import FinetuneConfig, finetune
+    from bertkit.hardware import use_threads
     from bertkit.inference import Reading
+    use_threads(args.threads, adapt=True)  # as `bertkit finetune` does
     cfg = FinetuneConfig(reading=Reading(max_length=args.max_length), batch_size=args.batch_size, epochs=args.epochs,
                          seed=0)
     t0 = time.perf_counter()
@@ -53,6 +60,8 @@ def run_hf(model_dir: Path, data: Path, out: Path, args) -> dict:
     from transformers import (AutoTokenizer, BertForSequenceClassification, DataCollatorWithPadding, Trainer,
                               TrainingArguments)
     transformers.logging.set_verbosity_error()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     texts, labels = {}, {}
     for split in ("train", "dev", "test"):
@@ -108,13 +117,18 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast for both (on a CPU with bf16 instructions)")
+    ap.add_argument("--threads", type=int, help="torch threads for both (default: each library's own choice)")
+    ap.add_argument("--busy-neighbour", action="store_true", help="run each library beside a busy loop in another "
+                    "process taking one core, as a neighbour's job would")
     ap.add_argument("--only", choices=["bertkit", "hf"], help=argparse.SUPPRESS)  # one library, in a child process
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.only:
         from bertkit.data.catalog import minilm_l6
+        from bertkit.hardware import busy_neighbour
         run = run_bertkit if args.only == "bertkit" else run_hf
-        result = run(args.model or minilm_l6(), args.data, args.work / args.only, args)
+        with busy_neighbour() if args.busy_neighbour else contextlib.nullcontext():
+            result = run(args.model or minilm_l6(), args.data, args.work / args.only, args)
         print("RESULT " + json.dumps(result))
         return
     import torch
@@ -134,9 +148,11 @@ def main() -> None:
         child = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--only", only, "--work", str(work),
                                 "--model", str(model_dir)], stdout=subprocess.PIPE, text=True, check=True)
         rows[name] = json.loads(child.stdout.rsplit("RESULT ", 1)[1])
+    threads = f"{args.threads} threads" if args.threads else "each library's default threads"
     print(f"{args.data.name}: all-MiniLM-L6-v2, lr {args.lr}, batch {args.batch_size}, {args.epochs:g} epochs, "
           f"max length {args.max_length}, {'bf16 autocast' if args.bf16 else 'fp32'}, best dev epoch kept, "
-          f"{torch.cuda.get_device_name() if torch.cuda.is_available() else f'{torch.get_num_threads()} threads'}")
+          f"{torch.cuda.get_device_name() if torch.cuda.is_available() else threads}"
+          f"{', with a busy neighbour' if args.busy_neighbour else ''}")
     print("| method | test accuracy | macro-F1 | wall time (s) |")
     print("|---|---|---|---|")
     for name, r in rows.items():

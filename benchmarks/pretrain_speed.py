@@ -13,7 +13,11 @@ between the two runs (the losses must match: nothing is traded for speed), matmu
 peak, and as its last line the speed ratio.
 
 --busy-neighbour runs the steps beside a pure-Python busy loop in another process at this one's priority (a
-neighbour's job taking one core), killed when they end; the issue-18 target is the ratio under that contention.
+neighbour's job taking one core), killed when they end.
+
+Threads: each library gets what its own training loop would use. bertkit's steps run with the adaptive count its
+commands use (bertkit.hardware.Adaptive: the CPUs other processes leave free, re-checked before each step);
+transformers' steps with torch's default, every CPU. --threads N pins both to N.
 
 Data: --data PREPARED (from `bertkit prepare`), or by default Wikipedia lead paragraphs from the catalog,
 tokenised with the 30,522-token uncased BERT vocabulary of all-MiniLM-L6-v2.
@@ -37,7 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from bertkit import BertConfig, Tokenizer, build_model
 from bertkit.convert import TASK_TO_ARCH, config_to_hf, state_to_hf
 from bertkit.data.corpus import Corpus, prepare
-from bertkit.hardware import busy_neighbour, describe, summary, use_threads
+from bertkit.hardware import adjust, available_cpus, busy_neighbour, describe, summary, use_threads
 from bertkit.optim import make_optimizer
 from bertkit.pretrain import PretrainConfig, PretrainTask
 
@@ -69,7 +73,8 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device(args.device)
     transformers.logging.set_verbosity_error()
-    use_threads(args.threads)
+    theirs_threads = args.threads or available_cpus()  # torch's default: every CPU the process may use
+    use_threads(args.threads, adapt=True)
     machine = describe(device)
     print(summary(machine), flush=True)
 
@@ -100,7 +105,10 @@ def main() -> None:
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
+    used_threads = []
+
     def step_ours(b):
+        used_threads.append(adjust())  # as bertkit's training loop does before each step
         with autocast:
             loss, _ = task.loss(ours, b)
         loss.backward()
@@ -109,6 +117,7 @@ def main() -> None:
         return float(loss.detach())
 
     def step_theirs(b):
+        torch.set_num_threads(theirs_threads)
         labels = b["labels"]
         with autocast:
             out = theirs(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
@@ -150,7 +159,9 @@ def main() -> None:
     step_s = {k: statistics.median(v) for k, v in times.items()}
     diff = max(abs(a - b) for a, b in zip(losses["bertkit"], losses["transformers"]))
     prec = ("bf16 autocast" if args.bf16 else "fp32") + (", torch.compile" if args.compile else "")
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda" else
+             f"threads: bertkit {min(used_threads)}-{max(used_threads)} ({'pinned' if args.threads else 'adaptive'}),"
+             f" transformers {theirs_threads}")
     neighbour = ", with a busy neighbour" if args.busy_neighbour else ""
     print(f"preset {args.preset} ({config.num_layers}L/{config.hidden_size}H, vocab {config.vocab_size}), seq "
           f"{args.max_len}, batch {args.batch_size}, {prec}, {where}{neighbour}, "

@@ -113,6 +113,130 @@ def test_threads_from_a_config_file_is_checked(tmp_path, capsys):
     assert capsys.readouterr().err == f"bertkit: error: {config}: threads must be a positive integer, got 0\n"
 
 
+# ---- sharing the machine: the adaptive count ---------------------------------------------------------------------
+
+@pytest.fixture(autouse=True)
+def no_adaptive():
+    yield
+    if hardware._adaptive is not None:
+        hardware._adaptive.stop()
+        hardware._adaptive = None
+
+
+@pytest.mark.parametrize("usable, others, expected", [(2, 0.0, 2), (2, 0.3, 2), (2, 0.45, 2), (2, 0.55, 1), (2, 1.0, 1),
+                                                      (2, 2.0, 1), (8, 3.0, 5), (8, 2.5, 6), (1, 0.9, 1)])
+def test_decide_leaves_the_cpus_others_use(usable, others, expected):
+    assert hardware.Adaptive.decide(usable, others) == expected
+
+
+def test_a_quota_below_the_cpus_lowers_the_count(three_cpus, monkeypatch):
+    monkeypatch.setattr(hardware, "cgroup_cpus", lambda: 1.5)
+    assert hardware.usable_cpus() == 1 and hardware.default_threads() == 1
+    monkeypatch.setattr(hardware, "cgroup_cpus", lambda: 0.2)
+    assert hardware.usable_cpus() == 1
+    monkeypatch.setattr(hardware, "cgroup_cpus", lambda: 64.0)
+    assert hardware.usable_cpus() == 3
+
+
+def test_busy_seconds_sums_busy_fields_of_the_given_cpus(tmp_path, monkeypatch):
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  10 20 30 40 50 60 70 80 0 0\n"
+                    "cpu0 1 2 3 1000 1000 4 5 6 0 0\n"
+                    "cpu1 100 0 0 0 0 0 0 0 0 0\n"
+                    "intr 1 2 3\nprocs_running 2\n")
+    tick = os.sysconf("SC_CLK_TCK")
+    assert hardware.busy_seconds({0}, stat) == pytest.approx((1 + 2 + 3 + 4 + 5 + 6) / tick)  # idle, iowait left out
+    assert hardware.busy_seconds(None, stat) == pytest.approx((21 + 100) / tick)
+    assert hardware.busy_seconds({0}, tmp_path / "missing") is None
+
+
+def test_pinned_threads_above_the_cpus_are_lowered_with_a_note(three_cpus, capsys):
+    assert hardware.use_threads(8, adapt=True) == 3 and torch.get_num_threads() == 3
+    assert capsys.readouterr().err == ("bertkit: note: --threads 8 is more than the 3 CPUs this process may use: "
+                                       "using 3 (more threads than CPUs wait for each other at every operation)\n")
+    assert hardware._adaptive is None  # pinned: never changed behind the user's back
+
+
+@pytest.mark.parametrize("value, adaptive", [("2", False), ("0", True), ("many", True), ("", True)])
+def test_omp_num_threads_pins_unless_it_is_garbage(three_cpus, monkeypatch, value, adaptive):
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    monkeypatch.setattr(hardware.Adaptive, "start", lambda self: self.choice)
+    hardware.use_threads(None, adapt=True)
+    assert (hardware._adaptive is not None) == adaptive
+
+
+class FakeLoad:
+    """Samples of (time, busy seconds of others) as the sampler thread reads them: `others` CPUs busy from now."""
+
+    def __init__(self):
+        self.t, self.busy, self.others = 0.0, 0.0, 0.0
+
+    def __call__(self):
+        self.t += 0.25
+        self.busy += 0.25 * self.others
+        return self.t, self.busy
+
+
+def test_the_count_follows_a_neighbour_that_comes_and_goes(three_cpus, monkeypatch, capsys):
+    load = FakeLoad()
+    monkeypatch.setattr(hardware.Adaptive, "_sample", lambda self: load())
+    monkeypatch.setattr(hardware.Adaptive, "interval_s", 0.01)
+    assert hardware.use_threads(None, adapt=True) == 3
+    assert capsys.readouterr().err == ""  # nobody else busy: every CPU, nothing to say
+
+    def settles(expected):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if hardware.adjust() == expected:
+                return True
+            time.sleep(0.01)
+        return False
+
+    load.others = 1.0  # a neighbour takes a core
+    assert settles(2) and torch.get_num_threads() == 2
+    load.others = 2.2
+    assert settles(1)
+    load.others = 0.0  # it ends
+    assert settles(3)
+    notes = capsys.readouterr().err.splitlines()
+    # each change said once, when two samples agree (the others' use read over a window that may straddle a change)
+    counts = [int(n.split("torch threads: ")[1].split()[0]) for n in notes]
+    assert counts[:2] == [2, 1] and counts[-1] == 3 and all(n.startswith("bertkit: note: torch threads: ") for n in notes)
+
+
+def test_a_busy_machine_at_the_start_starts_with_fewer_threads(three_cpus, monkeypatch, capsys):
+    load = FakeLoad()
+    load.others = 2.0
+    monkeypatch.setattr(hardware.Adaptive, "_sample", lambda self: load())
+    assert hardware.use_threads(None, adapt=True) == 1
+    assert "torch threads: 1 of 3 CPUs (other processes are using 2.0 of them)" in capsys.readouterr().err
+
+
+def test_own_cpu_time_is_not_the_others(monkeypatch):
+    monkeypatch.setattr(hardware, "busy_seconds", lambda cpus: 10.0)
+    monkeypatch.setattr(hardware.time, "process_time", lambda: 3.0)
+    assert hardware.Adaptive(2)._sample()[1] == 7.0
+
+
+def test_a_real_neighbour_is_counted(monkeypatch):
+    """The real /proc/stat and a real busy loop: the others' busy time over a second holds the loop's CPU time
+    (whatever else the machine runs)."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(os.cpu_count())), raising=False)
+    if hardware.busy_seconds(None) is None:
+        pytest.skip("no /proc/stat")
+    a = hardware.Adaptive(os.cpu_count())
+    with hardware.busy_neighbour() as proc:
+        time.sleep(0.2)
+        t0, others0 = a._sample()
+        loop0 = _cpu_seconds(proc.pid)
+        time.sleep(1.0)
+        t1, others1 = a._sample()
+        loop = _cpu_seconds(proc.pid) - loop0
+    tick = 1 / os.sysconf("SC_CLK_TCK")
+    assert loop > 0.2
+    assert others1 - others0 >= loop - 4 * tick * os.cpu_count()
+
+
 # ---- the CPU ---------------------------------------------------------------------------------------------------------
 
 def _x86_cpuinfo() -> str:

@@ -17,6 +17,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -42,22 +43,171 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def usable_cpus() -> int:
+    """The CPUs a run can keep busy: `available_cpus()`, lowered to a cgroup quota (rounded down, at least 1; a
+    thread more than the quota is throttled every period)."""
+    quota = cgroup_cpus()
+    n = available_cpus()
+    return max(1, min(n, int(quota))) if quota is not None else n
+
+
+def omp_num_threads() -> int | None:
+    """OMP_NUM_THREADS when it holds a positive integer (its first entry), else None (unset, 0, garbage)."""
+    value = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def default_threads() -> int:
     """Torch threads when none are asked for: OMP_NUM_THREADS when it holds a positive integer (torch's own rule,
     and torchrun sets it to 1 when it starts several processes on one machine, so they do not oversubscribe the
-    cores), else every CPU this process may use."""
-    value = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-    if value.isdigit() and int(value) > 0:
-        return int(value)
-    return available_cpus()
+    cores), else every CPU this process may use (`usable_cpus`)."""
+    return omp_num_threads() or usable_cpus()
 
 
-def use_threads(n: int | None = None) -> int:
-    """Set torch's intra-op threads to n (None: `default_threads()`) and return the count set."""
-    n = default_threads() if n is None else n
-    POSITIVE_INT.check("threads", n)
-    torch.set_num_threads(n)
-    return n
+def use_threads(n: int | None = None, *, adapt: bool = False) -> int:
+    """Set torch's intra-op threads to n (None: `default_threads()`) and return the count set.
+
+    adapt: with n None and OMP_NUM_THREADS not set, the count then follows what the machine is doing (`Adaptive`):
+    `adjust()`, called between steps or batches, lowers it while other processes use the CPUs and raises it back
+    when they stop. A pinned count (n or OMP_NUM_THREADS) is kept as given, lowered to the usable CPUs."""
+    global _adaptive
+    if n is not None:
+        POSITIVE_INT.check("threads", n)
+    usable = usable_cpus()
+    pinned = n or omp_num_threads()
+    if _adaptive is not None:
+        if adapt and pinned is None and _adaptive.usable == usable:  # already adapting (the server's model thread)
+            return adjust()
+        _adaptive.stop()
+        _adaptive = None
+    if pinned is not None and pinned > usable:
+        source = f"--threads {n}" if n else f"OMP_NUM_THREADS={pinned}"
+        note(f"{source} is more than the {usable} CPU{'s' if usable != 1 else ''} this process may use: "
+             f"using {usable} (more threads than CPUs wait for each other at every operation)")
+        pinned = usable
+    if pinned is not None or not adapt:
+        count = pinned or usable
+        torch.set_num_threads(count)
+        return count
+    _adaptive = Adaptive(usable)
+    count = _adaptive.start()
+    torch.set_num_threads(count)
+    return count
+
+
+def adjust() -> int:
+    """Apply the adaptive thread count to the calling thread (torch's thread count is per calling thread under
+    OpenMP, so the thread that runs the model calls this: the training loop each step, inference each batch, the
+    server's model thread each batch); returns the count now in use. Cheap: no system call unless the count
+    changes. Without `use_threads(adapt=True)` it changes nothing."""
+    if _adaptive is not None:
+        count = _adaptive.choice
+        if count != torch.get_num_threads():
+            torch.set_num_threads(count)
+    return torch.get_num_threads()
+
+
+def note(text: str) -> None:
+    """A one-line note on stderr that leaves progress bars intact."""
+    from tqdm import tqdm
+    tqdm.write(f"bertkit: note: {text}", file=sys.stderr)
+
+
+_adaptive: Adaptive | None = None
+
+
+def busy_seconds(cpus: set[int] | None, stat: Path = Path("/proc/stat")) -> float | None:
+    """Seconds the given CPUs (None: all) have been busy since boot, from /proc/stat: user, nice, system, irq,
+    softirq and steal (another virtual machine on the host is a neighbour too); None where it cannot be read."""
+    try:
+        lines = stat.read_text().splitlines()
+    except OSError:
+        return None
+    ticks = 0
+    for line in lines:
+        if not line.startswith("cpu") or line.startswith("cpu "):
+            continue
+        name, *fields = line.split()
+        if cpus is not None and _int(name[3:]) not in cpus:
+            continue
+        f = [int(x) for x in fields[:8]] + [0] * (8 - len(fields[:8]))
+        ticks += f[0] + f[1] + f[2] + f[5] + f[6] + f[7]  # user nice system (idle iowait) irq softirq steal
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class Adaptive:
+    """Torch's thread count chosen from the CPUs other processes leave free, re-decided as they come and go.
+
+    OpenMP's threads meet at a barrier after every operation. When another process takes one of the cores, one of
+    our threads waits its turn there at each barrier, and a step with thousands of small operations runs at a
+    fraction of one thread's speed (measured on 2 cores: pre-training 6x slower beside one busy loop, while a single
+    thread would have run at half speed). So the count is the CPUs not used by others: a sampler thread reads how
+    busy this process's CPUs were (/proc/stat) minus this process's own CPU time, every `interval_s`, over the last
+    `window` samples; `choice` is the usable CPUs less the others' use, rounded so that a neighbour using more
+    than half a CPU costs a thread, at least 1; it changes only when two samples in a row agree.
+    """
+
+    interval_s = 0.25
+    window = 4
+    margin = 0.5
+
+    def __init__(self, usable: int):
+        self.usable = usable
+        self.choice = usable
+        self.others = 0.0
+        try:
+            self.cpus: set[int] | None = os.sched_getaffinity(0)
+        except AttributeError:
+            self.cpus = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def decide(usable: int, others: float, margin: float = 0.5) -> int:
+        """Threads for `usable` CPUs of which others use `others` CPUs' worth."""
+        return max(1, min(usable, int(usable - others + margin)))
+
+    def _sample(self) -> tuple[float, float] | None:
+        busy = busy_seconds(self.cpus)
+        return None if busy is None else (time.monotonic(), busy - time.process_time())
+
+    def start(self) -> int:
+        """Measure for a short moment, then keep measuring in a daemon thread; returns the first choice."""
+        first = self._sample()
+        if first is None or self.usable == 1:
+            return self.choice
+        time.sleep(0.1)
+        second = self._sample()
+        self.others = max(0.0, (second[1] - first[1]) / (second[0] - first[0]))
+        self.choice = self.decide(self.usable, self.others, self.margin)
+        if self.choice < self.usable:
+            note(self.describe())
+        self._thread = threading.Thread(target=self._run, args=([first, second],), daemon=True,
+                                        name="bertkit-threads")
+        self._thread.start()
+        return self.choice
+
+    def describe(self) -> str:
+        return (f"torch threads: {self.choice} of {self.usable} CPUs (other processes are using "
+                f"{self.others:.1f} of them); re-decided as that changes (--threads N to fix it)")
+
+    def _run(self, samples: list[tuple[float, float]]) -> None:
+        pending = self.choice
+        while not self._stop.wait(self.interval_s):
+            sample = self._sample()
+            if sample is None:
+                return
+            samples = (samples + [sample])[-(self.window + 1):]
+            (t0, b0), (t1, b1) = samples[0], samples[-1]
+            self.others = max(0.0, (b1 - b0) / (t1 - t0))
+            proposed = self.decide(self.usable, self.others, self.margin)
+            if proposed != self.choice and proposed == pending:
+                self.choice = proposed
+                note(self.describe())
+            pending = proposed
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 def cgroup_cpus(root: Path = Path("/sys/fs/cgroup")) -> float | None:

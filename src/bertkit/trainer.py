@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from bertkit.checkpoint import WEIGHTS, load_model, load_state, write_model_files
 from bertkit.folders import write_atomically
+from bertkit.hardware import adjust
 from bertkit.errors import BertkitError
 from bertkit.hardware import resolve_device
 from bertkit.options import at_least, between, check_fields
@@ -340,6 +341,7 @@ def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: str | Path
             group["lr"] = lr
         stats: dict[str, float] = {}
         loss_sum = 0.0
+        adjust()  # threads follow the CPUs other processes leave free (bertkit.hardware.Adaptive)
         for i, micro in enumerate(step.micro):
             micro = {k: v.to(device, non_blocking=True) for k, v in micro.items()}
             sync = world == 1 or i == len(step.micro) - 1

@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         resolve_models(args)
         if hasattr(args, "threads"):  # a verb that runs a model: torch's threads are decided in one place
             from bertkit.hardware import use_threads
-            use_threads(args.threads)
+            use_threads(args.threads, adapt=True)
         args.func(args)
     except BertkitError as e:
         print(f"bertkit: error: {e}", file=sys.stderr)

@@ -74,7 +74,8 @@ def serve(args: argparse.Namespace) -> None:
             super().handle_exit(sig, frame)
 
     print(f"serving {', '.join(f'{m.name} ({m.kind})' for m in models.values())} at http://{args.host}:{args.port}"
-          f" on {resolve_device(precision=args.precision)} with {limits.threads} threads", file=sys.stderr, flush=True)
+          f" on {resolve_device(precision=args.precision)} with {limits.threads or 'adaptive'} threads",
+          file=sys.stderr, flush=True)
     Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
                           timeout_graceful_shutdown=limits.grace_s)
            ).run()

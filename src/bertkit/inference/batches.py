@@ -13,6 +13,7 @@ from torch import nn
 
 from bertkit.checkpoint import require_finite
 from bertkit.errors import BertkitError
+from bertkit.hardware import adjust
 from bertkit.tokenizer import Tokenizer
 
 
@@ -95,6 +96,7 @@ def forward(model: nn.Module, items: list[Encoded], pad_id: int, batch_size: int
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         batch = collate_inputs([items[i] for i in idx], pad_id)
+        adjust()  # threads follow the CPUs other processes leave free
         logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device),
                        batch["token_type_ids"].to(device))
         if model.task == "question_answering":

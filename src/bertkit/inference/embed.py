@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from bertkit.checkpoint import require_finite
 from bertkit.config import reading_length
 from bertkit.errors import BertkitError
+from bertkit.hardware import adjust
 from bertkit.inference.base import Predictor, check_texts
 from bertkit.inference.reading import pooling_modes
 from bertkit.tokenizer import Tokenizer
@@ -69,6 +70,7 @@ def embed_texts(model: nn.Module, tokenizer: Tokenizer, texts: Sequence[str], *,
             idx = order[start:start + batch_size]
             batch = tokenizer.encode_batch([texts[i] for i in idx], max_length=max_length)
             batch = {k: v.to(device) for k, v in batch.items()}
+            adjust()  # threads follow the CPUs other processes leave free
             enc = bert(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
                        output_hidden_states=layer is not None)
             hidden = enc.hidden if layer is None else enc.hidden_states[layer]  # (B, T, C)

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from bertkit.errors import BertkitError
-from bertkit.hardware import default_threads, use_threads
+from bertkit.hardware import adjust, use_threads
 from bertkit.inference import KINDS, Embedder, Predictor, QuestionAnswerer, TextClassifier, pipeline
 from bertkit.options import at_least, check_fields
 
@@ -56,13 +56,11 @@ class Limits:
     grace_s: float = field(default=30.0, metadata=at_least(0.0))
     """On SIGTERM: how long requests in flight may finish; those still unanswered then get 503."""
     threads: int | None = field(default=None, metadata=at_least(1))
-    """Torch threads of the model worker; None: the CPUs this process may use (os.sched_getaffinity;
-    OMP_NUM_THREADS when set)."""
+    """Torch threads of the model worker; None: OMP_NUM_THREADS when set, else the CPUs other processes leave
+    free, re-decided as they come and go (bertkit.hardware.Adaptive)."""
 
     def __post_init__(self) -> None:
         check_fields(self)
-        if self.threads is None:
-            self.threads = default_threads()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -228,7 +226,7 @@ class ModelWorker:
     # ---- the thread --------------------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        use_threads(self.limits.threads)
+        use_threads(self.limits.threads, adapt=True)
         wait, last = self.limits.max_wait_ms / 1000, 0
         while True:
             if self.queue.empty():
@@ -251,6 +249,7 @@ class ModelWorker:
                     break
                 tokens += self._take(job, jobs)
             try:
+                adjust()  # threads follow the CPUs other processes leave free
                 self._process(jobs)
             except BaseException as e:  # noqa: BLE001 - a bug here must cost these requests, not the server
                 log.exception("batching failed")
