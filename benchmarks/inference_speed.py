@@ -253,7 +253,8 @@ def main() -> None:
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()  # save_pretrained / from_pretrained for CTranslate2
     use_threads(args.threads)
-    print(summary(describe(device)), flush=True)
+    machine = describe(device)
+    print(summary(machine), flush=True)
 
     torch.manual_seed(0)
     config = BertConfig.preset(args.preset, vocab_size=30522, unpad=True)
@@ -271,6 +272,11 @@ def main() -> None:
         return twin
 
     skip = set(filter(None, args.skip.split(",")))
+    if cpu and not {"avx512_bf16", "amx_bf16"} & set(machine["isa"]):
+        # no bf16 instructions: torch emulates bf16 matmuls at a fraction of fp32's speed; nobody would run it
+        skip |= {"transformers bf16", "bertkit bf16", "bertkit bf16 compiled"}
+        print(f"note: bf16 methods skipped: this CPU has no bf16 instructions (bf16 matmul peak "
+              f"{machine['peak_gflops']['bf16']:.1f} GFLOP/s)", file=sys.stderr)
     if cpu:
         import onnxruntime as ort
         workdir = Path(tempfile.mkdtemp(prefix="bertkit-infer-bench-"))

@@ -66,11 +66,14 @@ def free_port() -> int:
 
 
 def start(cmd: list[str], port: int, timeout: float = 300) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # stderr into a file, not a pipe nobody reads while the server runs (a full pipe would block the server)
+    log = tempfile.NamedTemporaryFile("w+", prefix="serve-load-", suffix=".log", delete=False)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True)
+    proc.log = log.name
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"server failed to start: {' '.join(cmd)}\n{proc.stderr.read()}")
+            raise SystemExit(f"server failed to start: {' '.join(cmd)}\n{Path(log.name).read_text()}")
         try:
             c = http.client.HTTPConnection(HOST, port, timeout=2)
             c.request("GET", "/health")
@@ -90,6 +93,10 @@ def stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+    notes = [line for line in Path(proc.log).read_text().splitlines() if "note:" in line]
+    for line in notes:  # what the server said it chose (threads, ...) while it ran
+        print(f"  server {line.strip()}", file=sys.stderr)
+    Path(proc.log).unlink()
 
 
 def load(port: int, texts: list[str], concurrency: int, requests: int, seconds: float) -> dict:
