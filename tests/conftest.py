@@ -1,3 +1,4 @@
+import os
 import random
 from pathlib import Path
 
@@ -5,6 +6,12 @@ import pytest
 import torch
 
 from bertkit import BertConfig
+
+# The tests' commands (in-process and the subprocesses they start) run with a fixed thread count: the adaptive one
+# would follow whatever else the machine runs and say so on stderr, which tests that read stderr must not depend
+# on. tests/test_hardware.py clears this where it tests the adaptive count itself.
+os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                             else os.cpu_count() or 1))
 
 
 @pytest.fixture(scope="session")

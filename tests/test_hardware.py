@@ -209,7 +209,11 @@ def test_a_busy_machine_at_the_start_starts_with_fewer_threads(three_cpus, monke
     load.others = 2.0
     monkeypatch.setattr(hardware.Adaptive, "_sample", lambda self: load())
     assert hardware.use_threads(None, adapt=True) == 1
+    assert capsys.readouterr().err == ""  # said when work uses it, not before a verb has checked its options
+    assert hardware.adjust() == 1
     assert "torch threads: 1 of 3 CPUs (other processes are using 2.0 of them)" in capsys.readouterr().err
+    hardware.adjust()
+    assert capsys.readouterr().err == ""  # said once
 
 
 def test_own_cpu_time_is_not_the_others(monkeypatch):

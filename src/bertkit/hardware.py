@@ -77,7 +77,8 @@ def use_threads(n: int | None = None, *, adapt: bool = False) -> int:
     pinned = n or omp_num_threads()
     if _adaptive is not None:
         if adapt and pinned is None and _adaptive.usable == usable:  # already adapting (the server's model thread)
-            return adjust()
+            torch.set_num_threads(_adaptive.choice)
+            return _adaptive.choice
         _adaptive.stop()
         _adaptive = None
     if pinned is not None and pinned > usable:
@@ -99,11 +100,15 @@ def adjust() -> int:
     """Apply the adaptive thread count to the calling thread (torch's thread count is per calling thread under
     OpenMP, so the thread that runs the model calls this: the training loop each step, inference each batch, the
     server's model thread each batch); returns the count now in use. Cheap: no system call unless the count
-    changes. Without `use_threads(adapt=True)` it changes nothing."""
+    changes. A count other than the last one said is said here, in a one-line note, when work uses it (a verb that
+    stops at a bad option never speaks of threads). Without `use_threads(adapt=True)` it changes nothing."""
     if _adaptive is not None:
         count = _adaptive.choice
         if count != torch.get_num_threads():
             torch.set_num_threads(count)
+        if count != _adaptive.said:
+            _adaptive.said = count
+            note(_adaptive.describe())
     return torch.get_num_threads()
 
 
@@ -143,7 +148,7 @@ class Adaptive:
     fraction of one thread's speed (measured on 2 cores: pre-training 6x slower beside one busy loop, while a single
     thread would have run at half speed). So the count is the CPUs not used by others: a sampler thread reads how
     busy this process's CPUs were (/proc/stat) minus this process's own CPU time, every `interval_s`, over the last
-    `window` samples; `choice` is the usable CPUs less the others' use, rounded so that a neighbour using more
+    `window` samples (the sampler only decides; `adjust()` applies and says); `choice` is the usable CPUs less the others' use, rounded so that a neighbour using more
     than half a CPU costs a thread, at least 1; it changes only when two samples in a row agree.
     """
 
@@ -154,6 +159,8 @@ class Adaptive:
     def __init__(self, usable: int):
         self.usable = usable
         self.choice = usable
+        self.said = usable
+        """The count the last note gave (all the usable CPUs go without saying)."""
         self.others = 0.0
         try:
             self.cpus: set[int] | None = os.sched_getaffinity(0)
@@ -180,8 +187,6 @@ class Adaptive:
         second = self._sample()
         self.others = max(0.0, (second[1] - first[1]) / (second[0] - first[0]))
         self.choice = self.decide(self.usable, self.others, self.margin)
-        if self.choice < self.usable:
-            note(self.describe())
         self._thread = threading.Thread(target=self._run, args=([first, second],), daemon=True,
                                         name="bertkit-threads")
         self._thread.start()
@@ -202,8 +207,7 @@ class Adaptive:
             self.others = max(0.0, (b1 - b0) / (t1 - t0))
             proposed = self.decide(self.usable, self.others, self.margin)
             if proposed != self.choice and proposed == pending:
-                self.choice = proposed
-                note(self.describe())
+                self.choice = proposed  # applied, and said, by the next adjust() of the thread that runs the model
             pending = proposed
 
     def stop(self) -> None:

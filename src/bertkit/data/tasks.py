@@ -335,15 +335,7 @@ def _tagged_conll(path: Path, tokens_field: str, tags_field: str) -> Iterator[Ta
 
 def _tagged_jsonl(path: Path, tokens_field: str, tags_field: str) -> Iterator[TaggedSentence]:
     for lineno, record in _json_lines(path):
-        where = f"{path}:{lineno}"
-        tokens, tags = (_string_list(record, field, where) for field in (tokens_field, tags_field))
-        if len(tokens) != len(tags):
-            raise BertkitError(f"{where}: {len(tokens)} tokens but {len(tags)} tags")
-        if not tokens:
-            raise BertkitError(f"{where}: the sentence has no tokens")
-        for tag in tags:
-            _check_tag(tag, where)
-        yield TaggedSentence(tokens, tags, lineno)
+        yield _tagged_record(record, tokens_field, tags_field, f"{path}:{lineno}", lineno)
 
 
 def _tagged_table(source: str, tokens_field: str, tags_field: str) -> Iterator[TaggedSentence]:
@@ -353,16 +345,20 @@ def _tagged_table(source: str, tokens_field: str, tags_field: str) -> Iterator[T
     if tags_field == "tags" and "tags" not in tables.column_names(source):
         tags_field = "ner_tags" if "ner_tags" in tables.column_names(source) else tags_field
     for row, r in tables.table_rows(source, {"tokens": tokens_field, "tags": tags_field}):
-        where = f"{source}:{row}"
         record = {tokens_field: r["tokens"], tags_field: r["tags"]}
-        tokens, tags = (_string_list(record, field, where) for field in (tokens_field, tags_field))
-        if len(tokens) != len(tags):
-            raise BertkitError(f"{where}: {len(tokens)} tokens but {len(tags)} tags")
-        if not tokens:
-            raise BertkitError(f"{where}: the sentence has no tokens")
-        for tag in tags:
-            _check_tag(tag, where)
-        yield TaggedSentence(tokens, tags, row)
+        yield _tagged_record(record, tokens_field, tags_field, f"{source}:{row}", row)
+
+
+def _tagged_record(record: dict, tokens_field: str, tags_field: str, where: str, position: int) -> TaggedSentence:
+    """One tagged sentence from a JSON line or a table row, checked: as many BIO tags as tokens, at least one."""
+    tokens, tags = (_string_list(record, field, where) for field in (tokens_field, tags_field))
+    if len(tokens) != len(tags):
+        raise BertkitError(f"{where}: {len(tokens)} tokens but {len(tags)} tags")
+    if not tokens:
+        raise BertkitError(f"{where}: the sentence has no tokens")
+    for tag in tags:
+        _check_tag(tag, where)
+    return TaggedSentence(tokens, tags, position)
 
 
 def _check_tag(tag: str, where: str) -> None:
