@@ -272,3 +272,26 @@ def test_sparse_mlm_loss_equals_dense(tiny_config):
     assert ls == pytest.approx(ld, abs=1e-6)
     for n in gs:
         torch.testing.assert_close(gs[n], gd[n], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
+@pytest.mark.parametrize("act", [None, "gelu", "gelu_tanh", "relu"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dense_onednn_path_equals_plain_ops(act, dtype):
+    """Without gradients dense() runs oneDNN's linear with the activation as a post-op (the bit-exact same call is
+    the reference); with gradients the plain ops, whose gradient flows. The two agree to float rounding."""
+    from bertkit.model.bert import activation, dense
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(48, 96).to(dtype)
+    x = torch.randn(2, 7, 48, dtype=dtype)
+    plain = layer(x) if act is None else activation(act)(layer(x))
+    assert plain.requires_grad  # grad mode: the plain ops
+    torch.testing.assert_close(dense(layer, x, act), plain, atol=0, rtol=0)
+    with torch.no_grad():
+        fast = dense(layer, x, act)
+        onednn = torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias,
+                                                    "none" if act is None else act.split("_")[0],
+                                                    [], {"gelu": "none", "gelu_tanh": "tanh"}.get(act, ""))
+    torch.testing.assert_close(fast, onednn, atol=0, rtol=0)
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(fast.float(), plain.detach().float(), atol=tolerance, rtol=tolerance)
