@@ -50,11 +50,11 @@ def _tracing() -> bool:
 
 def dense(layer: nn.Module, x: torch.Tensor, act: str | None = None) -> torch.Tensor:
     """layer(x), then the activation `act` names (config.hidden_act; None: none). On CPU without gradients, in
-    fp32 or bf16, by oneDNN's linear with the activation applied as its post-op: no pass over the (N, I) output
-    for GELU, and oneDNN's fp32 GEMM, which on AMD EPYC runs at twice the speed of the MKL one F.linear calls
-    (BERT-base shapes, Zen 5). Elsewhere by the plain ops: training, explanations' gradients, int8's quantised
-    layers, GPUs, and while torch.compile (which fuses on its own) or an ONNX export traces the model. The two
-    agree to float rounding (tests/test_model.py)."""
+    fp32 or bf16, by oneDNN's linear with the activation as its post-op: no separate pass for GELU, and oneDNN's
+    GEMM rather than the MKL one F.linear calls, much slower in fp32 on AMD CPUs (measured in docs/design.md).
+    Elsewhere by the plain ops: training, explanations' gradients, int8's quantised layers, GPUs, and while
+    torch.compile (which fuses on its own) or an ONNX export traces the model. The two agree to float rounding
+    (tests/test_model.py)."""
     if (_ONEDNN and type(layer) is nn.Linear and x.device.type == "cpu" and not torch.is_grad_enabled()
             and x.dtype in (torch.float32, torch.bfloat16) and layer.weight.dtype == x.dtype
             and not torch.is_autocast_enabled("cpu") and not _tracing()):
