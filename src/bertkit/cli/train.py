@@ -61,7 +61,8 @@ def register(verbs) -> None:
     ft.add_argument("model", help="a bertkit model directory or a Hugging Face BERT folder")
     ft.add_argument("--train", required=True, help="CSV/TSV/JSON lines (classification), CoNLL/JSON lines (ner) or "
                     "SQuAD JSON (qa); or Parquet/Arrow, a datasets folder or NAME:SPLIT (docs/ecosystem.md)")
-    ft.add_argument("--dev", help="dev file (default: split from --train by the project rule)")
+    ft.add_argument("--dev", help="dev file (default: without --dev and --test, about 10%% of --train's "
+                    "texts go to dev and 10%% to test, chosen by a hash of each text)")
     ft.add_argument("--test", help="test file")
     ft.add_argument("--out", required=True, help="run directory: metrics.jsonl, metrics.json, PNGs, model/")
     add_fields(ft, FinetuneConfig, FINETUNE_FIELDS, choices={"task": TASKS, "problem_type": PROBLEM_TYPES,
@@ -77,7 +78,8 @@ def register(verbs) -> None:
                     "one)")
     ds.add_argument("--train", required=True, help="CSV/TSV/JSON lines (classification) or CoNLL/JSON lines (ner), "
                     "labelled as the teacher was trained")
-    ds.add_argument("--dev", help="dev file (default: split from --train by the project rule)")
+    ds.add_argument("--dev", help="dev file (default: without --dev and --test, about 10%% of --train's "
+                    "texts go to dev and 10%% to test, chosen by a hash of each text)")
     ds.add_argument("--test", help="test file (the report measures on it, else on dev)")
     ds.add_argument("--out", required=True, help="run directory: model/ (the student), metrics.json, report.md, "
                     "report.json, metrics.jsonl, control/")
