@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from bertkit.cli.common import add_columns, add_device, add_overwrite, add_quiet, add_threads
+from bertkit.cli.common import TEXT_COLUMN_HELP, add_columns, add_device, add_overwrite, add_quiet, add_threads
 from bertkit.cli.options import add_fields, given
 from bertkit.errors import BertkitError
 from bertkit.folders import claim, mark
@@ -56,8 +56,9 @@ def register(verbs) -> None:
     em.add_argument("--batch-size", type=POSITIVE_INT, default=64)
     em.add_argument("--no-tsne", action="store_true", help="skip the t-SNE plot")
     em.add_argument("--tsne-limit", type=Range(int, 5), default=2000, help="rows in the t-SNE plot (a seeded sample)")
-    em.add_argument("--text-column", default="text")
-    em.add_argument("--label-column", default="label")
+    em.add_argument("--text-column", default="text", help=TEXT_COLUMN_HELP)
+    em.add_argument("--label-column", default="label", help="the CSV/TSV column or JSON lines key of the "
+                    "labels that colour the t-SNE plot; optional (default: label)")
     em.add_argument("--resume", action="store_true", help="continue a run into --out that was stopped (killed, disk "
                     "full) from its last complete chunk; the old index in --out stays until the new one is complete")
     add_quiet(em)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from bertkit.cli.common import add_overwrite, add_quiet, add_threads
+from bertkit.cli.common import LABEL_COLUMN_HELP, TEXT_COLUMN_HELP, add_overwrite, add_quiet, add_threads
 from bertkit.cli.options import add_fields, given
 from bertkit.folders import claim, mark
 from bertkit.options import NON_NEGATIVE_INT, POSITIVE_INT
@@ -24,8 +24,8 @@ def register(verbs) -> None:
     at.add_argument("--mlm", metavar="MODEL_DIR", help="bae: a masked language model of the same vocabulary "
                     "(default: the model folder's own MLM head, if it has one)")
     add_fields(at, AttackConfig, ATTACK_FIELDS)
-    at.add_argument("--text-column", default="text")
-    at.add_argument("--label-column", default="label")
+    at.add_argument("--text-column", default="text", help=TEXT_COLUMN_HELP)
+    at.add_argument("--label-column", default="label", help=LABEL_COLUMN_HELP)
     add_quiet(at)
     add_overwrite(at)
     add_threads(at)
