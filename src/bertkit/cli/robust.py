@@ -42,9 +42,9 @@ def register(verbs) -> None:
                     help="which lists, templates and pairs (auto: from the input's text, else the vocabulary)")
     bi.add_argument("--per-group", type=POSITIVE_INT, default=2,
                     help="classifier: terms of each other group swapped in per case (default 2)")
-    bi.add_argument("--batch-size", type=POSITIVE_INT, default=64)
-    bi.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
-    bi.add_argument("--text-column", default="text")
+    bi.add_argument("--batch-size", type=POSITIVE_INT, default=64, help="texts per forward pass (default 64)")
+    bi.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="fixes which terms are swapped in (default 0)")
+    bi.add_argument("--text-column", default="text", help=TEXT_COLUMN_HELP)
     add_quiet(bi)
     add_overwrite(bi)
     add_threads(bi)
