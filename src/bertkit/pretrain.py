@@ -38,21 +38,26 @@ class PretrainConfig:
     accum: int = field(default=1, metadata=at_least(1))
     """Micro-steps per optimiser step (gradient accumulation)."""
     nsp: bool = True
-    """Next-sentence prediction pairs (BERT); False packs contiguous text (RoBERTa/MosaicBERT)."""
+    """Next-sentence prediction pairs (BERT); off: contiguous text packed into each instance (RoBERTa/MosaicBERT)."""
     short_seq_prob: float = field(default=0.1, metadata=between(0.0, 1.0))
     """Share of NSP instances given a shorter random target length, as in BERT."""
     mask_rate: float = field(default=0.15, metadata=between(0.0, 1.0, low_open=True, high_open=True))
+    """Share of tokens selected for masked-LM prediction (80% become [MASK], 10% a random token, 10% stay)."""
     whole_word: bool = False
     """Mask every piece of a word together (whole-word masking); Chinese text is cut into words by jieba
     (Chinese-BERT-wwm's masking; pip install 'bertkit[zh]')."""
     sparse_mlm: bool = True
     """Run the MLM decoder on masked positions only (same loss, far less work)."""
     dropout: float | None = field(default=None, metadata=between(0.0, 1.0, high_open=True))
-    """Dropout (hidden and attention) while pre-training; None keeps the model's. 0 learns more per step on a short
+    """Dropout (hidden and attention) while pre-training; unset keeps the model's. 0 learns more per step on a short
     budget (Cramming); the saved model keeps its own dropout for fine-tuning."""
     eval_instances: int = field(default=512, metadata=at_least(1))
+    """Held-out instances scored at each evaluation (MLM and NSP accuracy)."""
     eval_batch_size: int = field(default=64, metadata=at_least(1))
+    """Instances per forward pass when scoring held-out data."""
     seed: int = field(default=0, metadata=at_least(0))
+    """Fixes the instances and the masking: same seed, same losses (`bertkit pretrain` also seeds the initial
+    weights and dropout with it; from Python, TrainConfig.seed does)."""
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -77,9 +77,11 @@ class TrainConfig:
     """Checkpoints kept on disk, newest first."""
     seed: int = field(default=0, metadata=at_least(0))
     best_metric: str | None = None
-    """Evaluation metric that picks the model kept in run_dir/model (e.g. macro_f1, or loss); None: the last."""
+    """Evaluation metric that picks the model kept in the run folder's model/ (e.g. macro_f1, or loss); unset:
+    the last model (fine-tuning and distillation pick by dev macro-F1, micro-F1 for multi-label, Pearson for
+    regression, entity or SQuAD F1)."""
     patience: int = field(default=0, metadata=at_least(0))
-    """Stop after this many evaluations without improving best_metric; 0 never stops early."""
+    """Stop after this many evaluations without improving the best metric; 0 never stops early."""
     max_bad_steps: int = field(default=20, metadata=at_least(1))
     """Stop with an error after this many consecutive steps with a non-finite loss (each is skipped)."""
     report_to: str = "none"

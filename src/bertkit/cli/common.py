@@ -61,11 +61,15 @@ def add_overwrite(p: argparse.ArgumentParser) -> None:
                    "another command wrote (never one that holds the input model or a training run)")
 
 
+TEXT_COLUMN_HELP = "the CSV/TSV column or JSON lines key that holds the text (default: text)"
+LABEL_COLUMN_HELP = "the CSV/TSV column or JSON lines key that holds the label (default: label)"
+
+
 def add_columns(p: argparse.ArgumentParser, label: bool = True) -> None:
-    p.add_argument("--text-column", default="text")
+    p.add_argument("--text-column", default="text", help=TEXT_COLUMN_HELP)
     p.add_argument("--pair-column", help="second text of a pair (NLI, paraphrase)")
     if label:
-        p.add_argument("--label-column", default="label")
+        p.add_argument("--label-column", default="label", help=LABEL_COLUMN_HELP)
         p.add_argument("--label-separator", default="|", help="between labels of a multi-label example")
 
 

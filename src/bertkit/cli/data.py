@@ -36,7 +36,7 @@ def register(verbs) -> None:
     t.set_defaults(func=tokenizer_train)
     e = tok_verbs.add_parser("encode", help="show how a tokenizer splits a text (JSON)")
     e.add_argument("tokenizer", help="model directory, tokenizer.json or vocab.txt")
-    e.add_argument("text")
+    e.add_argument("text", help="the text to split")
     e.add_argument("--pair", help="second text of a pair (segment 1)")
     e.add_argument("--max-length", type=Range(int, 3), help="truncate to this many tokens")
     e.set_defaults(func=tokenizer_encode)

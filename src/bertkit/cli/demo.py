@@ -1,4 +1,4 @@
-"""`bertkit demo`: the main job on embedded defaults."""
+"""`bertkit demo`: the whole pipeline on embedded defaults."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from bertkit.options import POSITIVE
 
 
 def register(verbs) -> None:
-    d = verbs.add_parser("demo", help="the main job: a real pipeline on embedded defaults")
+    d = verbs.add_parser("demo", help="the whole pipeline (vocabulary, pre-training, fine-tuning, "
+                         "distillation, report) on real data with built-in defaults")
     d.add_argument("--lang", default="en", choices=["en", "zh"],
                    help="en: rt-polarity sentiment; zh: zh-reviews sentiment and People's Daily NER")
     d.add_argument("--budget", type=POSITIVE, default=10.0, help="pre-training minutes (default 10)")

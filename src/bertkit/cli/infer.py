@@ -32,7 +32,7 @@ def _add_inference(p: argparse.ArgumentParser) -> None:
 
 def register(verbs) -> None:
     pr = verbs.add_parser("predict", help="predictions as JSON lines: labels, entities, answers or masked words")
-    pr.add_argument("model")
+    pr.add_argument("model", help="a bertkit or Hugging Face BERT directory, or a Hub name")
     pr.add_argument("--text", action="append", help="a text (repeatable); with [MASK] for a fill-mask model")
     pr.add_argument("--pair", action="append", help="the second text of each --text (sentence-pair models)")
     pr.add_argument("--question", action="append", help="question answering: a question (repeatable)")
@@ -51,7 +51,8 @@ def register(verbs) -> None:
     pr.set_defaults(func=predict)
 
     ev = verbs.add_parser("evaluate", help="score a fine-tuned model on a labelled file")
-    ev.add_argument("model")
+    ev.add_argument("model", help="a fine-tuned classifier, tagger or question-answering model directory, or a "
+                    "Hub name")
     ev.add_argument("--input", required=True, help="CSV/TSV/JSON lines (classification), CoNLL/JSON lines (ner) "
                     "or SQuAD JSON (qa); or Parquet/Arrow, a datasets folder or NAME:SPLIT")
     ev.add_argument("--out", help="directory for metrics.json and confusion.png")

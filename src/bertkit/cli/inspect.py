@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from bertkit.cli.common import add_columns, add_device, add_overwrite, add_quiet, add_threads
+from bertkit.cli.common import TEXT_COLUMN_HELP, add_columns, add_device, add_overwrite, add_quiet, add_threads
 from bertkit.cli.options import add_fields, given
 from bertkit.errors import BertkitError
 from bertkit.folders import claim, mark
@@ -38,7 +38,8 @@ def register(verbs) -> None:
     xp.add_argument("--max-length", type=Range(int, 8), help="tokens read at once (default: as the model was saved)")
     xp.add_argument("--window-stride", type=NON_NEGATIVE_INT, help="a text longer than --max-length is explained as "
                     "windows sharing this many tokens; 0 truncates it (default: as the model was saved)")
-    xp.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
+    xp.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="fixes LIME's samples and the random "
+                    "orders of the faithfulness check (default 0)")
     add_quiet(xp)
     add_columns(xp, label=False)
     add_overwrite(xp)
@@ -53,11 +54,12 @@ def register(verbs) -> None:
     add_fields(em, Reading, ["pooling", "max_length"], choices={"pooling": POOLINGS})
     em.add_argument("--layer", type=int, help="hidden layer to pool: 0 embeddings .. L last, negative from the "
                     "end (default: last)")
-    em.add_argument("--batch-size", type=POSITIVE_INT, default=64)
+    em.add_argument("--batch-size", type=POSITIVE_INT, default=64, help="texts per forward pass (default 64)")
     em.add_argument("--no-tsne", action="store_true", help="skip the t-SNE plot")
     em.add_argument("--tsne-limit", type=Range(int, 5), default=2000, help="rows in the t-SNE plot (a seeded sample)")
-    em.add_argument("--text-column", default="text")
-    em.add_argument("--label-column", default="label")
+    em.add_argument("--text-column", default="text", help=TEXT_COLUMN_HELP)
+    em.add_argument("--label-column", default="label", help="the CSV/TSV column or JSON lines key of the "
+                    "labels that colour the t-SNE plot; optional (default: label)")
     em.add_argument("--resume", action="store_true", help="continue a run into --out that was stopped (killed, disk "
                     "full) from its last complete chunk; the old index in --out stays until the new one is complete")
     add_quiet(em)

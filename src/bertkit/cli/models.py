@@ -16,7 +16,7 @@ HEADS = ["encoder", "pretraining", "masked_lm", "sequence_classification", "toke
 def register(verbs) -> None:
     c = verbs.add_parser("convert", help="a Hugging Face BERT folder or an old bertkit directory as a current model "
                          "directory (which transformers also opens), optionally with another head")
-    c.add_argument("src", help="a bertkit or Hugging Face BERT directory")
+    c.add_argument("src", help="a bertkit or Hugging Face BERT directory, or a Hub name")
     c.add_argument("dst", help="output directory (replaced atomically if it exists)")
     c.add_argument("--to", choices=["hf", "bertkit"], default="hf",
                    help="kept for scripts: both write the same folder, Hugging Face's layout plus bertkit.json")
@@ -25,11 +25,11 @@ def register(verbs) -> None:
     c.set_defaults(func=convert)
 
     i = verbs.add_parser("info", help="describe a model directory (bertkit or Hugging Face)")
-    i.add_argument("model")
+    i.add_argument("model", help="a bertkit or Hugging Face BERT directory, or a Hub name")
     i.set_defaults(func=info)
 
     ex = verbs.add_parser("export", help="a model directory as ONNX for ONNX Runtime (fused; int8 optional)")
-    ex.add_argument("model", help="a bertkit or Hugging Face BERT directory")
+    ex.add_argument("model", help="a bertkit or Hugging Face BERT directory, or a Hub name")
     ex.add_argument("out", help="output directory: model.onnx (+ model.int8.onnx), tokenizer, labels, config")
     ex.add_argument("--onnx", action="store_true", required=True, help="export to ONNX (the one format so far)")
     ex.add_argument("--int8", action="store_true", help="also write a dynamically quantised model.int8.onnx")

@@ -38,11 +38,13 @@ def add_fields(parser: argparse.ArgumentParser, cls, names: list[str], *, defaul
         f = by_name[name]
         default = (defaults or {}).get(name, f.default if f.default is not MISSING else None)
         flag = (flags or {}).get(name, "--" + name.replace("_", "-"))
-        help_text = docs.get(name, "")
+        help_text = docs.get(name, "").replace("%", "%%")  # argparse formats help with %
         kind = str(f.type).split("|")[0].strip()
         if kind == "bool":
             if default:
                 flag = flag if (flags or {}).get(name) else "--no-" + name.replace("_", "-")
+            if default and help_text:
+                help_text = "(on by default; this flag turns it off) " + help_text
             parser.add_argument(*_spellings(flag), dest=name, action="store_const", const=not default, default=None,
                                 help=help_text)
             continue

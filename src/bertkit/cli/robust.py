@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from bertkit.cli.common import add_overwrite, add_quiet, add_threads
+from bertkit.cli.common import LABEL_COLUMN_HELP, TEXT_COLUMN_HELP, add_overwrite, add_quiet, add_threads
 from bertkit.cli.options import add_fields, given
 from bertkit.folders import claim, mark
 from bertkit.options import NON_NEGATIVE_INT, POSITIVE_INT
@@ -24,8 +24,8 @@ def register(verbs) -> None:
     at.add_argument("--mlm", metavar="MODEL_DIR", help="bae: a masked language model of the same vocabulary "
                     "(default: the model folder's own MLM head, if it has one)")
     add_fields(at, AttackConfig, ATTACK_FIELDS)
-    at.add_argument("--text-column", default="text")
-    at.add_argument("--label-column", default="label")
+    at.add_argument("--text-column", default="text", help=TEXT_COLUMN_HELP)
+    at.add_argument("--label-column", default="label", help=LABEL_COLUMN_HELP)
     add_quiet(at)
     add_overwrite(at)
     add_threads(at)
@@ -42,9 +42,9 @@ def register(verbs) -> None:
                     help="which lists, templates and pairs (auto: from the input's text, else the vocabulary)")
     bi.add_argument("--per-group", type=POSITIVE_INT, default=2,
                     help="classifier: terms of each other group swapped in per case (default 2)")
-    bi.add_argument("--batch-size", type=POSITIVE_INT, default=64)
-    bi.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
-    bi.add_argument("--text-column", default="text")
+    bi.add_argument("--batch-size", type=POSITIVE_INT, default=64, help="texts per forward pass (default 64)")
+    bi.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="fixes which terms are swapped in (default 0)")
+    bi.add_argument("--text-column", default="text", help=TEXT_COLUMN_HELP)
     add_quiet(bi)
     add_overwrite(bi)
     add_threads(bi)

@@ -26,7 +26,8 @@ def register(verbs) -> None:
                     "named after its folder; the first is the default")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
     sv.add_argument("--port", type=Range(int, 0, 65535), default=8000, help="default 8000")
-    sv.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    sv.add_argument("--precision", default="fp32", choices=PRECISIONS, help="inference precision: bf16 (CPU with "
+                    "bf16 instructions, GPU) or int8 (CPU) run faster (default fp32)")
     add_device(sv)
     add_fields(sv, Limits, LIMITS)
     sv.add_argument("--index", metavar="EMB_DIR", help="a `bertkit embed` directory to serve /similar from")

@@ -34,6 +34,10 @@ TRAIN_FLAGS = {"max_steps": "--steps", "max_tokens": "--tokens", "budget_minutes
                "keep_checkpoints": "--keep"}
 
 
+DEV_HELP = ("dev file (default, classification: without --dev and --test, about 10%% of --train's texts go to dev "
+            "and 10%% to test, chosen by a hash of each text)")
+
+
 def register(verbs) -> None:
     from bertkit.data.tasks import PROBLEM_TYPES
     from bertkit.distill import DistillConfig
@@ -61,7 +65,7 @@ def register(verbs) -> None:
     ft.add_argument("model", help="a bertkit model directory or a Hugging Face BERT folder")
     ft.add_argument("--train", required=True, help="CSV/TSV/JSON lines (classification), CoNLL/JSON lines (ner) or "
                     "SQuAD JSON (qa); or Parquet/Arrow, a datasets folder or NAME:SPLIT (docs/ecosystem.md)")
-    ft.add_argument("--dev", help="dev file (default: split from --train by the project rule)")
+    ft.add_argument("--dev", help=DEV_HELP)
     ft.add_argument("--test", help="test file")
     ft.add_argument("--out", required=True, help="run directory: metrics.jsonl, metrics.json, PNGs, model/")
     add_fields(ft, FinetuneConfig, FINETUNE_FIELDS, choices={"task": TASKS, "problem_type": PROBLEM_TYPES,
@@ -77,7 +81,7 @@ def register(verbs) -> None:
                     "one)")
     ds.add_argument("--train", required=True, help="CSV/TSV/JSON lines (classification) or CoNLL/JSON lines (ner), "
                     "labelled as the teacher was trained")
-    ds.add_argument("--dev", help="dev file (default: split from --train by the project rule)")
+    ds.add_argument("--dev", help=DEV_HELP)
     ds.add_argument("--test", help="test file (the report measures on it, else on dev)")
     ds.add_argument("--out", required=True, help="run directory: model/ (the student), metrics.json, report.md, "
                     "report.json, metrics.jsonl, control/")
@@ -90,14 +94,17 @@ def register(verbs) -> None:
     ds.set_defaults(func=distill)
 
     bl = verbs.add_parser("baseline", help="TF-IDF + logistic regression on the same task files")
-    bl.add_argument("--task", default="classification", choices=["classification", "ner"])
-    bl.add_argument("--train", required=True)
-    bl.add_argument("--dev")
-    bl.add_argument("--test")
-    bl.add_argument("--out", required=True)
+    bl.add_argument("--task", default="classification", choices=["classification", "ner"],
+                    help="classification: TF-IDF + logistic regression; ner: a window-feature tagger (default "
+                    "classification)")
+    bl.add_argument("--train", required=True, help="CSV/TSV/JSON lines (classification) or CoNLL/JSON lines (ner)")
+    bl.add_argument("--dev", help=DEV_HELP)
+    bl.add_argument("--test", help="test file")
+    bl.add_argument("--out", required=True, help="run directory: metrics.json (+ confusion.png)")
     bl.add_argument("--analyzer", default="auto", choices=["auto", "word", "char"],
                     help="word 1-2-grams, or character 1-3-grams (auto: char for Chinese)")
-    bl.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
+    bl.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="the logistic regression's random state "
+                    "(default 0)")
     add_columns(bl)
     add_overwrite(bl)
     bl.set_defaults(func=baseline)

@@ -31,7 +31,7 @@ class Reading:
     window_pool: str = "mean"
     """How windows make a text's logits: mean or max."""
     doc_stride: int | None = field(default=None, metadata=at_least(0))
-    """Question answering: tokens shared by consecutive windows over a long context; None: a third of
+    """Question answering: tokens shared by consecutive windows over a long context; unset: a third of
     max_length (128 at 384, as in BERT's SQuAD runs)."""
     max_answer_length: int = field(default=30, metadata=at_least(1))
     """Question answering: the longest answer, in tokens."""
