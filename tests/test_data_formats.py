@@ -164,7 +164,7 @@ def test_dataset_by_name_read_offline_from_the_cache(w, cached, capsys):
 
 
 def test_finetune_by_name_records_the_dataset(w, cached, tmp_path, capsys):
-    """--train NAME:SPLIT fine-tunes (dev and test split off by the project rule, as from a file), and the run's
+    """--train NAME:SPLIT fine-tunes (dev and test split off by bertkit's split rule, as from a file), and the run's
     recipe names the split with its datasets fingerprint, so that --resume notices other data."""
     out = tmp_path / "run"
     code, _, err = cli(["finetune", w["encoder"], "--train", f"{cached}:train", "--out", out, "--epochs", "0.2",

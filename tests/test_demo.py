@@ -1,4 +1,4 @@
-"""The README's main job, end to end on slices with tiny sizes (`bertkit demo --smoke`), in both languages.
+"""The demo (`bertkit demo`), end to end on slices with tiny sizes (`bertkit demo --smoke`), in both languages.
 
 The data comes from the catalog (pinned packages fetched from the package index, sha256-checked, cached), as it does for a user.
 """

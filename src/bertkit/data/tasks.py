@@ -250,7 +250,7 @@ def check_labels(examples: Sequence[Example], labels: Sequence[str], path: str |
 
 
 def split_examples(examples: Sequence[Example]) -> dict[str, list[Example]]:
-    """train/dev/test by the project's split rule (catalog.split_labelled), order kept.
+    """train/dev/test by bertkit's split rule (catalog.split_labelled), order kept.
 
     The text hashed is the text, or `text + "\\t" + pair` for pairs. An exact duplicate (text, pair) is
     kept once (its first occurrence); one seen with two different labels is dropped.
@@ -493,7 +493,7 @@ def _answer(answer: object, context: str, qid: str, path: Path, where: str) -> t
 def load_task_data(task: str, train_file, dev_file=None, test_file=None, columns: dict | None = None,
                    problem_type: str = "single_label"):
     """(splits {train, dev, test} of examples or tagged sentences, labels). Without dev/test files, dev and test
-    come out of the train file by the project's deterministic split rule. task: classification, ner or qa."""
+    come out of the train file by bertkit's deterministic split rule. task: classification, ner or qa."""
     columns = columns or {}
     if task == "ner":
         read = read_tagged

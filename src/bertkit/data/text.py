@@ -37,7 +37,7 @@ SUFFIXES = (".txt",) + JSON_SUFFIXES + TABLE_SUFFIXES
 
 MAX_DOCUMENT_LINES = 5_000
 """Lines of a .txt document beyond which it is cut into blocks of this many. Real documents stay far below (a
-chapter of the project's austen.txt has at most 112 paragraph lines, a People's Daily document 20), so only
+chapter of a Jane Austen novel has at most 112 paragraph lines, a People's Daily document 20), so only
 a file without blank lines is cut: whole, it would be one document held in memory (a 50 MB file of one
 sentence a line peaked at 2 GB), with nothing to hold out and NSP's "random" sentences drawn from itself.
 A block is ~0.5 MB of one-sentence lines."""
