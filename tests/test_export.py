@@ -8,7 +8,8 @@ import torch
 
 from bertkit import BertkitError, build_model, load_model, save_model
 from bertkit.cli import main
-from bertkit.export import OUTPUTS, export_onnx, onnx_session
+from bertkit.export import export_onnx, onnx_session
+from bertkit.heads import HEADS
 from conftest import random_batch
 
 pytest.importorskip("onnxruntime")
@@ -22,7 +23,7 @@ def _reference(model, ids, mask, types):
     return list(out) if isinstance(out, tuple) else [out]
 
 
-@pytest.mark.parametrize("task", list(OUTPUTS))
+@pytest.mark.parametrize("task", list(HEADS))
 def test_onnx_runtime_matches_bertkit(tmp_path, tiny_config, task):
     torch.manual_seed(0)
     model = build_model(tiny_config, task, 3).eval()
@@ -33,7 +34,7 @@ def test_onnx_runtime_matches_bertkit(tmp_path, tiny_config, task):
     real = mask.bool()
     for int8 in ([False, True] if task == "sequence_classification" else [False]):
         outs = onnx_session(tmp_path / "onnx", int8).run(None, feeds)
-        assert len(outs) == len(OUTPUTS[task])
+        assert len(outs) == len(HEADS[task].outputs)
         for got, want in zip(outs, _reference(model, ids, mask, types)):
             got = torch.from_numpy(got)
             assert got.shape == want.shape
@@ -42,7 +43,7 @@ def test_onnx_runtime_matches_bertkit(tmp_path, tiny_config, task):
             diff = float((got - want).abs().max())
             assert diff <= (0.05 if int8 else 1e-4), (task, int8, diff)
     meta = json.loads((tmp_path / "onnx" / "bertkit.json").read_text())
-    assert meta["task"] == task and meta["onnx"]["outputs"] == OUTPUTS[task] and meta["format"] == "bertkit-onnx/1"
+    assert meta["task"] == task and meta["onnx"]["outputs"] == list(HEADS[task].outputs) and meta["format"] == "bertkit-onnx/1"
     assert json.loads((tmp_path / "onnx" / "config.json").read_text())["model_type"] == "bert"
 
 

@@ -295,3 +295,11 @@ def test_dense_onednn_path_equals_plain_ops(act, dtype):
     torch.testing.assert_close(fast, onednn, atol=0, rtol=0)
     tolerance = 1e-5 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(fast.float(), plain.detach().float(), atol=tolerance, rtol=tolerance)
+
+
+def test_one_table_of_head_names():
+    """bertkit.heads names every head the model package builds, and each kind a recipe trains maps back."""
+    from bertkit.heads import HEAD_FOR_KIND, HEADS
+    assert set(HEADS) == set(TASKS)
+    assert HEAD_FOR_KIND == {"classification": "sequence_classification", "ner": "token_classification",
+                             "qa": "question_answering"}

@@ -25,15 +25,8 @@ from bertkit.checkpoint import CONFIG, EXTRAS, bertkit_meta, hf_config, load_mod
 from bertkit.errors import BertkitError
 from bertkit.folders import write_atomically
 from bertkit.hub import hub_origin, resolve_model
+from bertkit.heads import HEADS
 
-OUTPUTS = {
-    "encoder": ["last_hidden_state", "pooler_output"],
-    "pretraining": ["prediction_logits", "seq_relationship_logits"],
-    "masked_lm": ["logits"],
-    "sequence_classification": ["logits"],
-    "token_classification": ["logits"],
-    "question_answering": ["start_logits", "end_logits"],
-}
 INPUTS = ["input_ids", "attention_mask", "token_type_ids"]  # transformers' names, which optimum feeds
 ONNX_FORMAT = "bertkit-onnx/1"
 
@@ -115,7 +108,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, optimize: bool = True
         block.attn.backend = "eager"
         block.attn = _SplitAttention(block.attn, masks)
     C, H = model.config.hidden_size, model.config.num_heads
-    names = OUTPUTS[model.task]
+    names = list(HEADS[model.task].outputs)
     ids = torch.tensor([[2, 5, 6, 7, 3], [2, 8, 3, 0, 0]]).clamp(max=model.config.vocab_size - 1)
     mask = (torch.arange(5) < torch.tensor([[5], [3]])).long()
     types = torch.tensor([[0, 0, 0, 1, 1], [0, 0, 0, 0, 0]])

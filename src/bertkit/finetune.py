@@ -30,6 +30,7 @@ from bertkit.config import DEFAULT_MAX_LENGTH
 from bertkit.data.encoding import collate, encode_classification, encode_tagged, global_batches
 from bertkit.data.tasks import PROBLEM_TYPES, load_task_data
 from bertkit.errors import BertkitError
+from bertkit.heads import HEAD_FOR_KIND
 from bertkit.evaluate.scores import score
 from bertkit.inference.batches import Encoded, check_segments, forward, truncation_note
 from bertkit.inference.reading import Reading
@@ -41,7 +42,6 @@ from bertkit.robust.pieces import Pieces
 from bertkit.trainer import Step
 
 TASKS = ("classification", "ner", "qa")
-HEADS = {"classification": "sequence_classification", "ner": "token_classification", "qa": "question_answering"}
 TRAIN_DEFAULTS = {"lr": 5e-5, "warmup": 0.06, "weight_decay": 0.01, "betas": (0.9, 0.999), "eps": 1e-8, "log_every": 10}
 """The training loop's settings for fine-tuning (BERT's paper and transformers' Trainer), where they differ from
 TrainConfig's pre-training defaults."""
@@ -220,7 +220,7 @@ def finetune(model_dir: str | Path, out: str | Path, cfg: FinetuneConfig, train_
     splits, labels = load_task_data(cfg.task, train_file, dev_file, test_file, columns, cfg.problem_type)
     num_labels = 1 if cfg.problem_type == "regression" and cfg.task == "classification" else len(labels)
     torch.manual_seed(cfg.seed)  # the new head's initial weights
-    loaded = load_model(model_dir, task=HEADS[cfg.task], num_labels=num_labels if cfg.task != "qa" else None,
+    loaded = load_model(model_dir, task=HEAD_FOR_KIND[cfg.task], num_labels=num_labels if cfg.task != "qa" else None,
                         problem_type=cfg.problem_type if cfg.task == "classification" else None)
     if loaded.tokenizer is None:
         raise BertkitError(f"{model_dir} has no tokenizer files")
@@ -271,7 +271,7 @@ def finetune(model_dir: str | Path, out: str | Path, cfg: FinetuneConfig, train_
         if encoded[name][0]:
             results[name] = {**scores(best, name), "truncated": truncated[name]}  # as `evaluate` reports it
     (out / "metrics.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    write_model_card(out / "model", task=HEADS[cfg.task], labels=labels or None, reading=cfg.reading.to_dict(),
+    write_model_card(out / "model", task=HEAD_FOR_KIND[cfg.task], labels=labels or None, reading=cfg.reading.to_dict(),
                      data={k: v for k, v in files.items() if v}, metrics={k: results[k] for k in ("dev", "test")
                                                                           if k in results}, base=origin)
     test = results.get("test", {})

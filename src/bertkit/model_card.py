@@ -10,22 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import PureWindowsPath
 
-PIPELINE_TAGS = {
-    "encoder": "feature-extraction",
-    "pretraining": "fill-mask",
-    "masked_lm": "fill-mask",
-    "sequence_classification": "text-classification",
-    "token_classification": "token-classification",
-    "question_answering": "question-answering",
-}
-TRANSFORMERS_CLASSES = {  # the class that loads each head with no missing or unexpected weight
-    "encoder": "AutoModel",
-    "pretraining": "BertForPreTraining",
-    "masked_lm": "AutoModelForMaskedLM",
-    "sequence_classification": "AutoModelForSequenceClassification",
-    "token_classification": "AutoModelForTokenClassification",
-    "question_answering": "AutoModelForQuestionAnswering",
-}
+from bertkit.heads import HEADS
+
 WHAT = {  # task -> (title, what it computes)
     "encoder": ("A BERT encoder", "token vectors, and a sentence vector from its pooler"),
     "pretraining": ("A pre-trained BERT", "masked-word and next-sentence predictions (its pre-training heads)"),
@@ -49,7 +35,7 @@ def model_card(task: str, *, labels: list[str] | None = None, reading: dict | No
     (numbers only are shown); hf_config: the folder's config.json, for the model's size and problem type; base: the
     Hugging Face Hub model it was trained from, {"name", "revision"} (hub.hub_origin), as the Hub's `base_model`."""
     hf = hf_config or {}
-    pipeline = PIPELINE_TAGS[task]
+    pipeline = HEADS[task].pipeline
     front = [f"base_model: {base['name']}", f"base_model_revision: {base['revision']}"] if base else []
     lines = ["---", "library_name: bertkit", f"pipeline_tag: {pipeline}", *front, "tags:", "- bertkit", "- bert",
              f"- {pipeline}", "---", "", f"# {WHAT[task][0]}", ""]
@@ -76,8 +62,8 @@ def model_card(task: str, *, labels: list[str] | None = None, reading: dict | No
     lines += ["## Use it", "", "In bertkit:", "", "```bash"] + _bertkit_commands(task) + ["```", "", "```python",
               "from bertkit import load_model", "", f'loaded = load_model("{DIR}")  # .model, .tokenizer, .labels, '
               ".reading", "```", "", "In transformers:", "", "```python",
-              f"from transformers import AutoTokenizer, {TRANSFORMERS_CLASSES[task]}", "",
-              f'model = {TRANSFORMERS_CLASSES[task]}.from_pretrained("{DIR}")',
+              f"from transformers import AutoTokenizer, {HEADS[task].transformers_class}", "",
+              f'model = {HEADS[task].transformers_class}.from_pretrained("{DIR}")',
               f'tokenizer = AutoTokenizer.from_pretrained("{DIR}")', "```", ""]
     return "\n".join(lines)
 

@@ -7,10 +7,9 @@ import json
 
 from bertkit.cli.common import add_overwrite
 from bertkit.folders import claim, mark
+from bertkit.heads import HEADS
 from bertkit.options import Range
 
-HEADS = ["encoder", "pretraining", "masked_lm", "sequence_classification", "token_classification",
-         "question_answering"]
 
 
 def register(verbs) -> None:
@@ -20,7 +19,8 @@ def register(verbs) -> None:
     c.add_argument("dst", help="output directory (replaced atomically if it exists)")
     c.add_argument("--to", choices=["hf", "bertkit"], default="hf",
                    help="kept for scripts: both write the same folder, Hugging Face's layout plus bertkit.json")
-    c.add_argument("--task", choices=HEADS, help="head to build when importing (default: the source's architecture)")
+    c.add_argument("--task", choices=list(HEADS),
+                   help="head to build when importing (default: the source's architecture)")
     add_overwrite(c)
     c.set_defaults(func=convert)
 

@@ -29,15 +29,16 @@ from bertkit.distill.student import SHAPES, Distiller, layer_map, load_student, 
 from bertkit.distill.task import CACHE, DistillConfig, DistillTask, teacher_logits
 from bertkit.errors import BertkitError
 from bertkit.evaluate.scores import score
-from bertkit.finetune import HEADS, TRAIN_DEFAULTS, FinetuneConfig, default_metric, encode_split
+from bertkit.finetune import TRAIN_DEFAULTS, FinetuneConfig, default_metric, encode_split
 from bertkit.hardware import resolve_device
+from bertkit.heads import HEAD_FOR_KIND, HEADS
 from bertkit.hub import hub_origin, is_hub_name, resolve_model
 from bertkit.inference.batches import check_segments, forward
 from bertkit.inference.reading import Reading
 from bertkit.tokenizer import Tokenizer
 from bertkit.trainer import TrainConfig, check_recipe, file_fingerprint, train
 
-TASKS = {"sequence_classification": "classification", "token_classification": "ner"}
+TASKS = {task: HEADS[task].kind for task in ("sequence_classification", "token_classification")}
 """The teachers distillation takes (saved head -> recipe task)."""
 AUGMENTED = "augmented.jsonl"
 
@@ -150,7 +151,7 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, train_
         results["control"] = {name: scores(control, name) for name in ("dev", "test") if encoded[name][0]}
         results["control"]["seconds"] = round(time.perf_counter() - started, 1)
     (out / "metrics.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    write_model_card(out / "model", task=HEADS[ft.task], labels=labels, reading=ft.reading.to_dict(),
+    write_model_card(out / "model", task=HEAD_FOR_KIND[ft.task], labels=labels, reading=ft.reading.to_dict(),
                      data={"distilled from": str(teacher_dir), **{k: v for k, v in files.items() if v}},
                      metrics={k: results[k] for k in ("dev", "test") if k in results}, base=origins.get("teacher"))
     from bertkit.plots import plot_training

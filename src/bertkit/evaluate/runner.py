@@ -16,9 +16,7 @@ from bertkit.evaluate.scores import Scores, score
 from bertkit.inference import pipeline
 from bertkit.inference.batches import Encoded, forward, truncation_note
 from bertkit.inference.stream import chunk_rows, chunks, close_bar, progress_bar
-
-KINDS = {"sequence_classification": "classification", "token_classification": "ner", "question_answering": "qa"}
-
+from bertkit.heads import HEADS
 
 def evaluate_file(model_dir: str | Path, path: str | Path, out: str | Path | None = None,
                   columns: dict | None = None, precision: str = "fp32", compile: bool = False,
@@ -30,7 +28,7 @@ def evaluate_file(model_dir: str | Path, path: str | Path, out: str | Path | Non
     and a note on stderr says so. progress: a rows bar on stderr."""
     predictor = pipeline(model_dir, precision=precision, compile=compile, **reading)
     model, tok, labels, r = predictor.model, predictor.tokenizer, predictor.labels, predictor.reading
-    task = KINDS.get(model.task)
+    task = HEADS[model.task].kind
     if task is None:
         raise BertkitError(f"{model_dir} holds a {model.task} model; evaluate scores fine-tuned classifiers, "
                            "taggers and question-answering models")

@@ -178,6 +178,7 @@ TASKS: dict[str, type[nn.Module]] = {
 LABELLED_TASKS = ("sequence_classification", "token_classification")
 
 
+
 def build_model(config: BertConfig, task: str = "encoder", num_labels: int | None = None,
                 problem_type: str = "single_label") -> nn.Module:
     """A freshly initialised task model."""
