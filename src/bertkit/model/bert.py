@@ -67,11 +67,11 @@ def dense(layer: nn.Module, x: torch.Tensor, act: str | None = None) -> torch.Te
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Inverted dropout, like F.dropout, with a faster random source on CPU.
 
-    torch's CPU generator (mt19937, one number at a time) makes F.dropout cost ~6 ns an element: 17% of a bf16
-    MiniLM fine-tuning step on 2 cores, measured. Here the mask comes from 16-bit words of numpy's SFC64
-    generator, seeded by one draw from torch's generator, so torch.manual_seed and a saved torch RNG state still
-    fix every mask. An element is dropped with probability round(p * 65536) / 65536 (within 8e-6 of p) and the
-    rest are scaled by the inverse of the exact keep rate, so the expectation is unchanged. ~4x faster.
+    torch's CPU generator (mt19937, one number at a time) makes F.dropout a large share of a CPU training step
+    (docs/design.md). Here the mask comes from 16-bit words of numpy's SFC64 generator, seeded by one draw from
+    torch's generator, so torch.manual_seed and a saved torch RNG state still fix every mask. An element is dropped
+    with probability round(p * 65536) / 65536 (within 8e-6 of p) and the rest are scaled by the inverse of the
+    exact keep rate, so the expectation is unchanged.
     """
     if not training or p == 0.0:
         return x
@@ -89,9 +89,8 @@ def keep_mask(shape: torch.Size, p: float, dtype: torch.dtype = torch.float32) -
     kept and 0 where it is dropped, and the factor for the kept ones.
 
     A 0/1 tensor of the data's own dtype, applied by multiplication, because torch's boolean kernels on CPU
-    (comparison to bool, masked_fill, bool -> bf16) are not vectorised: a bf16 multiply by the mask takes 0.6 ms
-    against masked_fill's 4.4 ms on a (32, 12, 128, 128) attention map, and numpy makes the mask 2x faster than
-    torch's comparison. The scale is applied separately, so kept values are scaled by the exact factor rather
+    (comparison to bool, masked_fill, bool -> bf16) are not vectorised, and numpy makes the mask faster than
+    torch's comparison (docs/design.md). The scale is applied separately, so kept values are scaled by the exact factor rather
     than by a rounded bf16 copy of it (which would bias the expectation by up to 0.4%)."""
     threshold = round(p * 65536)  # drop a 16-bit word below this (as unsigned)
     n = math.prod(shape)
@@ -153,8 +152,7 @@ class Attention(nn.Module):
         qkv = dense(self.qkv, x)  # (B, T, 3C) or (N, 3C)
         if packed is not None and packed.starts is not None and self.varlen and not need_probs:
             # CPU: per sequence, except when training under bf16 autocast, where batched bf16 products in the
-            # padded layout beat the fp32 per-sequence ones (BERT-small pre-training: 2,966 vs 2,684 tokens/s; in
-            # fp32 per sequence wins, 1,532 vs 1,431; in inference by up to 2.4x).
+            # padded layout are faster (docs/design.md)
             bf16_training = torch.is_grad_enabled() and torch.is_autocast_enabled("cpu")
             if x.device.type == "cpu" and not bf16_training:
                 y = self._attend_per_sequence(qkv.view(-1, 3, H, D), packed, first_only)
@@ -182,15 +180,15 @@ class Attention(nn.Module):
 
     def _attend_per_sequence(self, qkv: torch.Tensor, packed: Packing, first_only: bool) -> torch.Tensor:
         """qkv (N, 3, H, D) packed -> (N, H, D), or (B, H, D) when first_only: one sequence at a time, so no
-        query or key is ever padding. CPU only: the loop's overhead (~20 us a sequence) is small against the work.
+        query or key is ever padding. CPU only: the loop's overhead is small against the work.
 
-        The products run in fp32 (MKL) whatever the model's precision: in bf16 every new sequence length compiles
-        a oneDNN primitive, which the capped primitive cache (see bertkit/__init__.py) evicts again; fp32 is as
-        fast here and never compiles (measured: mini in bf16 on mixed lengths went from 20k to 38k tokens/s)."""
+        The products run in fp32 whatever the model's precision: in bf16 every new sequence length compiles a
+        oneDNN primitive, which the capped primitive cache (see bertkit/__init__.py) evicts again; fp32 never
+        compiles (docs/design.md)."""
         ys = []
         with torch.autocast("cpu", enabled=False):
             for s, n in zip(packed.starts, packed.lengths):
-                # each sequence's q, k, v as dense (H, n, D) blocks: CPU bmm on strided slices is ~1.7x slower
+                # each sequence's q, k, v as dense (H, n, D) blocks: CPU bmm on strided slices is slower
                 q, k, v = qkv[s:s + n].float().permute(1, 2, 0, 3).contiguous()  # each (H, n, D)
                 y, _ = self._attend(q[:, :1] if first_only else q, k, v, None, plain=True)
                 ys.append(y)  # (H, n or 1, D)
@@ -201,10 +199,9 @@ class Attention(nn.Module):
         """softmax(q k^T / sqrt(D)) v with dropout: q (..., Tq, D), k and v (..., T, D) -> (..., Tq, D), and the
         probabilities (..., Tq, T) when computed by the plain ops (always when `plain`)."""
         dropout_p = self.dropout_p if self.training else 0.0
-        # On CPU the three plain ops below beat F.scaled_dot_product_attention in bf16 (its fused kernel is ~3x
-        # slower there: forward + backward, B=32 H=8 T=128 D=64, torch 2.13), with dropout (it falls back to the
-        # same plain ops, with torch's slow dropout) and one sequence at a time (~1.35x, inference), so they are
-        # used there.
+        # On CPU the three plain ops below beat F.scaled_dot_product_attention in bf16, with dropout (it falls back
+        # to the same plain ops, with torch's slow dropout) and one sequence at a time (docs/design.md), so they
+        # are used there.
         plain = plain or q.device.type == "cpu" and (torch.is_autocast_enabled("cpu") or q.dtype == torch.bfloat16
                                                      or dropout_p > 0)
         if self.backend == "sdpa" and not need_probs and not plain:
