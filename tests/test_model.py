@@ -216,7 +216,7 @@ def test_unpadded_edge_cases_equal_each_sequence_alone(tiny_config, lengths, T, 
     torch.manual_seed(0)
     model = build_model(tiny_config.replace(unpad=True), "encoder").eval()
     for block in model.bert.blocks:
-        block.attn.varlen = varlen
+        block.attn.packed_kernel = "per_sequence" if varlen else None
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(5, tiny_config.vocab_size, (len(lengths), T), generator=g)
     types = torch.randint(0, 2, ids.shape, generator=g)
@@ -241,7 +241,7 @@ def test_per_sequence_attention_equals_padded_layout_in_training(tiny_config):
         torch.manual_seed(0)
         model = build_model(config, "token_classification", 3).train()
         for block in model.bert.blocks:
-            block.attn.varlen = varlen
+            block.attn.packed_kernel = "per_sequence" if varlen else None
         torch.manual_seed(1)
         loss = model(ids, mask, types)[mask.bool()].square().mean()
         loss.backward()
@@ -303,3 +303,50 @@ def test_one_table_of_head_names():
     assert set(HEADS) == set(TASKS)
     assert HEAD_FOR_KIND == {"classification": "sequence_classification", "ner": "token_classification",
                              "qa": "question_answering"}
+
+
+@pytest.mark.parametrize("device,dtype,training,autocast,unpad,backend,expected", [
+    ("cpu", torch.float32, False, False, True, "sdpa", ("per_sequence", "sdpa")),  # CPU inference
+    ("cpu", torch.bfloat16, False, False, True, "sdpa", ("per_sequence", "plain")),
+    ("cpu", torch.float32, True, False, True, "sdpa", ("per_sequence", "plain")),  # dropout 0.1 in training
+    ("cpu", torch.float32, True, True, True, "sdpa", (None, "plain")),  # bf16 autocast training attends padded
+    ("cpu", torch.float32, False, True, True, "sdpa", ("per_sequence", "plain")),  # its evaluations do not
+    ("cpu", torch.float32, False, False, False, "sdpa", (None, "sdpa")),
+    ("cpu", torch.float32, False, False, False, "eager", (None, "plain")),
+    ("cuda", torch.float32, False, False, True, "sdpa", (None, "sdpa")),  # flash wants half precision
+    ("cuda", torch.float32, True, True, True, "sdpa", (None, "sdpa")),  # and no dropout
+])
+def test_attention_kernels_decided_from_the_run(tiny_config, device, dtype, training, autocast, unpad, backend,
+                                                 expected):
+    from bertkit.model.bert import _flash_varlen, attention_kernels
+    config = tiny_config.replace(unpad=unpad, attention_backend=backend, attention_dropout=0.1)
+    assert attention_kernels(config, torch.device(device), dtype, training, autocast) == expected
+    if _flash_varlen is not None:  # torch >= 2.10: a GPU in bf16 with no attention dropout runs flash on packed tokens
+        config = config.replace(attention_dropout=0.0, unpad=True)
+        assert attention_kernels(config, torch.device("cuda"), torch.bfloat16)[0] == "flash_varlen"
+
+
+def test_choose_execution_sets_every_layer_and_never_changes_a_shared_config(tiny_config):
+    from bertkit.model.bert import Attention, choose_execution
+    shared = tiny_config.replace(unpad=False)
+    model, other = build_model(shared, "sequence_classification", 2), build_model(shared, "encoder")
+    choose_execution(model, training=True, autocast_bf16=True, unpad=True)
+    assert model.config.unpad and model.bert.config is model.config and not shared.unpad and other.config is shared
+    kernels = {(m.packed_kernel, m.padded_kernel) for m in model.modules() if isinstance(m, Attention)}
+    assert kernels == {(None, "plain")}
+    choose_execution(model)  # ready for inference on the CPU
+    assert {(m.packed_kernel, m.padded_kernel) for m in model.modules() if isinstance(m, Attention)} == {
+        ("per_sequence", "sdpa")}
+
+
+def test_only_choose_execution_sets_unpadding_and_kernels():
+    """Nothing outside model/bert.py flips config.unpad (in place or by replace) or sets a layer's kernels; a
+    new config may still be built with unpad=True."""
+    import re
+    from pathlib import Path
+    import bertkit
+    src = Path(bertkit.__file__).parent
+    offenders = [f"{p.relative_to(src)}:{n}" for p in src.rglob("*.py") if p.name != "bert.py"
+                 for n, line in enumerate(p.read_text().splitlines(), 1)
+                 if re.search(r"\.unpad\s*=[^=]|replace\([^)]*\bunpad=|(packed|padded)_kernel\s*=[^=]|\.varlen\s*=", line)]
+    assert not offenders, offenders

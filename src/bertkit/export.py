@@ -15,7 +15,6 @@ import json
 import logging
 import math
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -26,6 +25,7 @@ from bertkit.errors import BertkitError
 from bertkit.folders import write_atomically
 from bertkit.hub import hub_origin, resolve_model
 from bertkit.heads import HEADS
+from bertkit.model.bert import choose_execution
 
 INPUTS = ["input_ids", "attention_mask", "token_type_ids"]  # transformers' names, which optimum feeds
 ONNX_FORMAT = "bertkit-onnx/1"
@@ -102,10 +102,10 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, optimize: bool = True
     if origin is not None:  # a Hub model: its name and commit, as a model card's base_model and base_model_revision
         meta["base_model"] = origin
     # The graph runs padded batches: no unpadding (data-dependent shapes), the attention mask always applied.
-    model.config = model.bert.config = replace(model.config, unpad=False)
+    # plain matmul-softmax-matmul: a smaller graph than SDPA's decomposition
+    choose_execution(model, unpad=False, padded="plain")
     masks: dict = {}
-    for block in model.bert.blocks:  # plain matmul-softmax-matmul: a smaller graph than SDPA's decomposition
-        block.attn.backend = "eager"
+    for block in model.bert.blocks:
         block.attn = _SplitAttention(block.attn, masks)
     C, H = model.config.hidden_size, model.config.num_heads
     names = list(HEADS[model.task].outputs)

@@ -34,6 +34,7 @@ from bertkit.heads import HEAD_FOR_KIND
 from bertkit.evaluate.scores import score
 from bertkit.inference.batches import Encoded, check_segments, forward, truncation_note
 from bertkit.inference.reading import Reading
+from bertkit.model.bert import choose_execution
 from bertkit.objectives import IGNORE_INDEX
 from bertkit.options import at_least, between, check_fields
 from bertkit.robust import adversarial
@@ -226,7 +227,7 @@ def finetune(model_dir: str | Path, out: str | Path, cfg: FinetuneConfig, train_
         raise BertkitError(f"{model_dir} has no tokenizer files")
     model, tok = loaded.model, loaded.tokenizer
     cfg = replace(cfg, reading=cfg.reading.for_model(model.config, model_dir, DEFAULT_MAX_LENGTH))
-    model.config.unpad = True  # skip padding in every layer but attention; saved with the model, so inference does too
+    choose_execution(model, unpad=True)  # skip padding in every layer but attention; saved with the model
     if progress:
         for note in loaded.notes:
             print(f"note: {note}")

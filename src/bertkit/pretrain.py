@@ -22,6 +22,7 @@ from bertkit.data.instances import InstanceStream, Position, collate
 from bertkit.data.masking import mask_tokens
 from bertkit.data.words import WordStarts
 from bertkit.errors import BertkitError
+from bertkit.model.bert import choose_execution
 from bertkit.options import at_least, between, check_fields
 from bertkit.model.heads import build_model
 from bertkit import objectives
@@ -245,6 +246,5 @@ def _initial_model(init: str | Path, corpus: Corpus, cfg: PretrainConfig, progre
     if progress:
         for note in loaded.notes:
             print(f"note: {note}")
-    model = loaded.model.train()
-    model.config.unpad = True
+    model = choose_execution(loaded.model.train(), unpad=True)
     return model, loaded.notes

@@ -38,6 +38,7 @@ from bertkit.folders import write_atomically
 from bertkit.hardware import adjust
 from bertkit.errors import BertkitError
 from bertkit.hardware import resolve_device
+from bertkit.model.bert import choose_execution
 from bertkit.options import at_least, between, check_fields
 from bertkit.optim import SCHEDULES, lr_factor, make_optimizer
 from bertkit.reporting import open_reporter, parse_report_to
@@ -329,6 +330,7 @@ def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: str | Path
     total = config.max_steps if config.max_steps and not (config.max_tokens or config.budget_minutes) else None
     bar = tqdm(total=total, initial=prog.step, desc="train", unit="step", disable=not (main and progress_bar),
                dynamic_ncols=True)
+    choose_execution(core, training=True, autocast_bf16=config.bf16)
     model.train()
     steps = task.steps(task_state, rank, world)
     t_last = time.perf_counter()
@@ -399,9 +401,10 @@ def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: str | Path
             eta = (1 - progress_of(prog)) * prog.elapsed / max(progress_of(prog), 1e-9)
             bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tok_s:,.0f}", eta=f"{eta / 60:.1f}m", refresh=False)
         if prog.step % config.eval_every == 0 or done:
-            core.eval()
+            choose_execution(core.eval(), autocast_bf16=config.bf16)
             with torch.no_grad(), autocast:
                 last_eval = task.evaluate(core)
+            choose_execution(core, training=True, autocast_bf16=config.bf16)
             model.train()
             log({"step": prog.step, "tokens": prog.tokens, "elapsed": prog.elapsed,
                  **{f"eval_{k}": v for k, v in last_eval.items()}})

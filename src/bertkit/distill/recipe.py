@@ -35,6 +35,7 @@ from bertkit.heads import HEAD_FOR_KIND, HEADS
 from bertkit.hub import hub_origin, is_hub_name, resolve_model
 from bertkit.inference.batches import check_segments, forward
 from bertkit.inference.reading import Reading
+from bertkit.model.bert import choose_execution
 from bertkit.tokenizer import Tokenizer
 from bertkit.trainer import TrainConfig, check_recipe, file_fingerprint, train
 
@@ -85,7 +86,7 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, train_
     if cfg.augment and not (resume and (out / AUGMENTED).is_file()):
         mlm = _masked_lm(cfg, teacher_dir)
     control_student = copy.deepcopy(student) if cfg.control else None
-    teacher.config.unpad = True  # the teacher runs on real tokens only too (not saved)
+    choose_execution(teacher, unpad=True)  # the teacher runs on real tokens only too (not saved)
     device = resolve_device()  # the process's (--device), as the trainer's
     teacher.to(device)
     if progress:

@@ -19,6 +19,7 @@ from torch import nn
 from bertkit.checkpoint import Loaded, load_model
 from bertkit.config import PRESETS, BertConfig
 from bertkit.errors import BertkitError
+from bertkit.model.bert import choose_execution
 from bertkit.model.heads import build_model
 from bertkit.tokenizer import Tokenizer
 
@@ -42,13 +43,15 @@ def make_student(teacher: nn.Module, shape: str, layers: int | None = None) -> t
         if layers > t.num_layers:
             raise BertkitError(f"a student of the teacher's shape copies its layers: at most {t.num_layers}, "
                                f"not {layers}")
-        config = t.replace(num_layers=layers, unpad=True)
+        config = t.replace(num_layers=layers)
     else:
         config = BertConfig.preset(shape, num_layers=layers or PRESETS[shape][0], vocab_size=t.vocab_size,
                                    max_position_embeddings=t.max_position_embeddings,
                                    type_vocab_size=t.type_vocab_size, pad_token_id=t.pad_token_id,
-                                   hidden_act=t.hidden_act, layer_norm_eps=t.layer_norm_eps, unpad=True)
+                                   hidden_act=t.hidden_act, layer_norm_eps=t.layer_norm_eps)
     student = build_model(config, teacher.task, teacher.num_labels, getattr(teacher, "problem_type", "single_label"))
+    choose_execution(student, unpad=True)  # on real tokens only, as the teacher
+    config = student.config
     same = (config.hidden_size, config.num_heads, config.intermediate_size) == (t.hidden_size, t.num_heads,
                                                                                 t.intermediate_size)
     if not same:
@@ -79,7 +82,7 @@ def load_student(folder: str, teacher: nn.Module, teacher_tokenizer: Tokenizer, 
     loaded: Loaded = load_model(folder, task=teacher.task, num_labels=teacher.num_labels,
                                 problem_type=getattr(teacher, "problem_type", None))
     check_same_tokens(loaded.tokenizer, teacher_tokenizer, folder, teacher_dir)
-    loaded.model.config.unpad = True
+    choose_execution(loaded.model, unpad=True)
     return loaded.model, f"loaded from {folder}" + (f" ({'; '.join(loaded.notes)})" if loaded.notes else "")
 
 

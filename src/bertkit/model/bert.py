@@ -13,6 +13,7 @@ query/key/value projection, which `convert.py` splits and joins.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import NamedTuple
 
 import numpy as np
@@ -127,14 +128,55 @@ class Embeddings(nn.Module):
         return self.dropout(self.norm(x))
 
 
+def attention_kernels(config: BertConfig, device: torch.device, dtype: torch.dtype, training: bool = False,
+                      autocast_bf16: bool = False) -> tuple[str | None, str]:
+    """(packed, padded): how a layer attends on packed real tokens ("per_sequence", "flash_varlen", or None: in
+    the padded layout), and in the padded layout ("sdpa" or "plain": softmax(q k^T) v by three ops, which also
+    give the probabilities). On a CPU the plain ops beat F.scaled_dot_product_attention in bf16 and with dropout
+    (it falls back to the same ops with torch's slow dropout); training under bf16 autocast attends padded,
+    where batched bf16 products beat the per-sequence fp32 ones (docs/design.md)."""
+    cpu = device.type == "cpu"
+    half = autocast_bf16 or dtype in (torch.bfloat16, torch.float16)
+    dropout = training and config.attention_dropout > 0
+    packed = None
+    if config.unpad and cpu and not (training and autocast_bf16):
+        packed = "per_sequence"
+    elif config.unpad and not cpu and _flash_varlen is not None and half and not dropout:
+        packed = "flash_varlen"
+    plain = config.attention_backend == "eager" or cpu and (half or dropout)
+    return packed, "plain" if plain else "sdpa"
+
+
+def choose_execution(model: nn.Module, *, training: bool = False, autocast_bf16: bool = False,
+                     unpad: bool | None = None, padded: str | None = None) -> nn.Module:
+    """The one place that decides how a model runs: whether its layers skip padding (config.unpad, saved with the
+    model) and the attention kernels of every layer (attention_kernels), from where its weights are, their
+    dtype, and whether it will train (under bf16 autocast). Called where a model is made ready: the training
+    loop (for its steps and its evaluations), for_inference, the recipes (unpad=True), compiled inference and
+    the ONNX export (unpad=False; the export also asks for the plain ops: padded="plain"). A config is replaced,
+    never changed in place, so a model sharing it elsewhere keeps its own. Returns the model."""
+    for bert in [m for m in model.modules() if isinstance(m, Bert)]:
+        if unpad is not None and bert.config.unpad != unpad:
+            old, new = bert.config, replace(bert.config, unpad=unpad)
+            for m in model.modules():
+                if getattr(m, "config", None) is old:
+                    m.config = new
+        weight = bert.embeddings.word.weight
+        kernels = attention_kernels(bert.config, weight.device, weight.dtype, training, autocast_bf16)
+        for attn in bert.modules():
+            if isinstance(attn, Attention):
+                attn.packed_kernel, attn.padded_kernel = kernels[0], padded or kernels[1]
+    return model
+
+
 class Attention(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.num_heads = config.num_heads
         self.head_dim = config.head_dim
-        self.backend = config.attention_backend
         self.dropout_p = config.attention_dropout
-        self.varlen = True  # on packed tokens: attend per sequence (True) or in the padded layout (False)
+        # the kernels, decided by choose_execution (here: for inference on a CPU in fp32, until it is called)
+        self.packed_kernel, self.padded_kernel = attention_kernels(config, torch.device("cpu"), torch.float32)
         # One matmul for q, k and v: fewer kernel launches and a larger, faster GEMM.
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.proj = nn.Linear(config.hidden_size, config.hidden_size)
@@ -150,18 +192,12 @@ class Attention(nn.Module):
         H, D = self.num_heads, self.head_dim
         C = H * D
         qkv = dense(self.qkv, x)  # (B, T, 3C) or (N, 3C)
-        if packed is not None and packed.starts is not None and self.varlen and not need_probs:
-            # CPU: per sequence, except when training under bf16 autocast, where batched bf16 products in the
-            # padded layout are faster (docs/design.md)
-            bf16_training = torch.is_grad_enabled() and torch.is_autocast_enabled("cpu")
-            if x.device.type == "cpu" and not bf16_training:
+        if packed is not None and packed.starts is not None and self.packed_kernel and not need_probs:
+            if self.packed_kernel == "per_sequence":
                 y = self._attend_per_sequence(qkv.view(-1, 3, H, D), packed, first_only)
-                return dense(self.proj, y.reshape(-1, C)), None  # (N, C), or (B, C) when first_only
-            flash = x.device.type == "cuda" and _flash_varlen is not None and not (self.training and self.dropout_p > 0)
-            if flash and qkv.dtype in (torch.bfloat16, torch.float16):
-                # Flash attention on the packed tokens (GPU): no padding anywhere.
+            else:  # flash attention on the packed tokens (GPU): no padding anywhere
                 y = _flash_varlen(*qkv.view(-1, 3, H, D).unbind(1), packed, first_only)  # q, k, v each (N, H, D)
-                return dense(self.proj, y.reshape(-1, C)), None
+            return dense(self.proj, y.reshape(-1, C)), None  # (N, C), or (B, C) when first_only
         if packed is not None:  # attend in the padded layout: scatter in, attend, gather out
             B, T = packed.shape
             qkv = pad(qkv, packed).view(B, T, -1)  # (B, T, 3C)
@@ -199,12 +235,7 @@ class Attention(nn.Module):
         """softmax(q k^T / sqrt(D)) v with dropout: q (..., Tq, D), k and v (..., T, D) -> (..., Tq, D), and the
         probabilities (..., Tq, T) when computed by the plain ops (always when `plain`)."""
         dropout_p = self.dropout_p if self.training else 0.0
-        # On CPU the three plain ops below beat F.scaled_dot_product_attention in bf16, with dropout (it falls back
-        # to the same plain ops, with torch's slow dropout) and one sequence at a time (docs/design.md), so they
-        # are used there.
-        plain = plain or q.device.type == "cpu" and (torch.is_autocast_enabled("cpu") or q.dtype == torch.bfloat16
-                                                     or dropout_p > 0)
-        if self.backend == "sdpa" and not need_probs and not plain:
+        if self.padded_kernel == "sdpa" and not need_probs and not plain:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p), None
         # scaling q (Tq*D values) rather than the scores (Tq*T) also hands the product a contiguous operand
         scores = (q * (1.0 / math.sqrt(self.head_dim))) @ k.transpose(-2, -1)  # (..., Tq, T)

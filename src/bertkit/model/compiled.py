@@ -11,10 +11,11 @@ process with the same model and shapes compiles in a fraction of the first one's
 from __future__ import annotations
 
 import copy
-from dataclasses import replace
 
 import torch
 from torch import nn
+
+from bertkit.model.bert import choose_execution
 
 
 class ShapeStable(nn.Module):
@@ -26,9 +27,7 @@ class ShapeStable(nn.Module):
         if copy_model:
             model = copy.deepcopy(model)  # the caller's model keeps its own (unpadded) settings
         model.eval()
-        for m in model.modules():
-            if hasattr(m, "config") and hasattr(m.config, "unpad"):
-                m.config = replace(m.config, unpad=False)
+        choose_execution(model, unpad=False)
         self.model = model
         for name in ("task", "problem_type", "num_labels", "source"):  # what callers read off a bertkit model
             if hasattr(model, name):

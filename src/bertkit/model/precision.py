@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from bertkit.errors import BertkitError
+from bertkit.model.bert import choose_execution
 
 PRECISIONS = ("fp32", "bf16", "int8")
 
@@ -37,10 +38,10 @@ def for_inference(model: nn.Module, precision: str = "fp32", compile: bool = Fal
         return ShapeStable(for_inference(model, precision), batch_size=batch_size, copy_model=precision == "fp32")
     model.eval()
     if precision == "fp32":
-        return model
+        return choose_execution(model)
     device = next(model.parameters()).device
     if precision == "bf16":
-        return copy.deepcopy(model).to(torch.bfloat16).eval()
+        return choose_execution(copy.deepcopy(model).to(torch.bfloat16).eval())
     if device.type != "cpu":
         raise BertkitError("int8 inference runs on CPU only; use bf16 on a GPU")
     if "x86" not in torch.backends.quantized.supported_engines and "fbgemm" not in torch.backends.quantized.supported_engines:
@@ -48,4 +49,4 @@ def for_inference(model: nn.Module, precision: str = "fp32", compile: bool = Fal
     with warnings.catch_warnings():  # torch.ao's quantised tensors are deprecated in favour of torchao, still here
         warnings.simplefilter("ignore")
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-        return quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8).eval()
+        return choose_execution(quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8).eval())
