@@ -63,3 +63,11 @@ def test_inference_evaluation_interpretation_import_no_recipe():
             if recipes:
                 bad[name] = sorted(recipes)
     assert not bad, f"these import a training recipe (directly or through another module): {bad}"
+
+
+def test_recipes_import_no_audit():
+    """Training recipes use the training defences (bertkit.adversarial, bertkit.data.noise), never the audit."""
+    graph = import_graph()
+    bad = {name: sorted(m for m in reachable(graph, name) if m.startswith("bertkit.robust"))
+           for name in RECIPES if name in graph}
+    assert not {k: v for k, v in bad.items() if v}, f"these reach the robustness audit: {bad}"

@@ -19,13 +19,13 @@ from bertkit.inference.embed import embed_texts
 from bertkit.data.encoding import collate, encode_classification
 from bertkit.data.tasks import Example
 from bertkit.robust import AttackConfig, attack
-from bertkit.robust.adversarial import per_example_norm, project
+from bertkit.adversarial import per_example_norm, project
 from bertkit.robust.attacks import STOPWORDS, most_changed
 from bertkit.robust.bias import (Pair, case_of, crows, load_categories, load_pairs, shared_positions,
                                  summarize_crows, summarize_pairs)
 from bertkit.robust.mlm import load_masked_lm
-from bertkit.robust.noise import edit_distance, noise_words, noisy
-from bertkit.robust.pieces import Pieces
+from bertkit.data.noise import edit_distance, noise_words, noisy
+from bertkit.data.pieces import Pieces
 from test_finetune import BAD, GOOD, write_csv
 
 FILLER = ["the", "film", "was", "a", "story", "acting", "plot", "really", "quite", "and", "with", "cast", "she", "he",

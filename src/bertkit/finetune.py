@@ -10,7 +10,7 @@ The model is saved with the reading settings it was trained with (max length, wi
 are scored through the inference layer, as `bertkit evaluate` scores them.
 
 Robustness (docs/robustness.md): `adversarial` adds the loss under an FGM or PGD perturbation of the word
-embeddings (bertkit.robust.adversarial); `augment_noise` gives training texts a copy with typos.
+embeddings (bertkit.adversarial); `augment_noise` gives training texts a copy with typos.
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from bertkit.inference.reading import Reading
 from bertkit.model.bert import choose_execution
 from bertkit.objectives import IGNORE_INDEX
 from bertkit.options import at_least, between, check_fields
-from bertkit.robust import adversarial
-from bertkit.robust.noise import noise_words, noisy
-from bertkit.robust.pieces import Pieces
+from bertkit import adversarial
+from bertkit.data.noise import noise_words, noisy
+from bertkit.data.pieces import Pieces
 from bertkit.trainer import Step
 
 TASKS = ("classification", "ner", "qa")
@@ -171,7 +171,7 @@ class FinetuneTask:
 
 
 def noised_copies(examples: list, task: str, p: float, seed: int, tokenizer) -> list:
-    """A copy with 1 or 2 random typos (bertkit.robust.noise) of each example, with probability p; seeded, so a
+    """A copy with 1 or 2 random typos (bertkit.data.noise) of each example, with probability p; seeded, so a
     resumed run trains on the same copies. NER sentences keep every word, so tags stay aligned (and a sentence of
     one-character Chinese words gets no copy: none of its typos would keep the tags right)."""
     rng = random.Random(f"{seed}:augment-noise")

@@ -45,7 +45,7 @@ def register(verbs) -> None:
     from bertkit.inference.reading import WINDOW_POOLS, Reading
     from bertkit.optim import SCHEDULES
     from bertkit.pretrain import PretrainConfig
-    from bertkit.robust.adversarial import METHODS as ADVERSARIAL
+    from bertkit.adversarial import METHODS as ADVERSARIAL
     from bertkit.trainer import TrainConfig
 
     pt = verbs.add_parser("pretrain", help="pre-train BERT (MLM + NSP) on a prepared corpus")

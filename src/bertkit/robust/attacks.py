@@ -48,8 +48,8 @@ from bertkit.inference import FillMask, TextClassifier
 from bertkit.inference.batches import encode_texts, forward, pool_windows
 from bertkit.options import at_least, between, check_fields
 from bertkit.robust.mlm import fill_candidates, load_masked_lm
-from bertkit.robust.noise import DEEPWORDBUG, edit, editable, noisy
-from bertkit.robust.pieces import Pieces
+from bertkit.data.noise import DEEPWORDBUG, edit, editable, noisy
+from bertkit.data.pieces import Pieces
 
 RECIPES = ("charnoise", "deepwordbug", "bae")
 NOISE_EDITS = (1, 2)

@@ -13,7 +13,7 @@ import random
 import string
 
 from bertkit.data.words import is_cjk
-from bertkit.robust.pieces import Pieces
+from bertkit.data.pieces import Pieces
 
 NATURAL = ("swap", "delete", "keyboard")
 """The edits of `charnoise`: what a hurried typist does."""
