@@ -71,3 +71,11 @@ def test_recipes_import_no_audit():
     bad = {name: sorted(m for m in reachable(graph, name) if m.startswith("bertkit.robust"))
            for name in RECIPES if name in graph}
     assert not {k: v for k, v in bad.items() if v}, f"these reach the robustness audit: {bad}"
+
+
+def test_inference_imports_no_evaluation():
+    """Predicting needs no metrics: BIO decoding lives in bertkit.data.bio, below both."""
+    graph = import_graph()
+    bad = sorted(name for name in graph if name.startswith("bertkit.inference")
+                 and any(m.startswith("bertkit.evaluate") for m in graph[name]))
+    assert not bad, f"these import bertkit.evaluate: {bad}"

@@ -1,13 +1,11 @@
 """Evaluation: metrics as pure functions of gold labels and predictions."""
 
+from bertkit.data.bio import bio_decode, bio_entities, orphan_inside_tags
 from bertkit.evaluate.metrics import (
-    bio_decode,
-    bio_entities,
     classification_metrics,
     entity_metrics,
     expected_calibration_error,
     multilabel_metrics,
-    orphan_inside_tags,
     plot_confusion,
     regression_metrics,
     squad_metrics,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from bertkit.data.bio import orphan_inside_tags
 from bertkit.evaluate import metrics as M
 from bertkit.inference.batches import Encoded, pool_windows
 from bertkit.inference.reading import Reading
@@ -59,7 +60,7 @@ class Scores:
             self.gold.append(list(sent.tags))
             self.pred.append([t for t, _ in word_tags(item.word_ids, lg, labels, len(sent.tokens))])
             firsts = [p for p, w in enumerate(item.word_ids) if w is not None and (p == 0 or item.word_ids[p - 1] != w)]
-            self.orphans += M.orphan_inside_tags([labels[k] for k in lg[firsts].argmax(-1).tolist()])
+            self.orphans += orphan_inside_tags([labels[k] for k in lg[firsts].argmax(-1).tolist()])
             self.loss_sum = self.loss_sum + token_classification_loss(lg, torch.tensor(item.target), reduction="sum")
             self.tokens += sum(t != IGNORE_INDEX for t in item.target)
 

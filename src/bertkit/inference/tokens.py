@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from bertkit.errors import BertkitError
-from bertkit.evaluate.metrics import bio_decode, bio_entities
+from bertkit.data.bio import bio_decode, bio_entities
 from bertkit.inference.base import Predictor, check_texts
 from bertkit.inference.batches import Encoded, collate_inputs, forward
 
