@@ -28,11 +28,12 @@ from torch import nn
 from bertkit import objectives
 from bertkit.config import DEFAULT_MAX_LENGTH
 from bertkit.data.encoding import collate, encode_classification, encode_tagged, global_batches
-from bertkit.data.tasks import PROBLEM_TYPES, load_task_data
+from bertkit.data.tasks import load_task_data
 from bertkit.errors import BertkitError
 from bertkit.evaluate.scores import score
 from bertkit.inference.batches import Encoded, check_segments, forward, truncation_note
 from bertkit.inference.reading import Reading
+from bertkit.model.heads import PROBLEM_TYPES
 from bertkit.objectives import IGNORE_INDEX
 from bertkit.options import at_least, between, check_fields
 from bertkit.robust import adversarial

@@ -35,10 +35,10 @@ TRAIN_FLAGS = {"max_steps": "--steps", "max_tokens": "--tokens", "budget_minutes
 
 
 def register(verbs) -> None:
-    from bertkit.data.tasks import PROBLEM_TYPES
     from bertkit.distill import DistillConfig
     from bertkit.finetune import TASKS, TRAIN_DEFAULTS, FinetuneConfig
     from bertkit.inference.reading import WINDOW_POOLS, Reading
+    from bertkit.model.heads import PROBLEM_TYPES
     from bertkit.optim import SCHEDULES
     from bertkit.pretrain import PretrainConfig
     from bertkit.robust.adversarial import METHODS as ADVERSARIAL
