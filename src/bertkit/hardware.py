@@ -269,6 +269,11 @@ def resolve_device(spec: str | torch.device | None = None, *, precision: str | N
     return device
 
 
+def rank() -> int:
+    """This process's rank in a torchrun job (0 alone): rank 0 alone writes a run's shared files."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def _cuda(spec, index: int | None) -> torch.device:
     """cuda:index, checked against the GPUs torch sees; a bare cuda is cuda:LOCAL_RANK under torchrun, else 0."""
     if not torch.cuda.is_available():
