@@ -76,9 +76,6 @@ def use_threads(n: int | None = None, *, adapt: bool = False) -> int:
     usable = usable_cpus()
     pinned = n or omp_num_threads()
     if _adaptive is not None:
-        if adapt and pinned is None and _adaptive.usable == usable:  # already adapting (the server's model thread)
-            torch.set_num_threads(_adaptive.choice)
-            return _adaptive.choice
         _adaptive.stop()
         _adaptive = None
     if pinned is not None and pinned > usable:
