@@ -99,6 +99,9 @@ def test_the_page_in_chromium(server, tmp_path):
         expect(page.locator("#status")).to_have_text("done (sentiment)")
         widths = page.locator(".bar > span").evaluate_all("els => els.map(e => parseFloat(e.style.width))")
         assert sum(widths) == pytest.approx(100, abs=0.5)
+        # bars carry no hue of the word colouring (blue for the label, red against): grey, the predicted one darker
+        fills = page.locator(".bar > span").evaluate_all("els => els.map(e => getComputedStyle(e).backgroundColor)")
+        assert len(set(fills)) == 2 and not {"rgb(9, 105, 218)", "rgb(207, 34, 46)"} & set(fills)
         words = page.locator(".words").first.locator(".word")
         expect(words).to_have_count(4)
         colours = words.evaluate_all("els => els.map(e => getComputedStyle(e).backgroundColor)")

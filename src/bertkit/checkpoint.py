@@ -17,7 +17,6 @@ The name and config mapping lives in convert.py, below this module.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from bertkit.convert import (ARCHITECTURES, config_extras, config_from_hf, confi
                              labels_from_hf, normalise_hf_keys, problem_from_hf, state_from_hf, state_to_hf,
                              task_from_hf, unsupported_architecture)
 from bertkit.errors import BertkitError
-from bertkit.folders import write_atomically
+from bertkit.folders import atomic_file, write_atomically
 from bertkit.hub import hub_origin, resolve_model
 from bertkit.model.heads import LABELLED_TASKS, TASKS, build_model
 from bertkit.model_card import model_card
@@ -126,9 +125,8 @@ def write_model_card(folder: str | Path, *, task: str, labels: list[str] | None 
     if reading is None and (folder / EXTRAS).is_file():
         reading = read_json(folder / EXTRAS).get("reading")
     text = model_card(task, labels=labels, reading=reading, data=data, metrics=metrics, hf_config=hf, base=base)
-    tmp = folder / f".{CARD}.tmp-{os.getpid()}"
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(folder / CARD)
+    with atomic_file(folder / CARD) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return folder / CARD
 
 

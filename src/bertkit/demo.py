@@ -20,7 +20,6 @@ Chinese (--lang zh): pre-train on People's Daily 1998 text, classify zh-reviews 
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 
 from bertkit.data import catalog
 from bertkit.errors import BertkitError
+from bertkit.folders import atomic_file
 
 
 @dataclass(frozen=True)
@@ -267,9 +267,8 @@ class Stages:
 def _write_json(path: Path, data: dict) -> None:
     """Write a JSON file whole or not at all (a temporary sibling, then a rename): a killed run leaves the last
     complete version."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def _data(p: DemoPlan, out: Path) -> dict:

@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from bertkit.data.catalog import sha256_file
 from bertkit.errors import BertkitError
-from bertkit.folders import disk_error, write_atomically
+from bertkit.folders import atomic_file, disk_error, write_atomically
 from bertkit.hub import resolve_model
 from bertkit.inference.embed import Embedder
 from bertkit.tokenizer import Tokenizer
@@ -266,6 +266,8 @@ def _start(work: Path, run: dict, resume: bool) -> int:
         for stale in work.glob("chunk-[0-9][0-9][0-9][0-9][0-9][0-9]*"):  # a chunk cut by the kill
             if int(stale.name[6:12]) >= done:
                 stale.unlink()
+        for orphan in work.glob(".chunk-*.tmp-*"):  # atomic_file's temporary file, left by the kill
+            orphan.unlink()
         return done
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -282,12 +284,10 @@ def _write_chunk(work: Path, k: int, vectors: np.ndarray, rows: list[tuple[str, 
     name = work / f"chunk-{k:06d}"
     lines = "".join(json.dumps({"row": first + i, "text": t, **({"label": y} if y is not None else {})},
                                ensure_ascii=False) + "\n" for i, (t, y) in enumerate(rows))
-    tmp = name.with_suffix(".jsonl.tmp")
-    tmp.write_text(lines, encoding="utf-8")
-    tmp.rename(name.with_suffix(".jsonl"))
-    with open(name.with_suffix(".npy.tmp"), "wb") as f:
+    with atomic_file(name.with_suffix(".jsonl")) as tmp:
+        tmp.write_text(lines, encoding="utf-8")
+    with atomic_file(name.with_suffix(".npy")) as tmp, open(tmp, "wb") as f:
         np.save(f, vectors.astype(np.float32, copy=False))
-    name.with_suffix(".npy.tmp").rename(name.with_suffix(".npy"))
 
 
 def _assemble(work: Path, out: Path, meta: dict, *, tsne: bool, tsne_limit: int, seed: int) -> None:

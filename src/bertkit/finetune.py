@@ -16,7 +16,6 @@ embeddings (bertkit.adversarial); `augment_noise` gives training texts a copy wi
 from __future__ import annotations
 
 import json
-import os
 import random
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -25,21 +24,23 @@ import numpy as np
 import torch
 from torch import nn
 
+from bertkit import adversarial
 from bertkit import objectives
 from bertkit.config import DEFAULT_MAX_LENGTH
 from bertkit.data.encoding import collate, encode_classification, encode_tagged, global_batches
-from bertkit.data.tasks import PROBLEM_TYPES, load_task_data
+from bertkit.data.noise import noise_words, noisy
+from bertkit.data.pieces import Pieces
+from bertkit.data.tasks import load_task_data
 from bertkit.errors import BertkitError
-from bertkit.heads import HEAD_FOR_KIND
 from bertkit.evaluate.scores import score
+from bertkit.hardware import rank
+from bertkit.heads import HEAD_FOR_KIND
 from bertkit.inference.batches import Encoded, check_segments, forward, truncation_note
 from bertkit.inference.reading import Reading
 from bertkit.model.bert import choose_execution
+from bertkit.model.heads import PROBLEM_TYPES
 from bertkit.objectives import IGNORE_INDEX
 from bertkit.options import at_least, between, check_fields
-from bertkit import adversarial
-from bertkit.data.noise import noise_words, noisy
-from bertkit.data.pieces import Pieces
 from bertkit.trainer import Step
 
 TASKS = ("classification", "ner", "qa")
@@ -239,7 +240,7 @@ def finetune(model_dir: str | Path, out: str | Path, cfg: FinetuneConfig, train_
     for items, _ in encoded.values():
         check_segments(model, items)  # before a training step reads a segment the model has no row for
     truncated = truncation_counts(encoded, splits, cfg)
-    if truncated["note"] and int(os.environ.get("RANK", "0")) == 0:
+    if truncated["note"] and rank() == 0:
         print(f"note: {truncated['note']}")
 
     def scores(m: nn.Module, name: str) -> dict:
@@ -250,7 +251,7 @@ def finetune(model_dir: str | Path, out: str | Path, cfg: FinetuneConfig, train_
     task = FinetuneTask(encoded["train"][0], cfg, tok.pad_id, labels, lambda m: scores(m, "dev"))
     files = {name: file_fingerprint(path) for name, path in (("train", train_file), ("dev", dev_file),
                                                               ("test", test_file))}
-    if int(os.environ.get("RANK", "0")) == 0 and (resume or not (out / "checkpoints").is_dir()):
+    if rank() == 0 and (resume or not (out / "checkpoints").is_dir()):
         recipe = {"model": str(Path(model_dir).resolve()), "data": files, "columns": columns or {},
                   "finetune": asdict(cfg), "train": train_kwargs}
         if origin:  # a Hub model: its name and commit, so that the run can be reproduced

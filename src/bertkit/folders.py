@@ -12,7 +12,7 @@ that replacing the folder by a rename keeps it, and no saved model ever carries 
 start, verb) is only there to name the writer. A second writer is refused; the file of a writer that died is
 taken over with a note. `release()` (called by the command line when a verb ends, and at exit) removes it.
 Disk full, quota and read-only: `disk_error` turns them into one line naming the folder; `write_atomically` keeps
-the old folder and removes its temporary one.
+the old folder and removes its temporary one. `atomic_file` is the same whole-or-nothing write for one file.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from bertkit.errors import BertkitError
@@ -309,6 +310,22 @@ def write_atomically(folder: str | Path, write: Callable[[Path], object]) -> Pat
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """A temporary name beside `path` (`.NAME.tmp-PID`: same folder, so the rename never crosses a disk; the pid
+    so two processes never share it) for the block to write; when the block ends, the file replaces `path` in one
+    rename, so a reader (or a run killed mid-write) sees the old file or the new one, never part of one. A block
+    that raises leaves `path` as it was and the temporary file removed."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _remove_orphans(folder: Path) -> None:

@@ -76,9 +76,6 @@ def use_threads(n: int | None = None, *, adapt: bool = False) -> int:
     usable = usable_cpus()
     pinned = n or omp_num_threads()
     if _adaptive is not None:
-        if adapt and pinned is None and _adaptive.usable == usable:  # already adapting (the server's model thread)
-            torch.set_num_threads(_adaptive.choice)
-            return _adaptive.choice
         _adaptive.stop()
         _adaptive = None
     if pinned is not None and pinned > usable:
@@ -267,6 +264,11 @@ def resolve_device(spec: str | torch.device | None = None, *, precision: str | N
         raise BertkitError(f"device {spec!r}: int8 inference runs on the CPU only; use --precision bf16 on a GPU, "
                            "or --device cpu")
     return device
+
+
+def rank() -> int:
+    """This process's rank in a torchrun job (0 alone): rank 0 alone writes a run's shared files."""
+    return int(os.environ.get("RANK", "0"))
 
 
 def _cuda(spec, index: int | None) -> torch.device:

@@ -9,24 +9,24 @@ gradient for the same --batch-size: the distributed test checks exactly that.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from bertkit import objectives
 from bertkit.config import BertConfig
 from bertkit.data.corpus import Corpus
 from bertkit.data.instances import InstanceStream, Position, collate
 from bertkit.data.masking import mask_tokens
 from bertkit.data.words import WordStarts
 from bertkit.errors import BertkitError
+from bertkit.hardware import rank
 from bertkit.model.bert import choose_execution
-from bertkit.options import at_least, between, check_fields
 from bertkit.model.heads import build_model
-from bertkit import objectives
 from bertkit.objectives import IGNORE_INDEX
+from bertkit.options import at_least, between, check_fields
 from bertkit.trainer import Step, TrainConfig, check_recipe, train
 
 
@@ -201,7 +201,7 @@ def pretrain(data: str | Path, out: str | Path, model_config: BertConfig | None,
     if cfg.dropout is not None:
         set_dropout(model, cfg.dropout)
     task = PretrainTask(corpus, cfg)
-    if int(os.environ.get("RANK", "0")) == 0 and (resume or not any((out / "checkpoints").glob("step_*"))):
+    if rank() == 0 and (resume or not any((out / "checkpoints").glob("step_*"))):
         recipe = {"data": str(Path(data).resolve()), "pretrain": asdict(cfg)}
         if init is not None:
             recipe["init"] = str(Path(init).resolve())
@@ -212,7 +212,7 @@ def pretrain(data: str | Path, out: str | Path, model_config: BertConfig | None,
                    resume=resume, progress_bar=progress)
     if init is not None:
         result = {**result, "init": str(init), "initialised": notes}
-    if origin and int(os.environ.get("RANK", "0")) == 0 and (out / "model").is_dir():
+    if origin and rank() == 0 and (out / "model").is_dir():
         from bertkit.checkpoint import write_model_card
         write_model_card(out / "model", task=model.task, base=origin)
     try:

@@ -35,9 +35,8 @@ from tqdm.auto import tqdm
 
 from bertkit.checkpoint import WEIGHTS, load_model, load_state, write_model_files
 from bertkit.folders import write_atomically
-from bertkit.hardware import adjust
 from bertkit.errors import BertkitError
-from bertkit.hardware import resolve_device
+from bertkit.hardware import adjust, rank, resolve_device
 from bertkit.model.bert import choose_execution
 from bertkit.options import at_least, between, check_fields
 from bertkit.optim import SCHEDULES, lr_factor, make_optimizer
@@ -140,13 +139,12 @@ def _distributed() -> tuple[int, int, torch.device]:
     """(rank, world size, device); joins the process group when launched by torchrun. The device is the process's
     (--device; auto: under torchrun, cuda:LOCAL_RANK when there are GPUs)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
     device = resolve_device()
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return rank, world, device
+    return rank(), world, device
 
 
 def _libc():

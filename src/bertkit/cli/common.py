@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -105,6 +104,8 @@ def claimed(out: str | Path, verb: str, *, overwrite: bool, inputs: Iterable[str
     midway (kill -9, a lost machine) leaves a folder the same command may resume or rewrite. A verb that fails
     before writing anything else takes its marker (and the folder it made) away again. Rank 0 of a torchrun job
     claims; the other ranks write into the folder it made."""
+    from bertkit.hardware import rank
+
     if rank() != 0:
         yield Path(out)
         return
@@ -120,11 +121,6 @@ def claimed(out: str | Path, verb: str, *, overwrite: bool, inputs: Iterable[str
             if made:
                 out.rmdir()
         raise
-
-
-def rank() -> int:
-    """This process's rank in a torchrun job (0 alone)."""
-    return int(os.environ.get("RANK", "0"))
 
 
 def headline(m: dict) -> dict:

@@ -8,8 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bertkit.cli.common import (add_columns, add_overwrite, add_quiet, add_threads, claimed, columns, headline,
-                                rank)
+from bertkit.cli.common import add_columns, add_overwrite, add_quiet, add_threads, claimed, columns, headline
 from bertkit.cli.options import add_fields, given
 from bertkit.errors import BertkitError
 from bertkit.folders import claim, mark
@@ -39,10 +38,10 @@ DEV_HELP = ("dev file (default, classification: without --dev and --test, about 
 
 
 def register(verbs) -> None:
-    from bertkit.data.tasks import PROBLEM_TYPES
     from bertkit.distill import DistillConfig
     from bertkit.finetune import TASKS, TRAIN_DEFAULTS, FinetuneConfig
     from bertkit.inference.reading import WINDOW_POOLS, Reading
+    from bertkit.model.heads import PROBLEM_TYPES
     from bertkit.optim import SCHEDULES
     from bertkit.pretrain import PretrainConfig
     from bertkit.adversarial import METHODS as ADVERSARIAL
@@ -121,6 +120,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def pretrain(args: argparse.Namespace) -> None:
+    from bertkit.hardware import rank
     if args.init and (args.preset or args.model_config):
         raise BertkitError("--init continues an existing model, whose size is its own: drop --preset/--model-config")
     with claimed(args.out, "pretrain", overwrite=args.overwrite, run=True,
@@ -154,6 +154,7 @@ def _pretrain(args: argparse.Namespace) -> dict:
 def finetune(args: argparse.Namespace) -> None:
     from bertkit.checkpoint import weights_bytes
     from bertkit.finetune import FinetuneConfig, finetune as run_finetuning
+    from bertkit.hardware import rank
     from bertkit.inference.reading import Reading
     from bertkit.trainer import TrainConfig
     # needs: at least a checkpoint on disk, the weights and Adam's two moments, each their size
@@ -173,6 +174,7 @@ def finetune(args: argparse.Namespace) -> None:
 def distill(args: argparse.Namespace) -> None:
     from bertkit.distill import DistillConfig, distill as run_distillation
     from bertkit.finetune import FinetuneConfig
+    from bertkit.hardware import rank
     from bertkit.inference.reading import Reading
     from bertkit.trainer import TrainConfig
     models = [p for p in (args.teacher, args.student, args.augment_mlm) if p and Path(p).is_dir()]

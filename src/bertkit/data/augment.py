@@ -13,7 +13,6 @@ model and seed give the same variants.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from torch import nn
 
 from bertkit.checkpoint import Loaded, load_model, read_weights
 from bertkit.errors import BertkitError
+from bertkit.folders import atomic_file
 from bertkit.inference.batches import Encoded, collate_inputs
 from bertkit.tokenizer import Tokenizer
 
@@ -134,9 +134,8 @@ def write_variants(path: Path, variants: list[Variant], pairs: list[str | None] 
     for v in variants:
         record = asdict(v) | ({"pair": pairs[v.source]} if pairs and pairs[v.source] is not None else {})
         lines.append(json.dumps(record, ensure_ascii=False) + "\n")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text("".join(lines), encoding="utf-8")
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        tmp.write_text("".join(lines), encoding="utf-8")
 
 
 def read_variants(path: Path) -> list[Variant]:

@@ -24,7 +24,6 @@ import ssl
 import subprocess
 import sys
 import tarfile
-import tempfile
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
@@ -35,6 +34,7 @@ from typing import IO, NamedTuple
 from urllib.parse import unquote, urldefrag, urljoin, urlparse
 
 from bertkit.errors import BertkitError
+from bertkit.folders import atomic_file
 
 
 @dataclass(frozen=True)
@@ -95,17 +95,19 @@ def fetch_package(key: str) -> Path:
             mismatch = f"{pkg.filename}: sha256 {listed} is not the pinned {pkg.sha256} ({url})"
             continue
         print(f"fetching {url} ...", file=sys.stderr)
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            part = Path(tmp) / pkg.filename
-            try:
-                digest = _download(url, part, sources.context)
-            except (OSError, ValueError) as e:  # urllib's URLError is an OSError
-                failures.append(f"{url}: {e}")
-                continue
-            if digest == pkg.sha256:
-                os.replace(part, target)
-                return target
-            mismatch = f"{pkg.filename}: sha256 {digest} is not the pinned {pkg.sha256} ({url})"
+        try:
+            with atomic_file(target) as part:
+                try:
+                    digest = _download(url, part, sources.context)
+                except (OSError, ValueError) as e:  # urllib's URLError is an OSError
+                    failures.append(f"{url}: {e}")
+                    raise _NotKept from None
+                if digest != pkg.sha256:
+                    mismatch = f"{pkg.filename}: sha256 {digest} is not the pinned {pkg.sha256} ({url})"
+                    raise _NotKept
+        except _NotKept:  # the partial or foreign file is removed; the next copy is tried
+            continue
+        return target
     if mismatch:
         raise BertkitError(mismatch)
     last = failures[-1] if failures else f"no index lists {pkg.filename}"
@@ -205,6 +207,10 @@ def _links(page: str, context: ssl.SSLContext | None) -> list[str]:
     parser = _Anchors()
     parser.feed(html)
     return parser.hrefs
+
+
+class _NotKept(Exception):
+    """A download that must not replace the cached file (it failed, or is not the pinned file)."""
 
 
 def _download(url: str, dest: Path, context: ssl.SSLContext | None) -> str:

@@ -30,8 +30,8 @@ from bertkit.data import tables
 from bertkit.data.catalog import split_labelled
 from bertkit.data.text import JSON_SUFFIXES, json_kind, json_object, read_lines
 from bertkit.errors import BertkitError
+from bertkit.model.heads import PROBLEM_TYPES
 
-PROBLEM_TYPES = ("single_label", "multi_label", "regression")
 DIALECTS = {".csv": dict(delimiter=",", strict=True),  # strict: a stray quote is an error, not data
             ".tsv": dict(delimiter="\t", quoting=csv.QUOTE_NONE)}
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import time
 from dataclasses import asdict, fields, replace
 from pathlib import Path
@@ -30,7 +29,7 @@ from bertkit.distill.task import CACHE, DistillConfig, DistillTask, teacher_logi
 from bertkit.errors import BertkitError
 from bertkit.evaluate.scores import score
 from bertkit.finetune import TRAIN_DEFAULTS, FinetuneConfig, default_metric, encode_split
-from bertkit.hardware import resolve_device
+from bertkit.hardware import rank, resolve_device
 from bertkit.heads import HEAD_FOR_KIND, HEADS
 from bertkit.hub import hub_origin, is_hub_name, resolve_model
 from bertkit.inference.batches import check_segments, forward
@@ -96,7 +95,7 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, train_
 
     files = {name: file_fingerprint(path) for name, path in (("train", train_file), ("dev", dev_file),
                                                               ("test", test_file))}
-    if int(os.environ.get("RANK", "0")) == 0 and (resume or not (out / "checkpoints").is_dir()):
+    if rank() == 0 and (resume or not (out / "checkpoints").is_dir()):
         recipe = {"teacher": str(teacher_dir.resolve()), "student": _where(cfg.student), "data": files,
                   "columns": columns or {}, "distill": asdict(cfg), "train": train_kwargs}
         if origins:  # Hub models: their names and commits, so that the run can be reproduced

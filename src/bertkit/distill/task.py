@@ -6,7 +6,6 @@ Shapes: B batch, T tokens, L labels, M tagged tokens (a tagger's words), N real 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from torch import nn
 from bertkit.data.encoding import collate, global_batches
 from bertkit.distill.student import SHAPES
 from bertkit.errors import BertkitError
+from bertkit.folders import atomic_file
 from bertkit.finetune import FinetuneConfig
 from bertkit.inference.batches import Encoded, forward
 from bertkit.objectives import (IGNORE_INDEX, attention_loss, classification_loss, hidden_state_loss,
@@ -194,8 +194,7 @@ def teacher_logits(teacher: nn.Module, items: list[Encoded], pad_id: int, batch_
     device = next(teacher.parameters()).device
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         logits = forward(teacher, items, pad_id, batch_size)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file({"logits": torch.cat([x.reshape(-1, x.shape[-1]) for x in logits]).contiguous(),
-               "rows": torch.tensor([x.shape[0] if per_token else 1 for x in logits])}, str(tmp))
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        save_file({"logits": torch.cat([x.reshape(-1, x.shape[-1]) for x in logits]).contiguous(),
+                   "rows": torch.tensor([x.shape[0] if per_token else 1 for x in logits])}, str(tmp))
     return logits

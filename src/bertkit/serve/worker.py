@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from bertkit.errors import BertkitError
-from bertkit.hardware import adjust, use_threads
+from bertkit.hardware import adjust
 from bertkit.inference import KINDS, Embedder, Predictor, QuestionAnswerer, TextClassifier, pipeline
 from bertkit.options import at_least, check_fields
 
@@ -56,8 +56,10 @@ class Limits:
     grace_s: float = field(default=30.0, metadata=at_least(0.0))
     """On SIGTERM: how long requests in flight may finish; those still unanswered then get 503."""
     threads: int | None = field(default=None, metadata=at_least(1))
-    """Torch threads of the model worker; None: OMP_NUM_THREADS when set, else the CPUs other processes leave
-    free, re-decided as they come and go (bertkit.hardware.Adaptive)."""
+    """Torch threads (`bertkit serve --threads`); None: OMP_NUM_THREADS when set, else the CPUs other processes
+    leave free, re-decided as they come and go (bertkit.hardware.Adaptive). Decided once, by
+    bertkit.hardware.use_threads when the command starts (in Python, call it before create_app); the model thread
+    follows that decision through `adjust()` before each batch, never decides again."""
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -226,7 +228,6 @@ class ModelWorker:
     # ---- the thread --------------------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        use_threads(self.limits.threads, adapt=True)
         wait, last = self.limits.max_wait_ms / 1000, 0
         while True:
             if self.queue.empty():

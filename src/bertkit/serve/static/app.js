@@ -58,9 +58,10 @@ function bars(probs, best) {
   const grid = el("div", { class: "bars", role: "list" });
   for (const [label, p] of Object.entries(probs)) {
     const pct = Math.max(0, Math.min(100, p * 100));
+    const top = label === best;  // the predicted one: darker and bold, no hue of the word colouring
     grid.append(
-      el("span", { role: "listitem" }, label),
-      el("div", { class: label === best ? "bar best" : "bar", role: "meter", "aria-label": label,
+      el("span", top ? { role: "listitem", class: "best" } : { role: "listitem" }, label),
+      el("div", { class: top ? "bar best" : "bar", role: "meter", "aria-label": label,
         "aria-valuemin": "0", "aria-valuemax": "1", "aria-valuenow": String(p) }, el("span", { style: `width:${pct}%` })),
       el("span", { class: "value" }, p.toFixed(3)));
   }
