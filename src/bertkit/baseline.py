@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bertkit.errors import BertkitError
-from bertkit.evaluate.metrics import bio_decode, classification_metrics, entity_metrics, plot_confusion
+from bertkit.data.bio import bio_decode
 from bertkit.data.tasks import load_task_data
+from bertkit.errors import BertkitError
+from bertkit.evaluate.metrics import classification_metrics, entity_metrics, plot_confusion
 
 
 def _has_cjk(texts: list[str]) -> bool:

@@ -38,13 +38,13 @@ DEV_HELP = ("dev file (default, classification: without --dev and --test, about 
 
 
 def register(verbs) -> None:
+    from bertkit.adversarial import METHODS as ADVERSARIAL
     from bertkit.distill import DistillConfig
     from bertkit.finetune import TASKS, TRAIN_DEFAULTS, FinetuneConfig
     from bertkit.inference.reading import WINDOW_POOLS, Reading
     from bertkit.model.heads import PROBLEM_TYPES
     from bertkit.optim import SCHEDULES
     from bertkit.pretrain import PretrainConfig
-    from bertkit.adversarial import METHODS as ADVERSARIAL
     from bertkit.trainer import TrainConfig
 
     pt = verbs.add_parser("pretrain", help="pre-train BERT (MLM + NSP) on a prepared corpus")
