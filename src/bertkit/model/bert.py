@@ -129,15 +129,16 @@ class Embeddings(nn.Module):
 
 
 def attention_kernels(config: BertConfig, device: torch.device, dtype: torch.dtype, training: bool = False,
-                      autocast_bf16: bool = False) -> tuple[str | None, str]:
+                      autocast_bf16: bool = False, dropout_p: float | None = None) -> tuple[str | None, str]:
     """(packed, padded): how a layer attends on packed real tokens ("per_sequence", "flash_varlen", or None: in
     the padded layout), and in the padded layout ("sdpa" or "plain": softmax(q k^T) v by three ops, which also
     give the probabilities). On a CPU the plain ops beat F.scaled_dot_product_attention in bf16 and with dropout
     (it falls back to the same ops with torch's slow dropout); training under bf16 autocast attends padded,
-    where batched bf16 products beat the per-sequence fp32 ones (docs/design.md)."""
+    where batched bf16 products beat the per-sequence fp32 ones (docs/design.md). dropout_p: the layer's attention
+    dropout when a run changed it (default: the config's)."""
     cpu = device.type == "cpu"
     half = autocast_bf16 or dtype in (torch.bfloat16, torch.float16)
-    dropout = training and config.attention_dropout > 0
+    dropout = training and (config.attention_dropout if dropout_p is None else dropout_p) > 0
     packed = None
     if config.unpad and cpu and not (training and autocast_bf16):
         packed = "per_sequence"
@@ -162,9 +163,10 @@ def choose_execution(model: nn.Module, *, training: bool = False, autocast_bf16:
                 if getattr(m, "config", None) is old:
                     m.config = new
         weight = bert.embeddings.word.weight
-        kernels = attention_kernels(bert.config, weight.device, weight.dtype, training, autocast_bf16)
         for attn in bert.modules():
             if isinstance(attn, Attention):
+                kernels = attention_kernels(bert.config, weight.device, weight.dtype, training, autocast_bf16,
+                                            attn.dropout_p)
                 attn.packed_kernel, attn.padded_kernel = kernels[0], padded or kernels[1]
     return model
 
