@@ -202,7 +202,7 @@ def test_bae_uses_the_classifiers_own_mlm_head(world, tmp_path):
 
 
 def test_a_real_encoder_without_mlm_head_names_what_bae_needs(minilm_dir):
-    with pytest.raises(BertkitError, match="no masked-language-model head.*--mlm"):
+    with pytest.raises(BertkitError, match="no masked-LM head.*--mlm"):
         load_masked_lm(minilm_dir, "bae needs a masked language model of the classifier's vocabulary: give --mlm")
 
 
@@ -211,7 +211,7 @@ def test_bad_input_gives_one_line_errors(world, tmp_path, capsys):
     one_line_error(["attack", world["mlm"], "--input", world["test"], *base], capsys, "not a text classifier")
     one_line_error(["attack", world["classifier"], "--input", world["test"], *base], capsys, "--mlm")
     one_line_error(["attack", world["classifier"], "--input", world["test"], "--recipe", "bae", "--mlm",
-                    world["encoder"], *base], capsys, "no masked-language-model head")
+                    world["encoder"], *base], capsys, "no masked-LM head")
     one_line_error(["attack", world["classifier"], "--input", world["test"], "--recipe", "nope", *base], capsys,
                    "unknown recipe")
     (tmp_path / "empty.csv").write_text("text,label\n")

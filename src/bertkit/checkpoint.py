@@ -261,6 +261,32 @@ def weights_bytes(folder: str | Path) -> int:
         return 0
 
 
+MLM_TASKS = ("masked_lm", "pretraining")
+
+
+def load_masked_lm(folder: str | Path, need: str, required: bool = True) -> Loaded | None:
+    """The masked language model in `folder`, or a one-line error saying what `need`s one (None instead, when not
+    `required`). Besides MLM and pre-training models, a folder of another task (a classifier fine-tuned from
+    BertForPreTraining, say) counts when its weights file kept the `cls.predictions` head. A head the weights lack
+    would be drawn at random on every load, its proposals changing from run to run: refused."""
+    from bertkit.convert import normalise_hf_keys
+    folder = Path(folder)
+    loaded = load_model(folder)
+    if loaded.model.task not in MLM_TASKS:
+        keys = normalise_hf_keys(read_weights(weights_file(folder)))
+        if not any(k.startswith("cls.predictions") for k in keys):
+            if not required:
+                return None
+            raise BertkitError(f"{folder} has no masked-LM head (its task: {loaded.model.task}); {need}")
+        loaded = load_model(folder, task="masked_lm")
+    if any(k.startswith("mlm.") for k in loaded.initialised):
+        raise BertkitError(f"{folder}: its masked-LM head (cls.predictions) is not in its weights and would be "
+                           f"initialised at random, a different answer each run; {need}")
+    if loaded.tokenizer is None:
+        raise BertkitError(f"{folder} has no tokenizer files")
+    return loaded
+
+
 def weights_file(folder: Path) -> Path:
     for name in ("model.safetensors", "pytorch_model.bin"):
         if (folder / name).is_file():

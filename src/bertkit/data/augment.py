@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from bertkit.checkpoint import Loaded, load_model, read_weights
 from bertkit.errors import BertkitError
 from bertkit.folders import atomic_file
 from bertkit.inference.batches import Encoded, collate_inputs
@@ -36,26 +35,6 @@ class Variant:
     text: str
     replaced: list[tuple[str, str]]
     """(word, replacement) for each replaced word, in text order."""
-
-
-def load_masked_lm(folder: str | Path, *, required: bool = True) -> Loaded | None:
-    """The masked language model of a folder: its MLM head must be in its weights (a pre-trained BERT, or a
-    fine-tuned folder that kept it). None when it has none and not `required`."""
-    folder = Path(folder)
-    loaded = load_model(folder)
-    if loaded.model.task not in ("masked_lm", "pretraining"):
-        weights = next((folder / n for n in ("model.safetensors", "pytorch_model.bin") if (folder / n).is_file()), None)
-        has_head = weights is not None and any(k.removeprefix("bert.").startswith("cls.predictions.")
-                                               for k in read_weights(weights))
-        if not has_head:
-            if required:
-                raise BertkitError(f"{folder} has no masked-LM head to propose words; give a BERT that has one "
-                                   "(a pre-trained model)")
-            return None
-        loaded = load_model(folder, task="masked_lm")
-    if loaded.tokenizer is None:
-        raise BertkitError(f"{folder} has no tokenizer files")
-    return loaded
 
 
 @torch.no_grad()

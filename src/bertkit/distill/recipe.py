@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bertkit.checkpoint import Loaded, load_model, write_model_card
+from bertkit.checkpoint import Loaded, load_masked_lm, load_model, write_model_card
 from bertkit.config import DEFAULT_MAX_LENGTH, BertConfig
-from bertkit.data.augment import Variant, augment_texts, load_masked_lm, read_variants, write_variants
+from bertkit.data.augment import Variant, augment_texts, read_variants, write_variants
 from bertkit.data.tasks import Example, load_task_data
 from bertkit.distill.report import write_report
 from bertkit.distill.student import SHAPES, Distiller, layer_map, load_student, make_student
@@ -205,7 +205,8 @@ def _where(student: str) -> str:
 
 def _masked_lm(cfg: DistillConfig, teacher_dir: Path) -> Loaded:
     """The masked LM that proposes words for --augment: --augment-mlm's, else the teacher folder's own MLM head."""
-    mlm = load_masked_lm(cfg.augment_mlm) if cfg.augment_mlm else load_masked_lm(teacher_dir, required=False)
+    need = "augmentation proposes words with one: give --augment-mlm a BERT that has one (a pre-trained model)"
+    mlm = load_masked_lm(cfg.augment_mlm or teacher_dir, need, required=bool(cfg.augment_mlm))
     if mlm is None:
         raise BertkitError(f"{teacher_dir} has no masked-LM head to propose words for --augment; give "
                            "--augment-mlm MODEL_DIR (a pre-trained BERT, such as the one the teacher was fine-tuned "

@@ -10,33 +10,14 @@ from pathlib import Path
 
 import torch
 
-from bertkit.checkpoint import load_model, read_weights, weights_file
-from bertkit.convert import normalise_hf_keys
-from bertkit.errors import BertkitError
+from bertkit import checkpoint
 from bertkit.inference import FillMask
 from bertkit.inference.batches import Encoded, collate_inputs
 
-MLM_TASKS = ("masked_lm", "pretraining")
-
-
 def load_masked_lm(folder: str | Path, need: str) -> FillMask:
-    """The masked language model in `folder`, or a one-line error saying what `need`s one. Besides MLM and
-    pre-training models, a Hugging Face folder of another task (a classifier fine-tuned from BertForPreTraining,
-    say) counts when its weights file kept the `cls.predictions` head. A folder whose MLM head is not in its
-    weights (it would be initialised at random) is refused."""
-    loaded = load_model(folder)
-    if loaded.model.task not in MLM_TASKS:
-        keys = normalise_hf_keys(read_weights(weights_file(Path(folder))))
-        if not any(k.startswith("cls.predictions") for k in keys):
-            raise BertkitError(f"{folder} has no masked-language-model head (its task: {loaded.model.task}"
-                               f"); {need}")
-        loaded = load_model(folder, task="masked_lm")
-    # A head the weights file lacks is drawn at random on every load: its scores and candidates would change
-    # from run to run, so it is refused rather than used (the encoder alone cannot fill a mask).
-    if any(k.startswith("mlm.") for k in loaded.initialised):
-        raise BertkitError(f"{folder}: its masked-LM head (cls.predictions) is not in its weights and would be "
-                           f"initialised at random, a different answer each run; {need}")
-    return FillMask.from_loaded(loaded, folder)
+    """The masked language model in `folder` as a FillMask (checkpoint.load_masked_lm says which folders count),
+    or a one-line error saying what `need`s one."""
+    return FillMask.from_loaded(checkpoint.load_masked_lm(folder, need), folder)
 
 
 def same_vocabulary(a, b) -> bool:
