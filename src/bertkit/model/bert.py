@@ -91,8 +91,8 @@ def keep_mask(shape: torch.Size, p: float, dtype: torch.dtype = torch.float32) -
 
     A 0/1 tensor of the data's own dtype, applied by multiplication, because torch's boolean kernels on CPU
     (comparison to bool, masked_fill, bool -> bf16) are not vectorised, and numpy makes the mask faster than
-    torch's comparison (docs/design.md). The scale is applied separately, so kept values are scaled by the exact factor rather
-    than by a rounded bf16 copy of it (which would bias the expectation by up to 0.4%)."""
+    torch's comparison (docs/design.md). The scale is applied separately, so kept values are scaled by the exact
+    factor rather than by a rounded bf16 copy of it (which would bias the expectation by up to 0.4%)."""
     threshold = round(p * 65536)  # drop a 16-bit word below this (as unsigned)
     n = math.prod(shape)
     seed = int(torch.randint(0, 2**63 - 1, (1,)))
