@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from bertkit.cli import main
 
@@ -18,10 +19,21 @@ def test_demo_smoke_english(tmp_path, minilm_dir, capsys):
     assert main(["demo", "--smoke", "--out", str(tmp_path), "--model", str(minilm_dir)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     methods = results["methods"]
-    assert list(methods) == ["rt-polarity: bertkit pre-trained here (tiny), fine-tuned",
+    assert list(methods) == ["wiki-topics: bertkit pre-trained here (tiny), fine-tuned",
+                             "wiki-topics: same architecture (tiny) from random weights, fine-tuned",
+                             "wiki-topics: TF-IDF + logistic regression",
                              "rt-polarity: all-MiniLM-L6-v2, fine-tuned", STUDENT,
                              "rt-polarity: TF-IDF + logistic regression"]
     assert all(0.0 <= m["score"] <= 1.0 for m in methods.values())
+    # the random-weight twin: the pre-trained model's config and vocabulary, none of its weights
+    from bertkit.checkpoint import load_model
+    pre, twin = load_model(tmp_path / "pretrain" / "model"), load_model(tmp_path / "random-init" / "model")
+    assert twin.model.config == pre.model.config and twin.tokenizer.vocab() == pre.tokenizer.vocab()
+    assert twin.reading == pre.reading
+    word = "bert.embeddings.word.weight"
+    assert not torch.equal(twin.model.state_dict()[word], pre.model.state_dict()[word])
+    ft = json.loads((tmp_path / "random-wiki-topics" / "finetune_config.json").read_text())
+    assert Path(ft["model"]).resolve() == (tmp_path / "random-init" / "model").resolve()
     # 160 reviews per split and one epoch (5 steps): 61% of the test reviews are positive, and the pretrained model
     # scores at least that, the others need not
     assert methods["rt-polarity: all-MiniLM-L6-v2, fine-tuned"]["score"] > 0.6
@@ -68,9 +80,9 @@ def test_demo_smoke_english(tmp_path, minilm_dir, capsys):
 
     # evaluate on each saved model gives its row's score (the report read the same models)
     from bertkit.evaluate.runner import evaluate_file
-    for row in methods.values():
+    for name, row in methods.items():
         if (tmp_path / row["folder"] / "model" / "config.json").is_file():
-            test = tmp_path / "data" / "rt-polarity" / "test.csv"
+            test = tmp_path / "data" / name.split(":")[0] / "test.csv"
             assert evaluate_file(tmp_path / row["folder"] / "model", test)["accuracy"] == row["score"], row["folder"]
 
     # the same command again runs no stage that is done: the same results, times included (each stage's own)
@@ -112,14 +124,17 @@ def test_english_demo_pretrains_with_the_cramming_recipe_and_chinese_keeps_its_o
     smoke = plan("en", smoke=True)  # the smoke run takes the same path, at tiny sizes
     assert (smoke.pretrain_nsp, smoke.pretrain_dropout, smoke.pretrain_warmup) == (False, 0.0, 0.1)
     assert set(CRAMMING) <= {f for f in vars(en)}
-    assert en.recipe("scratch", "classification").lr == 2e-4
+    assert en.recipe("scratch", "wiki-topics").lr == 2e-4
+    # the pre-trained model and its random-weight twin train alike: the difference is the pre-training
+    assert en.recipe("random", "wiki-topics") == en.recipe("scratch", "wiki-topics")
+    assert en.recipe("scratch", "rt-polarity") is None and en.recipe("student", "rt-polarity").layers == 2
 
 
 # ---- an interrupted demo continues where it stopped -------------------------------------------------------------
 
-STAGES = ["data", "corpus", "pretrain", "finetune-rt-polarity", "minilm-rt-polarity", "distill-rt-polarity",
-          "baseline-rt-polarity", "report"]
-TRAINED = {"pretrain", "finetune-rt-polarity", "minilm-rt-polarity", "distill-rt-polarity"}
+STAGES = ["data", "corpus", "pretrain", "random-init", "finetune-wiki-topics", "random-wiki-topics",
+          "baseline-wiki-topics", "minilm-rt-polarity", "distill-rt-polarity", "baseline-rt-polarity", "report"]
+TRAINED = {"pretrain", "finetune-wiki-topics", "random-wiki-topics", "minilm-rt-polarity", "distill-rt-polarity"}
 
 
 def _without_times(x):
@@ -144,7 +159,8 @@ def _stand_in_stages(monkeypatch, calls: dict, stop: dict):
         rows = {s: [(" ".join(rng.choices(words, k=6)), rng.choice(["pos", "neg"])) for _ in range(20)]
                 for s in ("train", "dev", "test")}
         text = "\n\n".join(". ".join(" ".join(rng.choices(words, k=8)) for _ in range(3)) for _ in range(300))
-        return {"rt-polarity": demo._task_files("classification", rows, folder / "rt-polarity")}, {"t": (text, 2)}
+        return {name: demo._task_files("classification", rows, folder / name)
+                for name in ("wiki-topics", "rt-polarity")}, {"t": (text, 2)}
 
     def killed(name):
         calls[name] = calls.get(name, 0) + 1
@@ -171,6 +187,7 @@ def _stand_in_stages(monkeypatch, calls: dict, stop: dict):
     monkeypatch.setattr(demo, "_fetch", fetch)
     monkeypatch.setattr(demo, "_data", wrap(demo._data, "data"))
     monkeypatch.setattr(demo, "_corpus", wrap(demo._corpus, "corpus"))
+    monkeypatch.setattr(demo, "_random_init", lambda pretrained, out: killed("random-init") or {})
     monkeypatch.setattr(demo, "_pretrain", lambda p, prepared, out, bf16: trained(
         "pretrain", out, {"seconds": 0.0, "steps": 30, "tokens": 4000, "held_out": {"mlm_loss": 6.5}}))
     monkeypatch.setattr(demo, "_finetune", lambda model, files, out, *a: trained(out.name, out, score(out)))
@@ -211,8 +228,8 @@ def test_an_interrupted_demo_continues_where_it_stopped(tmp_path, monkeypatch):
     assert all(resumed["stages"][s] >= 5 for s in TRAINED)  # the killed run's 5 s up to its checkpoint
     assert resumed["stages"]["distill-rt-polarity"] == pytest.approx(5.5, abs=0.2)  # plus the distillation's own
     assert resumed["seconds"] == pytest.approx(sum(resumed["stages"].values()), abs=0.1)
-    assert resumed["methods"]["rt-polarity: bertkit pre-trained here (tiny), fine-tuned"]["seconds"] == (
-        resumed["stages"]["finetune-rt-polarity"])
+    assert resumed["methods"]["wiki-topics: bertkit pre-trained here (tiny), fine-tuned"]["seconds"] == (
+        resumed["stages"]["finetune-wiki-topics"])
     report = (out / "report.md").read_text()
     assert f"Total time {demo._minutes(resumed['seconds'])};" in report
     assert f"30 steps (4,000 tokens) in {demo._minutes(resumed['stages']['pretrain'])}" in report
@@ -269,12 +286,13 @@ def _killer(monkeypatch, stop: dict):
         if Path(run_dir).name == stop.get("at"):
             raise KeyboardInterrupt(run_dir)
     monkeypatch.setattr(trainer, "_save_checkpoint", checkpoint)
-    for name, fn in (("data", "_data"), ("corpus", "_corpus"), ("baseline-rt-polarity", "_baseline"),
-                     ("report", "_report")):
+    # the stage each function runs: its own name, or (a baseline, one per task) its folder's
+    for fn, name in (("_data", "data"), ("_corpus", "corpus"), ("_random_init", "random-init"),
+                     ("_baseline", None), ("_report", "report")):
         def stage(*a, real=getattr(demo, fn), name=name, **k):
             result = real(*a, **k)
-            if stop.get("at") == name:
-                raise KeyboardInterrupt(name)
+            if stop.get("at") == (name or a[1].name):
+                raise KeyboardInterrupt(stop["at"])
             return result
         monkeypatch.setattr(demo, fn, stage)
 
@@ -306,7 +324,7 @@ def test_a_real_demo_killed_in_each_stage_reports_what_an_uninterrupted_one_does
     resumed = demo.run_demo(out, smoke=True, minilm_dir=minilm_dir)
     assert _without_times(resumed) == _without_times(straight)
     # every saved model scores its row again: the report's numbers are those of the models it leaves
-    test = out / "data" / "rt-polarity" / "test.csv"
-    for row in resumed["methods"].values():
+    for name, row in resumed["methods"].items():
         if (out / row["folder"] / "model" / "config.json").is_file():
+            test = out / "data" / name.split(":")[0] / "test.csv"
             assert evaluate_file(out / row["folder"] / "model", test)["accuracy"] == row["score"], row["folder"]

