@@ -35,7 +35,8 @@ import torch
 def tokens_per_second(model_dir: Path, texts: list[str], precision: str, repeats: int) -> float:
     """Median real tokens/s of bertkit's batched inference over the texts, after a warm-up pass."""
     from bertkit import load_model
-    from bertkit.inference import Reading, encode_texts, forward
+    from bertkit.encoding.inputs import encode_texts
+    from bertkit.inference import Reading, forward
     from bertkit.model.precision import for_inference
     loaded = load_model(model_dir)
     reading = Reading.from_dict(loaded.reading).for_model(loaded.model.config)

@@ -216,7 +216,8 @@ def test_question_answering_end_to_end(tmp_path, capsys):
 
 
 def test_pool_windows_exact():
-    from bertkit.inference.batches import Encoded, pool_windows
+    from bertkit.encoding.inputs import Encoded
+    from bertkit.inference.batches import pool_windows
     items = [Encoded([1], [0], 0, doc=0), Encoded([1], [0], 0, doc=0), Encoded([1], [0], 1, doc=1)]
     logits = [torch.tensor([1.0, 3.0]), torch.tensor([3.0, -1.0]), torch.tensor([0.0, 2.0])]
     docs, mean = pool_windows(items, logits, "mean")

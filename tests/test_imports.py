@@ -1,8 +1,11 @@
-"""The package's layering: no import cycle anywhere in src/, and inference, evaluation, interpretation, serving
-and robustness tests never import a training recipe (nor anything that does)."""
+"""The package's layering: no import cycle anywhere in src/, between modules or between packages; inference,
+evaluation, interpretation, serving and robustness tests never import a training recipe (nor anything that does);
+training data and inference stand side by side on bertkit.encoding, neither importing the other."""
 
 import ast
 from pathlib import Path
+
+import pytest
 
 import bertkit
 
@@ -54,6 +57,45 @@ def test_no_import_cycles():
     assert not cycles, f"modules in an import cycle: {cycles}"
 
 
+def package(name: str) -> str:
+    """The node a module counts as between packages: bertkit.data.tasks -> bertkit.data; a top-level module
+    (bertkit.tokenizer) and the root (bertkit) are their own."""
+    return ".".join(name.split(".")[:2])
+
+
+def test_no_import_cycles_between_packages():
+    """Modules grouped by package: bertkit.data -> bertkit.inference -> bertkit.data is a cycle even when no module
+    reaches itself. The root package importing its parts (bertkit -> bertkit.inference) is not an edge."""
+    graph = import_graph()
+    packages: dict[str, set[str]] = {}
+    for name, edges in graph.items():
+        packages.setdefault(package(name), set())
+        if name != "bertkit":
+            packages[package(name)] |= {package(e) for e in edges} - {package(name)}
+    cycles = sorted(p for p in packages if p in reachable(packages, p))
+    why = sorted(f"{a} -> {b}" for a, edges in graph.items() for b in edges
+                 if package(a) in cycles and package(b) in cycles and package(a) != package(b))
+    assert not cycles, f"packages in an import cycle: {cycles}, through {why}"
+
+
+# training data and inference stand side by side on bertkit.encoding (the Encoded item, batches, words, BIO, the QA
+# record): a package here reaches none of the packages it is paired with, directly or through another module
+NEVER_REACHES = {
+    "bertkit.data": ("bertkit.inference", "bertkit.interpret"),
+    "bertkit.inference": ("bertkit.data",),
+    "bertkit.encoding": ("bertkit.data", "bertkit.inference", "bertkit.interpret", "bertkit.evaluate"),
+}
+
+
+@pytest.mark.parametrize("importer", sorted(NEVER_REACHES))
+def test_layers_between_data_encoding_and_inference(importer):
+    graph = import_graph()
+    bad = {name: sorted(m for m in reachable(graph, name) if package(m) in NEVER_REACHES[importer])
+           for name in graph if package(name) == importer}
+    bad = {k: v for k, v in bad.items() if v}
+    assert not bad, f"{importer} must not reach {NEVER_REACHES[importer]}: {bad}"
+
+
 def test_inference_evaluation_interpretation_import_no_recipe():
     graph = import_graph()
     bad = {}
@@ -74,7 +116,7 @@ def test_recipes_import_no_audit():
 
 
 def test_inference_imports_no_evaluation():
-    """Predicting needs no metrics: BIO decoding lives in bertkit.data.bio, below both."""
+    """Predicting needs no metrics: BIO decoding lives in bertkit.encoding.bio, below both."""
     graph = import_graph()
     bad = sorted(name for name in graph if name.startswith("bertkit.inference")
                  and any(m.startswith("bertkit.evaluate") for m in graph[name]))

@@ -10,13 +10,14 @@ import torch
 
 from bertkit import BertConfig, Tokenizer, build_model, load_model, save_model
 from bertkit.cli import main
+from bertkit.encoding.inputs import Word, words_of
 from bertkit.interpret import evaluate, explain, format_table
 from bertkit.interpret.attention import attention_maps, rollout
 from bertkit.interpret.attributions import baseline_ids, integrated_gradients
 from bertkit.interpret.faithfulness import curves, ranking
 from bertkit.interpret.perturbation import occlusion
 from bertkit.interpret.scoring import Scorer
-from bertkit.interpret.words import Word, mask_words, word_scores, words_of
+from bertkit.interpret.words import mask_words, word_scores
 from bertkit.tokenizer import Encoding
 
 VOCAB = "the film was a great wonderful terrible boring story acting plot really quite and with cast".split()

@@ -3,7 +3,7 @@
 import torch
 
 from bertkit import Tokenizer
-from bertkit.data.tasks import QAExample
+from bertkit.encoding.inputs import QAExample
 from bertkit.inference.qa import best_span, decode_answers, make_windows
 
 CONTEXT = ("The Eiffel Tower was built by Gustave Eiffel for the 1889 World's Fair. It stands in Paris. "

@@ -3,8 +3,9 @@ import json
 
 import pytest
 
-from bertkit.data.tasks import (Example, QAExample, TaggedSentence, check_labels, label_list, read_examples,
-                                read_squad, read_tagged, split_examples, tag_list)
+from bertkit.data.tasks import (Example, TaggedSentence, check_labels, label_list, read_examples, read_squad,
+                                read_tagged, split_examples, tag_list)
+from bertkit.encoding.inputs import QAExample
 from bertkit.errors import BertkitError
 
 

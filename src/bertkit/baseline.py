@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bertkit.data.bio import bio_decode
 from bertkit.data.tasks import load_task_data
+from bertkit.encoding.bio import bio_decode
 from bertkit.errors import BertkitError
 from bertkit.evaluate.metrics import classification_metrics, entity_metrics, plot_confusion
 

@@ -31,11 +31,12 @@ from bertkit.data.encoding import collate, encode_classification, encode_tagged,
 from bertkit.data.noise import noise_words, noisy
 from bertkit.data.pieces import Pieces
 from bertkit.data.tasks import load_task_data
+from bertkit.encoding.inputs import Encoded, truncation_note
 from bertkit.errors import BertkitError
 from bertkit.evaluate.scores import score
 from bertkit.hardware import rank
 from bertkit.heads import HEAD_FOR_KIND
-from bertkit.inference.batches import Encoded, check_segments, forward, truncation_note
+from bertkit.inference.batches import check_segments, forward
 from bertkit.inference.reading import Reading
 from bertkit.model.bert import choose_execution
 from bertkit.model.heads import PROBLEM_TYPES

@@ -64,8 +64,8 @@ def register(verbs) -> None:
 
 
 def predict(args: argparse.Namespace) -> None:
+    from bertkit.encoding.inputs import truncation_note
     from bertkit.inference import FillMask, QuestionAnswerer, Reading, TextClassifier, TokenTagger, pipeline
-    from bertkit.inference.batches import truncation_note
     from bertkit.inference.stream import count_lines, finish_output, open_output, stream
     if not (args.text or args.input or args.question):
         raise BertkitError("give --text, --question/--context or --input")

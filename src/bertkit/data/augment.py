@@ -20,9 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from bertkit.encoding.collate import collate_inputs, sorted_batches
+from bertkit.encoding.inputs import Encoded, words_of
 from bertkit.errors import BertkitError
 from bertkit.folders import atomic_file
-from bertkit.inference.batches import Encoded, collate_inputs
 from bertkit.tokenizer import Tokenizer
 
 
@@ -57,25 +58,20 @@ def augment_texts(texts: list[str], mlm: nn.Module, tokenizer: Tokenizer, n: int
 
     plans = []  # (source, ids with [MASK]s, character spans of the masked words)
     for d, (text, enc) in enumerate(zip(texts, tokenizer.encode_all(texts, max_length=max_length))):
-        words: dict[int, list[int]] = {}  # word -> its token positions
-        for pos, w in enumerate(enc.word_ids):
-            if w is not None:
-                words.setdefault(w, []).append(pos)
-        spans = {w: (enc.offsets[p[0]][0], enc.offsets[p[-1]][1]) for w, p in words.items()}
-        candidates = [w for w, (a, b) in spans.items() if any(c.isalnum() for c in text[a:b])]
+        words = words_of(enc, text)
+        candidates = [i for i, w in enumerate(words) if any(c.isalnum() for c in w.text)]
         if not candidates or tokenizer.mask_id in enc.ids:  # a literal [MASK] would take a proposal of its own
             continue
         k = max(1, round(rate * len(candidates)))
         for _ in range(n):
-            chosen = {int(w) for w in rng.choice(candidates, size=k, replace=False)}
-            ids = [tokenizer.mask_id if w in chosen else t for p, (t, w) in enumerate(zip(enc.ids, enc.word_ids))
-                   if w not in chosen or p == words[w][0]]  # a masked word is one [MASK], whatever its pieces
-            plans.append((d, ids, [spans[w] for w in sorted(chosen)]))
+            chosen = sorted(int(i) for i in rng.choice(candidates, size=k, replace=False))
+            first = {words[i].tokens[0] for i in chosen}  # a masked word is one [MASK], whatever its pieces
+            rest = {p for i in chosen for p in words[i].tokens[1:]}
+            ids = [tokenizer.mask_id if p in first else t for p, t in enumerate(enc.ids) if p not in rest]
+            plans.append((d, ids, [(words[i].start, words[i].end) for i in chosen]))
 
     variants: list[Variant | None] = [None] * len(plans)
-    order = sorted(range(len(plans)), key=lambda i: len(plans[i][1]))
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+    for idx in sorted_batches([len(ids) for _, ids, _ in plans], batch_size):
         batch = collate_inputs([Encoded(plans[i][1], [0] * len(plans[i][1])) for i in idx], tokenizer.pad_id)
         masks = batch["input_ids"] == tokenizer.mask_id  # (B, T), the masks in row order
         logits = mlm(*(batch[k].to(device) for k in ("input_ids", "attention_mask", "token_type_ids")),

@@ -1,6 +1,6 @@
 """Labelled examples as model inputs with targets (fine-tuning and evaluation), and their padded batches.
 
-The inputs are encoded exactly as inference encodes them (bertkit.inference.batches); this module adds the
+The inputs are encoded exactly as inference encodes them (bertkit.encoding.inputs); this module adds the
 targets: a class id, a 0/1 vector or a value per text (its windows share it), tag ids per token, answer spans.
 """
 
@@ -11,8 +11,9 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from bertkit.encoding.collate import collate_inputs
+from bertkit.encoding.inputs import Encoded, encode_texts
 from bertkit.errors import BertkitError
-from bertkit.inference.batches import Encoded, collate_inputs, encode_texts
 from bertkit.objectives import IGNORE_INDEX
 from bertkit.tokenizer import Tokenizer
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bertkit.data.corpus import Corpus, Shard
+from bertkit.encoding.collate import pad_inputs
 from bertkit.errors import BertkitError
 
 
@@ -175,16 +176,7 @@ class InstanceStream:
         return out
 
 
-def collate(instances: list[Instance], pad_id: int, pad_to_multiple_of: int = 8) -> dict[str, np.ndarray]:
-    """Pad to the longest instance (rounded up to a multiple of 8 for friendlier matmul shapes)."""
-    T = max(len(x.ids) for x in instances)
-    T = -(-T // pad_to_multiple_of) * pad_to_multiple_of
-    B = len(instances)
-    ids = np.full((B, T), pad_id, dtype=np.int64)
-    types = np.zeros((B, T), dtype=np.int64)
-    mask = np.zeros((B, T), dtype=np.int64)
-    for i, x in enumerate(instances):
-        n = len(x.ids)
-        ids[i, :n], types[i, :n], mask[i, :n] = x.ids, x.type_ids, 1
+def collate(instances: list[Instance], pad_id: int) -> dict[str, np.ndarray]:
+    """pad_inputs (the longest instance, rounded up to a multiple of 8) plus next_sentence_label (B,)."""
     nsp = np.array([x.is_random_next for x in instances], dtype=np.int64)
-    return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, "next_sentence_label": nsp}
+    return pad_inputs(instances, pad_id) | {"next_sentence_label": nsp}

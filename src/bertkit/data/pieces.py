@@ -1,13 +1,14 @@
 """A text as words and the gaps between them, so an attack can change word i and keep every other character.
 
 The words are the tokenizer's pre-tokenizer pieces (a run of letters or digits, one punctuation mark, one CJK
-character), as explanations use them (`bertkit.interpret.words`): the words the model itself reads.
+character), as explanations use them (`bertkit.encoding.inputs.words_of`): the words the model itself reads.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bertkit.encoding.inputs import words_of
 from bertkit.tokenizer import Tokenizer
 
 
@@ -21,7 +22,6 @@ class Pieces:
     @classmethod
     def split(cls, tokenizer: Tokenizer, text: str) -> Pieces:
         """The text cut at the tokenizer's word boundaries (the whole text, never truncated)."""
-        from bertkit.interpret.words import words_of  # here: the interpret package imports scikit-learn, matplotlib
         words = words_of(tokenizer.encode(text, truncation=None), text)
         return cls.from_spans(text, [(w.start, w.end) for w in words])
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from bertkit.data import tables
 from bertkit.data.catalog import split_labelled
 from bertkit.data.text import JSON_SUFFIXES, json_kind, json_object, read_lines
+from bertkit.encoding.inputs import QAExample
 from bertkit.errors import BertkitError
 from bertkit.model.heads import PROBLEM_TYPES
 
@@ -383,15 +384,6 @@ def tag_list(train: Sequence[TaggedSentence]) -> list[str]:
 
 
 # ---- extractive question answering -----------------------------------------------------------------
-
-@dataclass
-class QAExample:
-    """One SQuAD question; `answers` are (text, character start in context), [] when unanswerable."""
-    id: str
-    question: str
-    context: str
-    answers: list[tuple[str, int]]
-
 
 def read_squad(path: str | Path) -> list[QAExample]:
     """Questions from a SQuAD v1.1 / v2.0 JSON file, in file order. Every answer is checked to sit at its

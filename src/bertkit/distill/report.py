@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from bertkit.checkpoint import weights_bytes
+from bertkit.encoding.inputs import Encoded
 from bertkit.errors import BertkitError
 from bertkit.evaluate.scores import score
-from bertkit.inference.batches import Encoded, forward, pool_windows
+from bertkit.inference.batches import forward, pool_windows
 from bertkit.inference.tokens import word_tags
 from bertkit.model.precision import for_inference
 

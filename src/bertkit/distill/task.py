@@ -15,10 +15,11 @@ from torch import nn
 
 from bertkit.data.encoding import collate, global_batches
 from bertkit.distill.student import SHAPES
+from bertkit.encoding.inputs import Encoded
 from bertkit.errors import BertkitError
 from bertkit.folders import atomic_file
 from bertkit.finetune import FinetuneConfig
-from bertkit.inference.batches import Encoded, forward
+from bertkit.inference.batches import forward
 from bertkit.objectives import (IGNORE_INDEX, attention_loss, classification_loss, hidden_state_loss,
                                 soft_target_loss)
 from bertkit.options import at_least, between, check_fields

@@ -1,6 +1,6 @@
 """Evaluation: metrics as pure functions of gold labels and predictions."""
 
-from bertkit.data.bio import bio_decode, bio_entities, orphan_inside_tags
+from bertkit.encoding.bio import bio_decode, bio_entities, orphan_inside_tags
 from bertkit.evaluate.metrics import (
     classification_metrics,
     entity_metrics,

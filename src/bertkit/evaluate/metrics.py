@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from bertkit.data.bio import bio_entities
+from bertkit.encoding.bio import bio_entities
 from bertkit.errors import BertkitError
 
 # ---------------------------------------------------------------------------------------------

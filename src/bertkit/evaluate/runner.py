@@ -10,11 +10,12 @@ from pathlib import Path
 
 from bertkit.data import tasks as T
 from bertkit.data.encoding import encode_classification, encode_tagged
+from bertkit.encoding.inputs import Encoded, truncation_note
 from bertkit.errors import BertkitError
 from bertkit.evaluate.metrics import plot_confusion
 from bertkit.evaluate.scores import Scores, score
 from bertkit.inference import pipeline
-from bertkit.inference.batches import Encoded, forward, truncation_note
+from bertkit.inference.batches import forward
 from bertkit.inference.stream import chunk_rows, chunks, close_bar, progress_bar
 from bertkit.heads import HEADS
 

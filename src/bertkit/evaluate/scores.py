@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from bertkit.data.bio import orphan_inside_tags
+from bertkit.encoding.bio import orphan_inside_tags
+from bertkit.encoding.inputs import Encoded
 from bertkit.evaluate import metrics as M
-from bertkit.inference.batches import Encoded, pool_windows
+from bertkit.inference.batches import pool_windows
 from bertkit.inference.reading import Reading
 from bertkit.objectives import IGNORE_INDEX, classification_loss, token_classification_loss
 

@@ -8,9 +8,10 @@
     pipeline("runs/mini/model")(["the capital of france is [MASK] ."])   # fill-mask
     pipeline("data/minilm-l6").encode(["a witty film"])                  # sentence vectors
 
-This package owns encoding for inference, length-sorted batching (the unpadded model skips padding), windows
-over long texts, precision (fp32 / bf16 / int8, compiled), decoding, files of any size a chunk at a time (stream.py),
-and the reading settings a model was saved with. Evaluation, explanation and serving are built on it; training imports it, never the other way round.
+This package owns the batched forward pass over encoded inputs (bertkit.encoding, which sits below it and below
+training data), windows over long texts, precision (fp32 / bf16 / int8, compiled), decoding, files of any size a
+chunk at a time (stream.py), and the reading settings a model was saved with. Evaluation, explanation and serving
+are built on it; training imports it, never the other way round.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from bertkit.checkpoint import load_model
 from bertkit.errors import BertkitError
 from bertkit.hub import resolve_model
 from bertkit.inference.base import Predictor
-from bertkit.inference.batches import Encoded, collate_inputs, encode_texts, forward, pool_windows
+from bertkit.inference.batches import forward, pool_windows
 from bertkit.inference.embed import Embedder, embed_texts
 from bertkit.inference.qa import QuestionAnswerer
 from bertkit.inference.reading import Reading
@@ -57,5 +58,4 @@ def pipeline(model_dir: str | Path, task: str | None = None, *, precision: str =
 
 
 __all__ = ["pipeline", "Predictor", "Reading", "TextClassifier", "TokenTagger", "QuestionAnswerer", "FillMask",
-           "Embedder", "Encoded", "collate_inputs", "encode_texts", "forward", "pool_windows", "embed_texts",
-           "PREDICTORS"]
+           "Embedder", "forward", "pool_windows", "embed_texts", "PREDICTORS"]

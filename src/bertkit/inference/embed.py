@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from bertkit.checkpoint import require_finite
 from bertkit.config import reading_length
+from bertkit.encoding.collate import sorted_batches
 from bertkit.errors import BertkitError
 from bertkit.hardware import adjust
 from bertkit.inference.base import Predictor, check_texts
@@ -62,12 +63,9 @@ def embed_texts(model: nn.Module, tokenizer: Tokenizer, texts: Sequence[str], *,
     device = next(bert.parameters()).device
     if head is not None:
         head = head.to(device).eval()
-    lengths = [len(t) for t in texts]
-    order = sorted(range(len(texts)), key=lambda i: lengths[i])
     out = None
     with tqdm(total=len(texts), desc="embedding", unit="text", disable=not progress) as bar:
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+        for idx in sorted_batches([len(t) for t in texts], batch_size):  # characters: texts are not encoded yet
             batch = tokenizer.encode_batch([texts[i] for i in idx], max_length=max_length)
             batch = {k: v.to(device) for k, v in batch.items()}
             adjust()  # threads follow the CPUs other processes leave free

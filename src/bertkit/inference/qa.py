@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
-from bertkit.data.tasks import QAExample
+from bertkit.encoding.inputs import Encoded, QAExample
 from bertkit.errors import BertkitError
 from bertkit.inference.base import Predictor, check_texts
-from bertkit.inference.batches import Encoded, forward
+from bertkit.inference.batches import forward
 from bertkit.tokenizer import Tokenizer
 
 

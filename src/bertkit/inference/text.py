@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from bertkit.encoding.inputs import encode_texts
 from bertkit.errors import BertkitError
 from bertkit.inference.base import Predictor, check_texts
-from bertkit.inference.batches import encode_texts, forward, pool_windows
+from bertkit.inference.batches import forward, pool_windows
 
 
 class TextClassifier(Predictor):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from bertkit.encoding.bio import bio_decode, bio_entities
+from bertkit.encoding.collate import collate_inputs
+from bertkit.encoding.inputs import Encoded, words_of
 from bertkit.errors import BertkitError
-from bertkit.data.bio import bio_decode, bio_entities
 from bertkit.inference.base import Predictor, check_texts
-from bertkit.inference.batches import Encoded, collate_inputs, forward
+from bertkit.inference.batches import forward
 
 
 def word_tags(word_ids: list[int | None], logits: torch.Tensor, tags: list[str], n_words: int):
@@ -55,19 +57,15 @@ class TokenTagger(Predictor):
         logits = forward(self.model, items, self.tokenizer.pad_id, batch_size)
         out = []
         for text, e, lg in zip(texts, encs, logits):
-            spans: dict[int, list[int]] = {}  # word -> [start, end] characters
-            for w, (s, t) in zip(e.word_ids, e.offsets):
-                if w is not None:
-                    spans.setdefault(w, [s, t])[1] = t
-            tagged = word_tags(e.word_ids, lg, self.labels, len(spans))
+            words = words_of(e, text)
+            tagged = word_tags(e.word_ids, lg, self.labels, len(words))
             tags = [t for t, _ in tagged]
             entities = []
             for kind, a, b in bio_entities(tags):
-                start, end = spans[a][0], spans[b - 1][1]
+                start, end = words[a].start, words[b - 1].end
                 entities.append({"entity": kind, "score": round(sum(p for _, p in tagged[a:b]) / (b - a), 6),
                                  "start": start, "end": end, "word": text[start:end]})
-            out.append({"words": [text[spans[w][0]:spans[w][1]] for w in range(len(spans))], "tags": tags,
-                        "entities": entities})
+            out.append({"words": [w.text for w in words], "tags": tags, "entities": entities})
             if e.truncated:
                 out[-1]["truncated"] = {"words_not_read": e.unread_words}
         return out

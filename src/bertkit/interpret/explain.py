@@ -17,15 +17,16 @@ import torch
 from tqdm.auto import tqdm
 
 from bertkit.checkpoint import Loaded
-from bertkit.inference.text import TextClassifier
+from bertkit.encoding.inputs import Word, words_of
 from bertkit.errors import BertkitError
+from bertkit.inference.text import TextClassifier
 from bertkit.interpret.attention import attention_maps, rollout
 from bertkit.interpret.attributions import baseline_ids, gradient_attributions, integrated_gradients
 from bertkit.interpret.faithfulness import faithfulness as faithfulness_of
 from bertkit.interpret.perturbation import lime, occlusion
 from bertkit.interpret.report import METHOD_NAMES, write_report
 from bertkit.interpret.scoring import Scorer
-from bertkit.interpret.words import Word, word_scores, words_of
+from bertkit.interpret.words import word_scores
 
 METHODS = ("ig", "gxi", "saliency", "occlusion", "lime", "attention")
 

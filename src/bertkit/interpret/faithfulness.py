@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from bertkit.encoding.inputs import Word
 from bertkit.interpret.scoring import Scorer
-from bertkit.interpret.words import Word, mask_words
+from bertkit.interpret.words import mask_words
 
 
 def ranking(scores) -> list[int]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn.linear_model import Ridge
 
+from bertkit.encoding.inputs import Word
 from bertkit.interpret.scoring import Scorer
-from bertkit.interpret.words import Word, mask_words
+from bertkit.interpret.words import mask_words
 
 
 def occlusion(scorer: Scorer, ids: list[int], words: list[Word], mask_id: int) -> np.ndarray:

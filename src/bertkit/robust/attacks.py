@@ -43,9 +43,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bertkit.data.words import is_cjk
+from bertkit.encoding.inputs import encode_texts
 from bertkit.errors import BertkitError
 from bertkit.inference import FillMask, TextClassifier
-from bertkit.inference.batches import encode_texts, forward, pool_windows
+from bertkit.inference.batches import forward, pool_windows
 from bertkit.options import at_least, between, check_fields
 from bertkit.robust.mlm import fill_candidates, load_masked_lm
 from bertkit.data.noise import DEEPWORDBUG, edit, editable, noisy

@@ -11,8 +11,10 @@ from pathlib import Path
 import torch
 
 from bertkit import checkpoint
+from bertkit.encoding.collate import collate_inputs, sorted_batches
+from bertkit.encoding.inputs import Encoded, words_of
 from bertkit.inference import FillMask
-from bertkit.inference.batches import Encoded, collate_inputs
+
 
 def load_masked_lm(folder: str | Path, need: str) -> FillMask:
     """The masked language model in `folder` as a FillMask (checkpoint.load_masked_lm says which folders count),
@@ -31,9 +33,7 @@ def masked_log_probs(mlm: FillMask, items: list[tuple[list[int], int]], batch_si
     model, pad = mlm.model, mlm.tokenizer.pad_id
     device = next(model.parameters()).device
     out = torch.empty(len(items), model.config.vocab_size)
-    order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+    for idx in sorted_batches([len(ids) for ids, _ in items], batch_size):
         batch = collate_inputs([Encoded(items[i][0], [0] * len(items[i][0])) for i in idx], pad)
         selected = torch.zeros_like(batch["input_ids"], dtype=torch.bool)
         for row, i in enumerate(idx):
@@ -54,8 +54,8 @@ def fill_candidates(mlm: FillMask, spans: list[tuple[str, int, int]], k: int, ba
     tok = mlm.tokenizer
     encodings = tok.encode_all([t for t, _, _ in spans], max_length=mlm.reading.max_length)
     items, where = [], []
-    for n, (e, (_, start, end)) in enumerate(zip(encodings, spans)):
-        inside = [p for p, (s, t) in enumerate(e.offsets) if e.sequence_ids[p] == 0 and s < end and t > start]
+    for n, (e, (text, start, end)) in enumerate(zip(encodings, spans)):
+        inside = [p for w in words_of(e, text) if w.start < end and w.end > start for p in w.tokens]
         if not inside:
             continue
         ids = e.ids[:inside[0]] + [tok.mask_id] + e.ids[inside[-1] + 1:]
