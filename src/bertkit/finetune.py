@@ -16,6 +16,7 @@ embeddings (bertkit.adversarial); `augment_noise` gives training texts a copy wi
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -267,7 +268,7 @@ def finetune(model_dir: str | Path, out: str | Path, cfg: FinetuneConfig, train_
     return results
 
 
-def scorer(encoded: dict, pad_id: int, cfg: FinetuneConfig, labels: list[str]):
+def scorer(encoded: dict, pad_id: int, cfg: FinetuneConfig, labels: list[str]) -> Callable[[nn.Module, str], dict]:
     """scores(model, split): the model's metrics on one of the encoded splits, read through the inference layer as
     `bertkit evaluate` reads a file."""
 
