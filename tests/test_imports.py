@@ -10,8 +10,8 @@ import pytest
 import bertkit
 
 SRC = Path(bertkit.__file__).parent
-RECIPES = {"bertkit.finetune", "bertkit.pretrain", "bertkit.trainer", "bertkit.demo", "bertkit.baseline",
-           "bertkit.distill", "bertkit.distill.recipe"}
+RECIPES = {"bertkit.finetune", "bertkit.pretrain", "bertkit.trainer", "bertkit.runs", "bertkit.demo",
+           "bertkit.baseline", "bertkit.distill", "bertkit.distill.recipe"}
 SERVING = ("bertkit.inference", "bertkit.evaluate", "bertkit.interpret", "bertkit.serve", "bertkit.embeddings",
            "bertkit.export", "bertkit.robust")
 

@@ -192,7 +192,7 @@ def test_only_the_main_process_reports(tmp_path):
 def test_resume_may_change_where_a_run_reports(tmp_path):
     """How a run is watched is not part of its recipe: resuming with another --report-to is no change of options."""
     from bertkit.errors import BertkitError
-    from bertkit.trainer import check_recipe
+    from bertkit.runs import check_recipe
     check_recipe(tmp_path, "finetune_config.json", {"train": {"lr": 1e-4, "report_to": "tensorboard"}}, resume=False)
     assert json.loads((tmp_path / "finetune_config.json").read_text()) == {"train": {"lr": 1e-4}}
     check_recipe(tmp_path, "finetune_config.json", {"train": {"lr": 1e-4, "report_to": "wandb"}}, resume=True)

@@ -15,8 +15,8 @@ embeddings (bertkit.adversarial); `augment_noise` gives training texts a copy wi
 
 from __future__ import annotations
 
-import json
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -42,7 +42,9 @@ from bertkit.model.bert import choose_execution
 from bertkit.model.heads import PROBLEM_TYPES
 from bertkit.objectives import IGNORE_INDEX
 from bertkit.options import at_least, between, check_fields
-from bertkit.trainer import Step
+from bertkit.runs import finish_run, fingerprints, kept_model, start_run, train_options
+from bertkit.tokenizer import Tokenizer
+from bertkit.trainer import Step, Task, TrainConfig, train
 
 TASKS = ("classification", "ner", "qa")
 TRAIN_DEFAULTS = {"lr": 5e-5, "warmup": 0.06, "weight_decay": 0.01, "betas": (0.9, 0.999), "eps": 1e-8, "log_every": 10}
@@ -209,17 +211,15 @@ def finetune(model_dir: str | Path, out: str | Path, cfg: FinetuneConfig, train_
     """Fine-tune a bertkit or Hugging Face BERT folder; returns (and writes) dev and test metrics.
 
     resume: continue the run in `out` from its last checkpoint; the data and options must be those it was
-    started with, unless force (see trainer.check_recipe)."""
-    from bertkit.checkpoint import load_model, write_model_card
+    started with, unless force (see runs.check_recipe)."""
+    from bertkit.checkpoint import load_model
     from bertkit.hub import hub_origin, resolve_model
     from bertkit.evaluate.metrics import plot_confusion
-    from bertkit.trainer import TrainConfig, check_recipe, file_fingerprint, train
 
     out = Path(out)
     model_dir = resolve_model(model_dir)  # a Hugging Face Hub name: its snapshot in the HF cache
     origin = hub_origin(model_dir)
-    train_kwargs = {k: v for k, v in train_cfg_kwargs.items() if v is not None}
-    TrainConfig(**{"best_metric": default_metric(cfg), **train_kwargs, "max_steps": 1})  # bad options fail now
+    train_kwargs = train_options(train_cfg_kwargs, default_metric(cfg))
     splits, labels = load_task_data(cfg.task, train_file, dev_file, test_file, columns, cfg.problem_type)
     num_labels = 1 if cfg.problem_type == "regression" and cfg.task == "classification" else len(labels)
     torch.manual_seed(cfg.seed)  # the new head's initial weights
@@ -244,28 +244,16 @@ def finetune(model_dir: str | Path, out: str | Path, cfg: FinetuneConfig, train_
     if truncated["note"] and rank() == 0:
         print(f"note: {truncated['note']}")
 
-    def scores(m: nn.Module, name: str) -> dict:
-        items, context = encoded[name]
-        logits = forward(m, items, tok.pad_id, cfg.eval_batch_size)
-        return score(items, logits, cfg.task, cfg.problem_type, labels, cfg.reading, context)
-
+    scores = scorer(encoded, tok.pad_id, cfg, labels)
     task = FinetuneTask(encoded["train"][0], cfg, tok.pad_id, labels, lambda m: scores(m, "dev"))
-    files = {name: file_fingerprint(path) for name, path in (("train", train_file), ("dev", dev_file),
-                                                              ("test", test_file))}
-    if rank() == 0 and (resume or not (out / "checkpoints").is_dir()):
-        recipe = {"model": str(Path(model_dir).resolve()), "data": files, "columns": columns or {},
-                  "finetune": asdict(cfg), "train": train_kwargs}
-        if origin:  # a Hub model: its name and commit, so that the run can be reproduced
-            recipe["hub"] = {"model": origin}
-        check_recipe(out, "finetune_config.json", recipe, resume=resume, force=force)
-    steps = max(1, int(round(cfg.epochs * task.steps_per_epoch)))
-    defaults = {**TRAIN_DEFAULTS, "eval_every": task.steps_per_epoch, "save_every": task.steps_per_epoch,
-                "seed": cfg.seed, "best_metric": default_metric(cfg)}
-    train_cfg = TrainConfig(**{**defaults, **train_kwargs, "max_steps": steps})
-    train(model, task, train_cfg, out, tokenizer=tok, labels=labels if labels and num_labels == len(labels) else None,
-          reading=cfg.reading.to_dict(), resume=resume, progress_bar=progress)
+    files = fingerprints({"train": train_file, "dev": dev_file, "test": test_file})
+    start_run(out, "finetune_config.json", {"model": str(Path(model_dir).resolve()), "data": files,
+                                            "columns": columns or {}, "finetune": asdict(cfg), "train": train_kwargs},
+              hub={"model": origin}, resume=resume, force=force)
+    train_epochs(model, task, cfg, train_kwargs, out, tok, labels if labels and num_labels == len(labels) else None,
+                 resume=resume, progress=progress)
 
-    best = load_model(out / "model").model
+    best = kept_model(out)
     results = {"task": cfg.task, "problem_type": cfg.problem_type, "labels": labels,
                "train_examples": len(encoded["train"][0]), "noised_copies": len(noised),
                "dev_examples": len(encoded["dev"][0]),
@@ -273,16 +261,37 @@ def finetune(model_dir: str | Path, out: str | Path, cfg: FinetuneConfig, train_
     for name in ("dev", "test"):
         if encoded[name][0]:
             results[name] = {**scores(best, name), "truncated": truncated[name]}  # as `evaluate` reports it
-    (out / "metrics.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    write_model_card(out / "model", task=HEAD_FOR_KIND[cfg.task], labels=labels or None, reading=cfg.reading.to_dict(),
-                     data={k: v for k, v in files.items() if v}, metrics={k: results[k] for k in ("dev", "test")
-                                                                          if k in results}, base=origin)
+    finish_run(out, task=HEAD_FOR_KIND[cfg.task], results=results, labels=labels or None,
+               reading=cfg.reading.to_dict(), data=files, base=origin)
     test = results.get("test", {})
-    if "confusion_matrix" in test:
+    if "confusion_matrix" in test and rank() == 0:
         plot_confusion(test["confusion_matrix"], labels, out / "confusion.png", title="test")
-    from bertkit.plots import plot_training
-    plot_training(out / "metrics.jsonl", out / "curves.png")
     return results
+
+
+def scorer(encoded: dict, pad_id: int, cfg: FinetuneConfig, labels: list[str]) -> Callable[[nn.Module, str], dict]:
+    """scores(model, split): the model's metrics on one of the encoded splits, read through the inference layer as
+    `bertkit evaluate` reads a file."""
+
+    def scores(model: nn.Module, name: str) -> dict:
+        items, context = encoded[name]
+        logits = forward(model, items, pad_id, cfg.eval_batch_size)
+        return score(items, logits, cfg.task, cfg.problem_type, labels, cfg.reading, context)
+
+    return scores
+
+
+def train_epochs(model: nn.Module, task: Task, cfg: FinetuneConfig, train_kwargs: dict, out: Path, tok: Tokenizer,
+                 labels: list[str] | None, *, resume: bool, progress: bool) -> None:
+    """trainer.train for cfg.epochs passes over the task's data (task.steps_per_epoch steps each), with
+    fine-tuning's defaults under the options given: TRAIN_DEFAULTS, an evaluation and a checkpoint every epoch, the
+    model kept by default_metric."""
+    steps = max(1, int(round(cfg.epochs * task.steps_per_epoch)))
+    defaults = {**TRAIN_DEFAULTS, "eval_every": task.steps_per_epoch, "save_every": task.steps_per_epoch,
+                "seed": cfg.seed, "best_metric": default_metric(cfg)}
+    train_cfg = TrainConfig(**{**defaults, **train_kwargs, "max_steps": steps})
+    train(model, task, train_cfg, out, tokenizer=tok, labels=labels, reading=cfg.reading.to_dict(), resume=resume,
+          progress_bar=progress)
 
 
 def truncation_counts(encoded: dict, splits: dict, cfg: FinetuneConfig) -> dict:

@@ -70,7 +70,7 @@ def model_card(task: str, *, labels: list[str] | None = None, reading: dict | No
 
 def shared_file_name(value: object) -> str:
     """A data file as a card that travels with the model names it: the file's name, with the size and hash of a
-    run's fingerprint ("PATH (N bytes, sha1 H)", trainer.file_fingerprint), never the folder it had on one machine."""
+    run's fingerprint ("PATH (N bytes, sha1 H)", runs.file_fingerprint), never the folder it had on one machine."""
     text = str(value)
     m = _FINGERPRINT.fullmatch(text)
     if m:

@@ -22,12 +22,12 @@ from bertkit.data.instances import InstanceStream, Position, collate
 from bertkit.data.masking import mask_tokens
 from bertkit.data.words import WordStarts
 from bertkit.errors import BertkitError
-from bertkit.hardware import rank
 from bertkit.model.bert import choose_execution
 from bertkit.model.heads import build_model
 from bertkit.objectives import IGNORE_INDEX
 from bertkit.options import at_least, between, check_fields
-from bertkit.trainer import Step, TrainConfig, check_recipe, train
+from bertkit.runs import finish_run, start_run
+from bertkit.trainer import Step, TrainConfig, train
 
 
 @dataclass
@@ -177,7 +177,7 @@ def pretrain(data: str | Path, out: str | Path, model_config: BertConfig | None,
     """Pre-train a new model (or resume one) on a prepared corpus; the final model lands in out/model.
     init: a model directory to start from instead of new weights (continued, domain-adaptive pre-training;
     model_config is then the folder's); its MLM or NSP head is initialised new when it has none, and said so.
-    force: resume even if the data or options differ from the run's start (see trainer.check_recipe)."""
+    force: resume even if the data or options differ from the run's start (see runs.check_recipe)."""
     corpus = Corpus(data)
     out = Path(out)
     torch.manual_seed(train_cfg.seed)  # the same initial weights in every process and every rerun
@@ -201,25 +201,15 @@ def pretrain(data: str | Path, out: str | Path, model_config: BertConfig | None,
     if cfg.dropout is not None:
         set_dropout(model, cfg.dropout)
     task = PretrainTask(corpus, cfg)
-    if rank() == 0 and (resume or not any((out / "checkpoints").glob("step_*"))):
-        recipe = {"data": str(Path(data).resolve()), "pretrain": asdict(cfg)}
-        if init is not None:
-            recipe["init"] = str(Path(init).resolve())
-        if origin:  # a Hub model: its name and commit, so that the run can be reproduced
-            recipe["hub"] = {"init": origin}
-        check_recipe(out, "pretrain_config.json", recipe, resume=resume, force=force)
+    recipe = {"data": str(Path(data).resolve()), "pretrain": asdict(cfg)}
+    if init is not None:
+        recipe["init"] = str(Path(init).resolve())
+    start_run(out, "pretrain_config.json", recipe, hub={"init": origin}, resume=resume, force=force)
     result = train(model, task, train_cfg, out, tokenizer=corpus.tokenizer, reading={"max_length": cfg.max_len},
                    resume=resume, progress_bar=progress)
+    finish_run(out, task=model.task, base=origin)
     if init is not None:
         result = {**result, "init": str(init), "initialised": notes}
-    if origin and rank() == 0 and (out / "model").is_dir():
-        from bertkit.checkpoint import write_model_card
-        write_model_card(out / "model", task=model.task, base=origin)
-    try:
-        from bertkit.plots import plot_training
-        plot_training(out / "metrics.jsonl", out / "curves.png")
-    except ImportError:
-        pass
     return result
 
 

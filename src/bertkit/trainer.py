@@ -182,62 +182,6 @@ def _release_freed_memory() -> None:
         libc.malloc_trim(0)
 
 
-def check_recipe(run_dir: Path, name: str, recipe: dict, *, resume: bool, force: bool = False) -> None:
-    """Keep what a run was started with (data, options) in run_dir/name. Resuming with anything else is refused,
-    naming what differs, unless force (then the file records the new recipe). Call before any training."""
-    path = Path(run_dir) / name
-    recipe = _without(recipe, "report_to")  # how a run is watched is not part of it: a resume may change it
-    if resume and path.is_file():
-        from bertkit.config import read_json
-        old, new = _flatten(read_json(path)), _flatten(json.loads(json.dumps(recipe)))
-        changed = [f"{k}: {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}" for k in sorted(set(old) | set(new))
-                   if old.get(k) != new.get(k)]
-        if changed and not force:
-            shown = "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
-            raise BertkitError(f"{run_dir} was started with other data or options ({shown}); resume with the same "
-                               "ones, or add --force to go on with the new ones")
-        if not changed:
-            return
-    elif resume:
-        return  # a run from before recipes were kept
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(recipe, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def _without(d: dict, key: str) -> dict:
-    return {k: _without(v, key) if isinstance(v, dict) else v for k, v in d.items() if k != key}
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out |= _flatten(v, f"{prefix}{k}.")
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def file_fingerprint(path: str | Path | None) -> str | None:
-    """A data file as a run records it: its path, size and content hash (None for no file); a `datasets` folder or
-    name: its split, rows and `datasets` fingerprint (bertkit.data.tables.dataset_fingerprint)."""
-    if path is None:
-        return None
-    import hashlib
-    from bertkit.data import tables
-    if not Path(path).is_file() and tables.is_table(path):
-        return tables.dataset_fingerprint(path)
-    path = Path(path)
-    h = hashlib.sha1()
-    try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    except OSError as e:
-        raise BertkitError(f"{path}: cannot read ({e.strerror})") from None
-    return f"{path.resolve()} ({path.stat().st_size} bytes, sha1 {h.hexdigest()[:12]})"
-
-
 def _saved(model: nn.Module) -> nn.Module:
     """The model a run writes (checkpoints, best/, model/): the model trained, or the one a training wrapper names
     `saved_model`."""
@@ -251,7 +195,8 @@ def _extra_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad and id(p) not in inner}
 
 
-def _checkpoints(run_dir: Path) -> list[Path]:
+def checkpoints(run_dir: Path) -> list[Path]:
+    """A run's checkpoints, oldest first."""
     return sorted((run_dir / "checkpoints").glob("step_*"))
 
 
@@ -274,7 +219,7 @@ def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: str | Path
     metrics_file = run_dir / "metrics.jsonl"
 
     if resume:
-        ckpts = _checkpoints(run_dir)
+        ckpts = checkpoints(run_dir)
         if not ckpts:
             raise BertkitError(f"{run_dir}: nothing to resume (no checkpoints/step_*)")
         prog, task_state = _load_checkpoint(ckpts[-1], model, optimizer)
@@ -282,7 +227,7 @@ def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: str | Path
             keep = [line for line in metrics_file.read_text().splitlines() if json.loads(line)["step"] <= prog.step]
             metrics_file.write_text("".join(line + "\n" for line in keep))
     elif main:
-        if _checkpoints(run_dir):
+        if checkpoints(run_dir):
             raise BertkitError(f"{run_dir} already holds checkpoints; pass --resume to continue or choose "
                                "another --out")
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -454,7 +399,7 @@ def _save_checkpoint(run_dir: Path, model: nn.Module, tokenizer, labels, reading
                    tmp / "train_state.pt")
 
     write_atomically(target, write)
-    for old in _checkpoints(run_dir)[:-keep]:
+    for old in checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
 
 

@@ -88,7 +88,7 @@ def column_names(source: str | Path) -> list[str]:
 
 
 def dataset_fingerprint(source: str | Path) -> str:
-    """A `datasets` folder or name as a run records it (trainer.file_fingerprint records files), so that --resume
+    """A `datasets` folder or name as a run records it (runs.file_fingerprint records files), so that --resume
     can tell the data changed: its name or folder, split, rows and `datasets` fingerprint."""
     dataset, where = _dataset(str(source))
     return f"{where} ({dataset.num_rows} rows, datasets fingerprint {dataset._fingerprint})"

@@ -11,7 +11,6 @@ trainer.train (bf16 autocast, checkpoints, exact --resume, the best dev model ke
 from __future__ import annotations
 
 import copy
-import json
 import time
 from dataclasses import asdict, fields, replace
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bertkit.checkpoint import Loaded, load_masked_lm, load_model, write_model_card
+from bertkit.checkpoint import Loaded, load_masked_lm, load_model
 from bertkit.config import DEFAULT_MAX_LENGTH, BertConfig
 from bertkit.data.augment import Variant, augment_texts, read_variants, write_variants
 from bertkit.data.tasks import Example, load_task_data
@@ -27,16 +26,16 @@ from bertkit.distill.report import write_report
 from bertkit.distill.student import SHAPES, Distiller, layer_map, load_student, make_student
 from bertkit.distill.task import CACHE, DistillConfig, DistillTask, teacher_logits
 from bertkit.errors import BertkitError
-from bertkit.evaluate.scores import score
-from bertkit.finetune import TRAIN_DEFAULTS, FinetuneConfig, default_metric, encode_split
-from bertkit.hardware import rank, resolve_device
+from bertkit.finetune import default_metric, encode_split, scorer, train_epochs
+from bertkit.hardware import resolve_device
 from bertkit.heads import HEAD_FOR_KIND, HEADS
 from bertkit.hub import hub_origin, is_hub_name, resolve_model
-from bertkit.inference.batches import check_segments, forward
+from bertkit.inference.batches import check_segments
 from bertkit.inference.reading import Reading
 from bertkit.model.bert import choose_execution
 from bertkit.tokenizer import Tokenizer
-from bertkit.trainer import TrainConfig, check_recipe, file_fingerprint, train
+from bertkit.runs import finish_run, fingerprints, kept_model, start_run, train_options
+from bertkit.trainer import checkpoints
 
 TASKS = {task: HEADS[task].kind for task in ("sequence_classification", "token_classification")}
 """The teachers distillation takes (saved head -> recipe task)."""
@@ -51,7 +50,7 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, train_
     control run in out/control. train_cfg_kwargs: TrainConfig options (lr, bf16, ...; fine-tuning's defaults).
 
     resume: continue the run in `out` from its last checkpoint; the data and options must be those it was started
-    with, unless force (see trainer.check_recipe)."""
+    with, unless force (see runs.check_recipe)."""
 
     out = Path(out)
     teacher_dir = resolve_model(teacher_dir)  # a Hugging Face Hub name: its snapshot in the HF cache
@@ -61,15 +60,13 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, train_
         except BertkitError as e:  # "minii": more likely a preset misspelt than a Hub model
             raise BertkitError(f"--student {cfg.student!r}: neither teacher, a preset ({', '.join(SHAPES[1:])}) nor a "
                                f"model folder; as a Hugging Face Hub name: {e}") from None
-    origins = {role: o for role, o in (("teacher", hub_origin(teacher_dir)), ("student", hub_origin(cfg.student)))
-               if o}
-    train_kwargs = {k: v for k, v in train_cfg_kwargs.items() if v is not None}
+    origins = {"teacher": hub_origin(teacher_dir), "student": hub_origin(cfg.student)}
     loaded = load_model(teacher_dir)
     teacher, tok, labels = _check_teacher(loaded, teacher_dir)
     ft = replace(cfg.finetune, task=TASKS[teacher.task], problem_type=getattr(teacher, "problem_type", "single_label"),
                  reading=_reading(cfg.finetune.reading, loaded.reading, teacher.config, teacher_dir))
     cfg = replace(cfg, finetune=ft)
-    TrainConfig(**{"best_metric": default_metric(ft), **train_kwargs, "max_steps": 1})  # bad options fail now
+    train_kwargs = train_options(train_cfg_kwargs, default_metric(ft))
     if cfg.augment and ft.task == "ner":
         raise BertkitError("--augment makes variants of texts for classification; NER augmentation is not supported")
     splits, data_labels = load_task_data(ft.task, train_file, dev_file, test_file, columns, ft.problem_type)
@@ -93,14 +90,10 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, train_
         for note in loaded.notes:
             print(f"note: teacher: {note}")
 
-    files = {name: file_fingerprint(path) for name, path in (("train", train_file), ("dev", dev_file),
-                                                              ("test", test_file))}
-    if rank() == 0 and (resume or not (out / "checkpoints").is_dir()):
-        recipe = {"teacher": str(teacher_dir.resolve()), "student": _where(cfg.student), "data": files,
-                  "columns": columns or {}, "distill": asdict(cfg), "train": train_kwargs}
-        if origins:  # Hub models: their names and commits, so that the run can be reproduced
-            recipe["hub"] = origins
-        check_recipe(out, "distill_config.json", recipe, resume=resume, force=force)
+    files = fingerprints({"train": train_file, "dev": dev_file, "test": test_file})
+    start_run(out, "distill_config.json", {"teacher": str(teacher_dir.resolve()), "student": _where(cfg.student),
+                                           "data": files, "columns": columns or {}, "distill": asdict(cfg),
+                                           "train": train_kwargs}, hub=origins, resume=resume, force=force)
 
     encoded = {name: encode_split(tok, part, ft.task, ft.problem_type, labels, ft.reading)
                for name, part in splits.items()}
@@ -119,22 +112,18 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, train_
     if cfg.cache_teacher:
         cached = teacher_logits(teacher, train_items, tok.pad_id, ft.eval_batch_size, bf16, out / CACHE, resume)
 
-    def scores(model: nn.Module, name: str) -> dict:
-        items, context = encoded[name]
-        logits = forward(model, items, tok.pad_id, ft.eval_batch_size)
-        return score(items, logits, ft.task, ft.problem_type, labels, ft.reading, context)
-
+    scores = scorer(encoded, tok.pad_id, ft, labels)
     hidden = layer_map(student.config.num_layers, teacher.config.num_layers) if cfg.hidden_weight else []
     needed = cfg.soft_weight or cfg.hidden_weight or cfg.attention_weight  # else the labels alone teach
     model = Distiller(student, teacher if needed else None, hidden, attention=bool(cfg.attention_weight))
     task = DistillTask(train_items, cfg, tok.pad_id, len(labels), lambda m: scores(m, "dev"), cached)
-    _train(model, task, ft, train_kwargs, out, tok, labels, resume, progress)
+    train_epochs(model, task, ft, train_kwargs, out, tok, labels, resume=resume, progress=progress)
     seconds = time.perf_counter() - started
 
     results = {"task": ft.task, "problem_type": ft.problem_type, "labels": labels, "student_init": init,
                "train_examples": len(encoded["train"][0]), "augmented_examples": len(variants),
                "reading": ft.reading.to_dict(), "seconds": round(seconds, 1)}
-    best = load_model(out / "model").model.to(device)
+    best = kept_model(out)
     for name in ("dev", "test"):
         if encoded[name][0]:
             results[name] = scores(best, name)
@@ -145,17 +134,13 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, train_
                             augment=0, cache_teacher=False)
         started = time.perf_counter()
         task = DistillTask(encoded["train"][0], hard_only, tok.pad_id, len(labels), lambda m: scores(m, "dev"))
-        _train(Distiller(control_student, None), task, ft, train_kwargs, out / "control", tok, labels,
-               resume and (out / "control" / "checkpoints").is_dir(), progress)
-        control = load_model(out / "control" / "model").model.to(device)
+        train_epochs(Distiller(control_student, None), task, ft, train_kwargs, out / "control", tok, labels,
+                     resume=resume and bool(checkpoints(out / "control")), progress=progress)
+        control = kept_model(out / "control")
         results["control"] = {name: scores(control, name) for name in ("dev", "test") if encoded[name][0]}
         results["control"]["seconds"] = round(time.perf_counter() - started, 1)
-    (out / "metrics.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    write_model_card(out / "model", task=HEAD_FOR_KIND[ft.task], labels=labels, reading=ft.reading.to_dict(),
-                     data={"distilled from": str(teacher_dir), **{k: v for k, v in files.items() if v}},
-                     metrics={k: results[k] for k in ("dev", "test") if k in results}, base=origins.get("teacher"))
-    from bertkit.plots import plot_training
-    plot_training(out / "metrics.jsonl", out / "curves.png")
+    finish_run(out, task=HEAD_FOR_KIND[ft.task], results=results, labels=labels, reading=ft.reading.to_dict(),
+               data={"distilled from": str(teacher_dir), **files}, base=origins["teacher"])
 
     split = "test" if encoded["test"][0] else "dev"
     results["report"] = write_report(out, {"teacher": (teacher, teacher_dir), "student": (best, out / "model"),
@@ -227,13 +212,3 @@ def _augment(examples: list[Example], cfg: DistillConfig, mlm: Loaded | None, pa
     path.parent.mkdir(parents=True, exist_ok=True)
     write_variants(path, variants, [e.pair for e in examples])
     return variants
-
-
-def _train(model: Distiller, task: DistillTask, ft: FinetuneConfig, train_kwargs: dict, out: Path, tok: Tokenizer,
-           labels: list[str], resume: bool, progress: bool) -> None:
-    steps = max(1, int(round(ft.epochs * task.steps_per_epoch)))
-    defaults = {**TRAIN_DEFAULTS, "eval_every": task.steps_per_epoch, "save_every": task.steps_per_epoch,
-                "seed": ft.seed, "best_metric": default_metric(ft)}
-    train_cfg = TrainConfig(**{**defaults, **train_kwargs, "max_steps": steps})
-    train(model, task, train_cfg, out, tokenizer=tok, labels=labels, reading=ft.reading.to_dict(), resume=resume,
-          progress_bar=progress)
