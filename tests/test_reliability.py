@@ -481,7 +481,12 @@ def test_distill_resume_after_sigkill_needs_no_overwrite(world, tmp_path, capsys
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert sorted(p.name for p in (killed / "checkpoints").iterdir()) == ["step_00000005"]
     assert not (killed / "metrics.json").exists()
-    one_line_error(args(killed), capsys, "--resume")  # without --resume: the trainer's own refusal, not the folder's
+    # without --resume: the trainer's own refusal, not the folder's; the killed run's lock is taken over first,
+    # which the run says in a note of its own
+    code, _, err = run(args(killed), capsys)
+    note, error = err.splitlines()
+    assert code == 2 and note.startswith(f"note: {killed}: taking over the lock of "), err
+    assert error.startswith("bertkit: error: ") and "--resume" in error, err
     code, _, err = run(args(killed) + ["--resume"], capsys)
     assert code == 0, err
     straight, resumed = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("straight", "killed"))
