@@ -278,20 +278,26 @@ def test_sparse_mlm_loss_equals_dense(tiny_config):
 @pytest.mark.parametrize("act", [None, "gelu", "gelu_tanh", "relu"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_dense_onednn_path_equals_plain_ops(act, dtype):
-    """Without gradients dense() runs oneDNN's linear with the activation as a post-op (the bit-exact same call is
-    the reference); with gradients the plain ops, whose gradient flows. The two agree to float rounding."""
+    """The "onednn" kernel without gradients runs oneDNN's linear with the activation as a post-op (the bit-exact
+    same call is the reference); with gradients, or under bf16 autocast, the plain ops, whose gradient flows. The two
+    agree to float rounding."""
     from bertkit.model.bert import activation, dense
     torch.manual_seed(0)
     layer = torch.nn.Linear(48, 96).to(dtype)
     x = torch.randn(2, 7, 48, dtype=dtype)
     plain = layer(x) if act is None else activation(act)(layer(x))
     assert plain.requires_grad  # grad mode: the plain ops
-    torch.testing.assert_close(dense(layer, x, act), plain, atol=0, rtol=0)
+    torch.testing.assert_close(dense(layer, x, act, "onednn"), plain, atol=0, rtol=0)
     with torch.no_grad():
-        fast = dense(layer, x, act)
+        fast = dense(layer, x, act, "onednn")
         onednn = torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias,
                                                     "none" if act is None else act.split("_")[0],
                                                     [], {"gelu": "none", "gelu_tanh": "tanh"}.get(act, ""))
+        torch.testing.assert_close(dense(layer, x, act, "plain"), plain.detach(), atol=0, rtol=0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast's bf16 products, as F.linear gives them
+            y = layer(x)
+            torch.testing.assert_close(dense(layer, x, act, "onednn"), y if act is None else activation(act)(y),
+                                       atol=0, rtol=0)
     torch.testing.assert_close(fast, onednn, atol=0, rtol=0)
     tolerance = 1e-5 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(fast.float(), plain.detach().float(), atol=tolerance, rtol=tolerance)
@@ -326,8 +332,25 @@ def test_attention_kernels_decided_from_the_run(tiny_config, device, dtype, trai
         assert attention_kernels(config, torch.device("cuda"), torch.bfloat16)[0] == "flash_varlen"
 
 
+@pytest.mark.parametrize("device,dtype,quantised,traced,expected", [
+    ("cpu", torch.float32, False, False, "onednn"),  # CPU inference (and training's evaluations)
+    ("cpu", torch.bfloat16, False, False, "onednn"),
+    ("cpu", torch.float16, False, False, "plain"),
+    ("cpu", torch.float32, True, False, "plain"),  # int8: torch.ao's quantised Linear layers
+    ("cpu", torch.float32, False, True, "plain"),  # torch.compile, ONNX export
+    ("cuda", torch.float32, False, False, "plain"),
+    ("cuda", torch.bfloat16, False, False, "plain"),
+])
+def test_linear_kernel_decided_from_the_run(device, dtype, quantised, traced, expected):
+    from bertkit.model.bert import linear_kernel
+    if expected == "onednn" and not torch.backends.mkldnn.is_available():
+        expected = "plain"
+    assert linear_kernel(torch.device(device), dtype, quantised, traced) == expected
+
+
 def test_choose_execution_sets_every_layer_and_never_changes_a_shared_config(tiny_config):
-    from bertkit.model.bert import Attention, choose_execution
+    from bertkit.model.bert import MLP, Attention, choose_execution
+    from bertkit.model.precision import for_inference
     shared = tiny_config.replace(unpad=False)
     model, other = build_model(shared, "sequence_classification", 2), build_model(shared, "encoder")
     choose_execution(model, training=True, autocast_bf16=True, unpad=True)
@@ -338,15 +361,28 @@ def test_choose_execution_sets_every_layer_and_never_changes_a_shared_config(tin
     assert {(m.packed_kernel, m.padded_kernel) for m in model.modules() if isinstance(m, Attention)} == {
         ("per_sequence", "sdpa")}
 
+    def linear(m):
+        return {layer.linear_kernel for layer in m.modules() if isinstance(layer, (Attention, MLP))}
+    fast = "onednn" if torch.backends.mkldnn.is_available() else "plain"
+    assert linear(model) == {fast}
+    assert linear(choose_execution(model, traced=True)) == {"plain"}
+    assert linear(for_inference(model, "bf16")) == {fast} and linear(for_inference(model, "int8")) == {"plain"}
+    # weights cast or moved after choose_execution to where oneDNN cannot run (fp16, a GPU): the plain ops; cast
+    # back, still those, until choose_execution is called again
+    assert linear(model.to(torch.float16)) == {"plain"}
+    assert linear(model.float()) == {"plain"} and linear(choose_execution(model)) == {fast}
+    assert linear(model.to("meta")) == {"plain"}
+    assert linear(build_model(shared, "encoder").to(torch.bfloat16)) == {fast}
+
 
 def test_only_choose_execution_sets_unpadding_and_kernels():
-    """Nothing outside model/bert.py flips config.unpad (in place or by replace) or sets a layer's kernels; a
-    new config may still be built with unpad=True."""
+    """Nothing outside model/bert.py flips config.unpad (in place or by replace) or sets a layer's kernels
+    (attention or Linear); a new config may still be built with unpad=True."""
     import re
     from pathlib import Path
     import bertkit
     src = Path(bertkit.__file__).parent
-    flips = r"\.unpad\s*=[^=]|replace\([^)]*\bunpad=|(packed|padded)_kernel\s*=[^=]|\.varlen\s*="
+    flips = r"\.unpad\s*=[^=]|replace\([^)]*\bunpad=|(packed|padded|linear)_kernel\s*=[^=]|\.varlen\s*="
     offenders = [f"{p.relative_to(src)}:{n}" for p in src.rglob("*.py") if p.name != "bert.py"
                  for n, line in enumerate(p.read_text().splitlines(), 1)
                  if re.search(flips, line)]

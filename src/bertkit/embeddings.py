@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from bertkit.data.catalog import sha256_file
+from bertkit.data.fetch import sha256_file
 from bertkit.errors import BertkitError
 from bertkit.folders import atomic_file, disk_error, write_atomically
 from bertkit.hub import resolve_model

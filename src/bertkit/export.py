@@ -103,7 +103,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, optimize: bool = True
         meta["base_model"] = origin
     # The graph runs padded batches: no unpadding (data-dependent shapes), the attention mask always applied.
     # plain matmul-softmax-matmul: a smaller graph than SDPA's decomposition
-    choose_execution(model, unpad=False, padded="plain")
+    choose_execution(model, unpad=False, padded="plain", traced=True)
     masks: dict = {}
     for block in model.bert.blocks:
         block.attn = _SplitAttention(block.attn, masks)

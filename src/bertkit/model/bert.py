@@ -45,20 +45,23 @@ _ONEDNN_ACT = {None: ("none", ""), "gelu": ("gelu", "none"), "gelu_tanh": ("gelu
 _ONEDNN = torch.backends.mkldnn.is_available()
 
 
-def _tracing() -> bool:
-    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+def linear_kernel(device: torch.device, dtype: torch.dtype, quantised: bool = False, traced: bool = False) -> str:
+    """How `dense` runs a layer's Linear products when no gradient is needed: "onednn" (oneDNN's linear with the
+    activation as its post-op: no separate pass for GELU, and oneDNN's GEMM rather than the MKL one F.linear calls,
+    much slower in fp32 on AMD CPUs; measured in docs/design.md) for plain Linear layers on a CPU in fp32 or bf16;
+    else "plain" (F.linear, then the activation): GPUs, int8's quantised layers, and a model that torch.compile
+    (which fuses on its own) or an ONNX export will trace."""
+    runs = _ONEDNN and device.type == "cpu" and dtype in (torch.float32, torch.bfloat16)
+    return "onednn" if runs and not quantised and not traced else "plain"
 
 
-def dense(layer: nn.Module, x: torch.Tensor, act: str | None = None) -> torch.Tensor:
-    """layer(x), then the activation `act` names (config.hidden_act; None: none). On CPU without gradients, in
-    fp32 or bf16, by oneDNN's linear with the activation as its post-op: no separate pass for GELU, and oneDNN's
-    GEMM rather than the MKL one F.linear calls, much slower in fp32 on AMD CPUs (measured in docs/design.md).
-    Elsewhere by the plain ops: training, explanations' gradients, int8's quantised layers, GPUs, and while
-    torch.compile (which fuses on its own) or an ONNX export traces the model. The two agree to float rounding
-    (tests/test_model.py)."""
-    if (_ONEDNN and type(layer) is nn.Linear and x.device.type == "cpu" and not torch.is_grad_enabled()
-            and x.dtype in (torch.float32, torch.bfloat16) and layer.weight.dtype == x.dtype
-            and not torch.is_autocast_enabled("cpu") and not _tracing()):
+def dense(layer: nn.Module, x: torch.Tensor, act: str | None = None, kernel: str = "plain") -> torch.Tensor:
+    """layer(x), then the activation `act` names (config.hidden_act; None: none), by the calling layer's `kernel`
+    (linear_kernel, chosen by choose_execution). The two kernels agree to float rounding (tests/test_model.py)."""
+    # Checked on every call, as they change between calls to the same prepared model: grad mode (an inference
+    # model is differentiated too, by explanations' gradients, and oneDNN's linear has no backward) and bf16
+    # autocast (a distillation teacher runs both in and out of it; under it, autocast's bf16 products apply).
+    if kernel == "onednn" and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu"):
         attr, algorithm = _ONEDNN_ACT[act]
         return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, attr, [], algorithm)
     y = layer(x)
@@ -149,12 +152,13 @@ def attention_kernels(config: BertConfig, device: torch.device, dtype: torch.dty
 
 
 def choose_execution(model: nn.Module, *, training: bool = False, autocast_bf16: bool = False,
-                     unpad: bool | None = None, padded: str | None = None) -> nn.Module:
+                     unpad: bool | None = None, padded: str | None = None, traced: bool = False) -> nn.Module:
     """The one place that decides how a model runs: whether its layers skip padding (config.unpad, saved with the
-    model) and the attention kernels of every layer (attention_kernels), from where its weights are, their
-    dtype, and whether it will train (under bf16 autocast). Called where a model is made ready: the training
-    loop (for its steps and its evaluations), for_inference, the recipes (unpad=True), compiled inference and
-    the ONNX export (unpad=False; the export also asks for the plain ops: padded="plain"). A config is replaced,
+    model), the attention kernels of every layer (attention_kernels) and how its Linear layers run
+    (linear_kernel), from where its weights are, their dtype, whether they are quantised, and whether it will
+    train (under bf16 autocast) or be traced. Called where a model is made ready: the training loop (for its steps
+    and its evaluations), for_inference, the recipes (unpad=True), compiled inference and the ONNX export
+    (unpad=False, traced=True; the export also asks for the plain ops: padded="plain"). A config is replaced,
     never changed in place, so a model sharing it elsewhere keeps its own. Returns the model."""
     for bert in [m for m in model.modules() if isinstance(m, Bert)]:
         if unpad is not None and bert.config.unpad != unpad:
@@ -163,11 +167,14 @@ def choose_execution(model: nn.Module, *, training: bool = False, autocast_bf16:
                 if getattr(m, "config", None) is old:
                     m.config = new
         weight = bert.embeddings.word.weight
-        for attn in bert.modules():
-            if isinstance(attn, Attention):
+        for layer in bert.modules():
+            if isinstance(layer, Attention):
                 kernels = attention_kernels(bert.config, weight.device, weight.dtype, training, autocast_bf16,
-                                            attn.dropout_p)
-                attn.packed_kernel, attn.padded_kernel = kernels[0], padded or kernels[1]
+                                            layer.dropout_p)
+                layer.packed_kernel, layer.padded_kernel = kernels[0], padded or kernels[1]
+            if isinstance(layer, (Attention, MLP)):
+                quantised = any(type(m) is not nn.Linear for m in layer.children())  # int8: torch.ao's Linear
+                layer.linear_kernel = linear_kernel(weight.device, weight.dtype, quantised, traced)
     return model
 
 
@@ -179,6 +186,7 @@ class Attention(nn.Module):
         self.dropout_p = config.attention_dropout
         # the kernels, decided by choose_execution (here: for inference on a CPU in fp32, until it is called)
         self.packed_kernel, self.padded_kernel = attention_kernels(config, torch.device("cpu"), torch.float32)
+        self.linear_kernel = linear_kernel(torch.device("cpu"), torch.float32)  # and for its Linear layers
         # One matmul for q, k and v: fewer kernel launches and a larger, faster GEMM.
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.proj = nn.Linear(config.hidden_size, config.hidden_size)
@@ -193,13 +201,14 @@ class Attention(nn.Module):
         """
         H, D = self.num_heads, self.head_dim
         C = H * D
-        qkv = dense(self.qkv, x)  # (B, T, 3C) or (N, 3C)
+        qkv = dense(self.qkv, x, kernel=self.linear_kernel)  # (B, T, 3C) or (N, 3C)
         if packed is not None and packed.starts is not None and self.packed_kernel and not need_probs:
             if self.packed_kernel == "per_sequence":
                 y = self._attend_per_sequence(qkv.view(-1, 3, H, D), packed, first_only)
             else:  # flash attention on the packed tokens (GPU): no padding anywhere
                 y = _flash_varlen(*qkv.view(-1, 3, H, D).unbind(1), packed, first_only)  # q, k, v each (N, H, D)
-            return dense(self.proj, y.reshape(-1, C)), None  # (N, C), or (B, C) when first_only
+            y = dense(self.proj, y.reshape(-1, C), kernel=self.linear_kernel)
+            return y, None  # (N, C), or (B, C) when first_only
         if packed is not None:  # attend in the padded layout: scatter in, attend, gather out
             B, T = packed.shape
             qkv = pad(qkv, packed).view(B, T, -1)  # (B, T, 3C)
@@ -210,11 +219,11 @@ class Attention(nn.Module):
             q = q[:, :, :1]  # (B, H, 1, D)
         y, probs = self._attend(q, k, v, mask, need_probs)  # (B, H, T or 1, D)
         if first_only:
-            return dense(self.proj, y.reshape(B, C)), probs  # (B, C)
+            return dense(self.proj, y.reshape(B, C), kernel=self.linear_kernel), probs  # (B, C)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         if packed is not None:
             y = unpad(y, packed)  # (N, C)
-        return dense(self.proj, y), probs
+        return dense(self.proj, y, kernel=self.linear_kernel), probs
 
     def _attend_per_sequence(self, qkv: torch.Tensor, packed: Packing, first_only: bool) -> torch.Tensor:
         """qkv (N, 3, H, D) packed -> (N, H, D), or (B, H, D) when first_only: one sequence at a time, so no
@@ -278,9 +287,10 @@ class MLP(nn.Module):
         self.up = nn.Linear(config.hidden_size, config.intermediate_size)  # C -> I
         self.down = nn.Linear(config.intermediate_size, config.hidden_size)  # I -> C
         self.act = config.hidden_act
+        self.linear_kernel = linear_kernel(torch.device("cpu"), torch.float32)  # decided by choose_execution
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dense(self.down, dense(self.up, x, self.act))
+        return dense(self.down, dense(self.up, x, self.act, self.linear_kernel), kernel=self.linear_kernel)
 
 
 class Block(nn.Module):
@@ -312,6 +322,17 @@ class Bert(nn.Module):
         self.embeddings = Embeddings(config)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size) if pooler else None
+
+    def _apply(self, fn, recurse=True):
+        # .to(), .cuda(), .half(): weights moved or cast where oneDNN cannot run (a GPU, fp16) take the plain ops
+        # (nn.RNNBase redoes its weight layout here too); only choose_execution turns oneDNN on again
+        super()._apply(fn, recurse)
+        weight = self.embeddings.word.weight
+        if linear_kernel(weight.device, weight.dtype) == "plain":
+            for layer in self.modules():
+                if isinstance(layer, (Attention, MLP)):
+                    layer.linear_kernel = "plain"
+        return self
 
     def forward(
         self,

@@ -27,7 +27,7 @@ class ShapeStable(nn.Module):
         if copy_model:
             model = copy.deepcopy(model)  # the caller's model keeps its own (unpadded) settings
         model.eval()
-        choose_execution(model, unpad=False)
+        choose_execution(model, unpad=False, traced=True)
         self.model = model
         for name in ("task", "problem_type", "num_labels", "source"):  # what callers read off a bertkit model
             if hasattr(model, name):
