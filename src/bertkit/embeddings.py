@@ -45,9 +45,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from bertkit.data.fetch import sha256_file
 from bertkit.errors import BertkitError
-from bertkit.folders import atomic_file, disk_error, write_atomically
+from bertkit.folders import atomic_file, disk_error, file_digest, write_atomically
 from bertkit.hub import resolve_model
 from bertkit.inference.embed import Embedder
 from bertkit.tokenizer import Tokenizer
@@ -181,7 +180,7 @@ def model_fingerprint(model_dir: str | Path, settings: dict) -> str:
                     for p in d.rglob("*") if p.is_file())
     h = hashlib.sha256()
     for path in files:
-        h.update(f"{path.relative_to(folder).as_posix()}\0{sha256_file(path)}\n".encode())
+        h.update(f"{path.relative_to(folder).as_posix()}\0{file_digest(path)}\n".encode())
     h.update(json.dumps(settings, sort_keys=True).encode())
     return h.hexdigest()
 
@@ -207,7 +206,7 @@ def embed_file(model_dir: str | Path, input_file: str | Path, out: str | Path, *
             "layer": layer, "max_length": embedder.reading.max_length, "normalized": True}
     meta["fingerprint"] = model_fingerprint(model_dir, _settings(meta))
     run = {"fingerprint": meta["fingerprint"], "input": str(Path(input_file).resolve()),
-           "input_sha256": sha256_file(Path(input_file)) if Path(input_file).is_file() else None,
+           "input_sha256": file_digest(Path(input_file)) if Path(input_file).is_file() else None,
            "text_column": text_column, "label_column": label_column, "chunk_rows": chunk_rows}
     work = out.parent / f".{out.name}.partial"
     try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -310,6 +311,18 @@ def write_atomically(folder: str | Path, write: Callable[[Path], object]) -> Pat
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's bytes, read in blocks (never whole); an unreadable file is one line."""
+    h = hashlib.new(algorithm)
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError as e:
+        raise BertkitError(f"{path}: cannot read ({e.strerror})") from None
+    return h.hexdigest()
 
 
 @contextmanager

@@ -10,7 +10,6 @@ curves.png from metrics.jsonl. Only the main process writes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from torch import nn
 from bertkit.checkpoint import load_model, write_model_card
 from bertkit.config import read_json
 from bertkit.errors import BertkitError
-from bertkit.folders import atomic_file
+from bertkit.folders import atomic_file, file_digest
 from bertkit.hardware import rank, resolve_device
 from bertkit.trainer import TrainConfig, checkpoints
 
@@ -112,11 +111,5 @@ def file_fingerprint(path: str | Path | None) -> str | None:
     if not Path(path).is_file() and tables.is_table(path):
         return tables.dataset_fingerprint(path)
     path = Path(path)
-    h = hashlib.sha1()
-    try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    except OSError as e:
-        raise BertkitError(f"{path}: cannot read ({e.strerror})") from None
-    return f"{path.resolve()} ({path.stat().st_size} bytes, sha1 {h.hexdigest()[:12]})"
+    digest = file_digest(path, "sha1")
+    return f"{path.resolve()} ({path.stat().st_size} bytes, sha1 {digest[:12]})"

@@ -24,7 +24,7 @@ from typing import IO, NamedTuple
 from urllib.parse import unquote, urldefrag, urljoin, urlparse
 
 from bertkit.errors import BertkitError
-from bertkit.folders import atomic_file
+from bertkit.folders import atomic_file, file_digest
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def fetch_package(pkg: Package) -> Path:
     setup.py (or build backend) to read its metadata, so the package's code would run before any check.
     """
     target = cached(pkg)
-    if target.is_file() and sha256_file(target) == pkg.sha256:
+    if target.is_file() and file_digest(target) == pkg.sha256:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     sources = pip_sources()
@@ -220,13 +220,3 @@ def archive_files(archive: Path) -> Iterator[tuple[str, IO[bytes]]]:
                         yield info.filename, f
 
 
-def sha256_file(path: Path) -> str:
-    """The sha256 of a file's bytes, read in blocks (never whole); an unreadable file is one line."""
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    except OSError as e:
-        raise BertkitError(f"{path}: cannot read ({e.strerror})") from None
-    return h.hexdigest()
