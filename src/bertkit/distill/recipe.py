@@ -82,9 +82,8 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, train_
     if cfg.augment and not (resume and (out / AUGMENTED).is_file()):
         mlm = _masked_lm(cfg, teacher_dir)
     control_student = copy.deepcopy(student) if cfg.control else None
-    choose_execution(teacher, unpad=True)  # the teacher runs on real tokens only too (not saved)
     device = resolve_device()  # the process's (--device), as the trainer's
-    teacher.to(device)
+    choose_execution(teacher.to(device), unpad=True)  # where it runs; on real tokens only too (not saved)
     if progress:
         print(f"student: {student.config.num_layers} layers x {student.config.hidden_size} wide; {init}")
         for note in loaded.notes:
