@@ -9,7 +9,7 @@ import torch
 
 from bertkit import BertConfig, BertkitError, Tokenizer, build_model, save_model
 from bertkit.cli import main
-from bertkit.data.encoding import align_tags, length_grouped_order
+from bertkit.data.labelled import align_tags, length_grouped_order
 from bertkit.inference.tokens import word_tags
 from bertkit.objectives import IGNORE_INDEX
 
@@ -229,7 +229,7 @@ def test_pool_windows_exact():
 
 def test_long_documents_become_windows(data, tmp_path):
     from bertkit.data.tasks import Example
-    from bertkit.data.encoding import encode_classification
+    from bertkit.data.labelled import encode_classification
     tok = Tokenizer.load(data["model"])
     long_text = " ".join(review(random.Random(1), True) for _ in range(12))  # ~70 words
     items = encode_classification(tok, [Example(long_text, label="pos"), Example("short and dull", label="neg")],

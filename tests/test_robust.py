@@ -16,7 +16,7 @@ from bertkit.errors import BertkitError
 from bertkit.finetune import FinetuneConfig, FinetuneTask, finetune
 from bertkit.inference import FillMask, TextClassifier
 from bertkit.inference.embed import embed_texts
-from bertkit.data.encoding import collate, encode_classification
+from bertkit.data.labelled import collate, encode_classification
 from bertkit.data.tasks import Example
 from bertkit.robust import AttackConfig, attack
 from bertkit.adversarial import per_example_norm, project

@@ -11,7 +11,7 @@ import torch
 from bertkit import BertConfig, Tokenizer, build_model, save_model
 from bertkit.cli import main
 from bertkit.data import tasks as T
-from bertkit.data.encoding import encode_classification, encode_tagged
+from bertkit.data.labelled import encode_classification, encode_tagged
 from bertkit.evaluate.runner import evaluate_file
 from bertkit.evaluate.scores import score
 from bertkit.inference import TextClassifier, pipeline

@@ -27,7 +27,7 @@ from torch import nn
 from bertkit import adversarial
 from bertkit import objectives
 from bertkit.config import DEFAULT_MAX_LENGTH
-from bertkit.data.encoding import collate, encode_classification, encode_tagged, global_batches
+from bertkit.data.labelled import collate, encode_classification, encode_tagged, global_batches
 from bertkit.data.noise import noise_words, noisy
 from bertkit.data.pieces import Pieces
 from bertkit.data.tasks import load_task_data

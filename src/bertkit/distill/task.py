@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from bertkit.data.encoding import collate, global_batches
+from bertkit.data.labelled import collate, global_batches
 from bertkit.distill.student import SHAPES
 from bertkit.encoding.inputs import Encoded
 from bertkit.errors import BertkitError

@@ -1,6 +1,6 @@
 """Texts as the model reads them, and the words of an encoded text.
 
-The one encoding every path shares: fine-tuning and evaluation add targets to these items (bertkit.data.encoding),
+The one encoding every path shares: fine-tuning and evaluation add targets to these items (bertkit.data.labelled),
 inference runs them (bertkit.inference.batches). A word is what the tokenizer's pre-tokenizer split off (a run of
 letters or digits, one punctuation mark, one CJK character); its sub-tokens are the WordPiece tokens with its word id.
 """

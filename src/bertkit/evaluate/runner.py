@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from bertkit.data import tasks as T
-from bertkit.data.encoding import encode_classification, encode_tagged
+from bertkit.data.labelled import encode_classification, encode_tagged
 from bertkit.encoding.inputs import Encoded, truncation_note
 from bertkit.errors import BertkitError
 from bertkit.evaluate.metrics import plot_confusion
