@@ -4,10 +4,11 @@ Parsed: every `bertkit ...` command parses with the real parser: the verb exists
 takes, with a valid value (cheap, and it covers the commands that are not run).
 
 Run: every fenced shell block (bash, sh, shell, console; Python and the rest are not run) runs as written, a line at
-a time through bash, in a folder of its own and in page order, so a later line reads what an earlier one wrote. Names resolve to tiny stand-ins: Hub names to tiny BERTs in an
-offline Hugging Face cache, catalog names to small files in a pre-filled BERTKIT_CACHE, and what a block reads but
-does not write (my.csv, MODEL, runs/sentiment/model, ...) is put into its folder before the first line that names
-it. An HTML comment just above a block (GitHub does not show it) says how it runs:
+a time through bash, in a folder of its own and in page order, so a later line reads what an earlier one wrote. Names
+resolve to tiny stand-ins: Hub names to tiny BERTs in an offline Hugging Face cache, catalog names to small files in a
+pre-filled BERTKIT_CACHE, and what a block reads but does not write (my.csv, MODEL, runs/sentiment/model, ...) is put
+into its folder before the first line that names it. An HTML comment just above a block (GitHub does not show it)
+says how it runs:
     <!-- docs-test: slow -->                 run only with `-m slow` (the default run of this file stays near a minute)
     <!-- docs-test: skip (why) -->           not run (parsed only)
     <!-- docs-test: skip WORDS (why) -->     the lines holding WORDS are not run
