@@ -117,6 +117,17 @@ def check_error(r, status: int, error_type: str, *words: str):
     assert "Traceback" not in r.text
 
 
+def test_an_int8_model_is_explained_as_its_fp32_weights_explain_it(folders):
+    """int8 layers carry no gradients: /explain of a model served in int8 answers as the fp32 model does."""
+    answers = []
+    for precision in ("fp32", "int8"):
+        with client(load_served([str(folders / "sentiment")], precision)) as c:
+            r = c.post("/explain", json={"text": "a really superb film", "methods": ["ig", "attention"]})
+            assert r.status_code == 200, r.text
+            answers.append(r.json())
+    assert answers[1] == answers[0]
+
+
 def test_error_codes(served, monkeypatch):
     with client(served, max_inputs=4, max_payload_mb=0.001, max_queue=1) as c:
         check_error(c.post("/predict", json={"inputs": ["a " * 600]}), 413, "payload_too_large", "1,048")

@@ -17,6 +17,8 @@ import copy
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
+import torch
+
 from bertkit.errors import BertkitError
 from bertkit.inference import TextClassifier
 from bertkit.serve.worker import Job, ModelWorker, log
@@ -66,11 +68,15 @@ class Explainer:
             self._job = None
 
     def _copy(self, job: Job) -> TextClassifier:
-        """The served classifier with its own model and tokenizer (the tokenizer keeps per-call settings)."""
+        """The served classifier with its own model and tokenizer (the tokenizer keeps per-call settings). An int8
+        model is explained with the fp32 weights it was quantised from: its quantised layers carry no gradients."""
         name = job.served.name
         if name not in self.copies:
             p = copy.copy(job.served.predictor)
-            p.model, p.tokenizer = copy.deepcopy(p.model), copy.deepcopy(p.tokenizer)
+            if any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in p.model.modules()):
+                p = TextClassifier.load(job.served.folder, device="cpu")  # int8 runs on CPU only
+            else:
+                p.model, p.tokenizer = copy.deepcopy(p.model), copy.deepcopy(p.tokenizer)
             p.model.bert.register_forward_pre_hook(self._between_slices)
             self.copies[name] = p
         return self.copies[name]
