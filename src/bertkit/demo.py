@@ -57,7 +57,7 @@ RECIPES = {
         "wiki-topics": {"scratch": Recipe(2e-4, 2.0), "random": Recipe(2e-4, 2.0)},
         # 2 of 6 layers: 3 made a 1.82x faster student (docs/distillation.md)
         "rt-polarity": {"pretrained": Recipe(5e-5, 3.0), "student": Recipe(1e-4, 3.0, layers=2)}},
-    # one epoch each keeps `demo --lang zh` within 30 minutes; measured choices in docs/demo.md
+    # one epoch each keeps `demo --lang zh` near 36 minutes (docs/demo.md, with the choices measured)
     # (People's Daily sentences run to 200+ characters, 18% of zh-reviews past 128: 256 keeps nearly all whole)
     "zh": {
         "zh-reviews": {"scratch": Recipe(2e-4, 1.0, max_length=256),
