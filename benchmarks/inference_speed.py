@@ -238,8 +238,8 @@ def main() -> None:
                     help="timed passes over each workload, the methods taking turns (median and min-max reported)")
     ap.add_argument("--fixed-len", type=int, default=128)
     ap.add_argument("--workloads", default="mixed,fixed")
-    ap.add_argument("--skip", default="", help="comma-separated methods to leave out; OpenVINO or CTranslate2 "
-                    "leaves out all of that library's methods")
+    ap.add_argument("--skip", default="", help="comma-separated methods to leave out, each by its name or the start "
+                    "of it: 'ONNX Runtime' leaves out all four ONNX Runtime methods, 'bertkit fp32' the compiled one too")
     ap.add_argument("--compile", action="store_true",
                     help="also time bertkit fp32/bf16 under torch.compile (bertkit.model.compiled.ShapeStable)")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda (transformers and bertkit in fp32 and bf16 only)")
@@ -328,7 +328,7 @@ def main() -> None:
         methods["bertkit fp32 compiled"] = run_ours(for_inference(ours, "fp32", compile=True, batch_size=args.batch_size))
         methods["bertkit bf16 compiled"] = run_ours(for_inference(ours, "bf16", compile=True, batch_size=args.batch_size))
     where = torch.cuda.get_device_name(device) if not cpu else f"{torch.get_num_threads()} threads"
-    methods = {name: run for name, run in methods.items() if name not in skip}
+    methods = {name: run for name, run in methods.items() if not any(name.startswith(s) for s in skip)}
     neighbour = " with a busy neighbour" if args.busy_neighbour else ""
     print(f"preset {args.preset} ({config.num_layers}L/{config.hidden_size}H), batch {args.batch_size}, "
           f"{args.batches} batches a workload, {args.passes} interleaved passes, {where}{neighbour}, torch "
