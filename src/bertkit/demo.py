@@ -31,7 +31,7 @@ import torch
 
 from bertkit.data import catalog
 from bertkit.errors import BertkitError
-from bertkit.folders import atomic_file
+from bertkit.folders import write_json
 
 
 @dataclass(frozen=True)
@@ -206,7 +206,7 @@ def run_demo(out: str | Path, lang: str = "en", budget_minutes: float = 10.0, sm
     results["seconds"] = round(sum(results["stages"].values()), 1)
 
     def report() -> None:  # written from the recorded results each time: a finished run run again prints its table
-        _write_json(out / "results.json", results)
+        write_json(out / "results.json", results)
         _report(results, p, out)
     stages.record("report", report)
     return results
@@ -277,15 +277,8 @@ class Stages:
         return r["earlier"] + (max(0.0, max(kept) - r["since"]) if kept else 0.0)
 
     def _save(self) -> None:
-        _write_json(self.path, {"options": self.options, "settings": self.settings, "done": self.done,
+        write_json(self.path, {"options": self.options, "settings": self.settings, "done": self.done,
                                 "running": self.running})
-
-
-def _write_json(path: Path, data: dict) -> None:
-    """Write a JSON file whole or not at all (a temporary sibling, then a rename): a killed run leaves the last
-    complete version."""
-    with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def _data(p: DemoPlan, out: Path) -> dict:

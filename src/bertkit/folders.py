@@ -313,6 +313,13 @@ def write_atomically(folder: str | Path, write: Callable[[Path], object]) -> Pat
     return folder
 
 
+def write_json(path: str | Path, data) -> None:
+    """data as indented JSON (UTF-8, non-ASCII kept), written whole or not at all (atomic_file): a killed run
+    leaves the last complete version."""
+    with atomic_file(Path(path)) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
     """The hex digest of a file's bytes, read in blocks (never whole); an unreadable file is one line."""
     h = hashlib.new(algorithm)

@@ -18,7 +18,7 @@ from torch import nn
 from bertkit.checkpoint import load_model, write_model_card
 from bertkit.config import read_json
 from bertkit.errors import BertkitError
-from bertkit.folders import atomic_file, file_digest
+from bertkit.folders import file_digest, write_json
 from bertkit.hardware import rank, resolve_device
 from bertkit.trainer import TrainConfig, checkpoints
 
@@ -59,8 +59,7 @@ def finish_run(out: Path, *, task: str, results: dict | None = None, labels: lis
         return
     from bertkit.plots import plot_training
     if results is not None:
-        with atomic_file(out / "metrics.json") as tmp:
-            tmp.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_json(out / "metrics.json", results)
     write_model_card(out / "model", task=task, labels=labels, reading=reading,
                      data={k: v for k, v in (data or {}).items() if v},
                      metrics={k: results[k] for k in ("dev", "test") if k in results} if results else None, base=base)
@@ -85,7 +84,7 @@ def check_recipe(run_dir: Path, name: str, recipe: dict, *, resume: bool, force:
     elif resume:
         return  # a run from before recipes were kept
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(recipe, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(path, recipe)
 
 
 def _without(d: dict, key: str) -> dict:
