@@ -167,6 +167,23 @@ def test_a_student_copies_every_kth_teacher_layer():
     with pytest.raises(BertkitError, match="at most 4"):
         make_student(teacher, "teacher", 5)
 
+    # PKD's "last": the teacher's top layers
+    assert layer_map(2, 6, "last") == [(0, 0), (1, 5), (2, 6)] and layer_map(3, 3, "last") == layer_map(3, 3)
+    top, init = make_student(teacher, "teacher", 2, "last")
+    assert same(top.bert.blocks[0], teacher.bert.blocks[2]) and same(top.bert.blocks[1], teacher.bert.blocks[3])
+    assert "layers [3, 4]" in init
+
+
+def test_a_recipe_sets_its_options_and_given_ones_win():
+    tiny = DistillConfig.from_recipe("tinybert", augment=0)
+    assert (tiny.recipe, tiny.hidden_weight, tiny.attention_weight, tiny.intermediate_epochs, tiny.temperature,
+            tiny.hard_weight, tiny.augment) == ("tinybert", 1.0, 1.0, 1.0, 1.0, 0.0, 0)
+    assert DistillConfig.from_recipe("distilbert").hidden_weight == 1.0
+    assert DistillConfig.from_recipe("minilm").attention_weight == 1.0
+    assert DistillConfig.from_recipe() == DistillConfig()
+    with pytest.raises(BertkitError, match="recipe must be one of"):
+        DistillConfig.from_recipe("bigbert")
+
 
 @pytest.mark.parametrize("backend", ["sdpa", "eager"])
 def test_unpadded_hidden_states_and_attention_equal_the_padded_ones(backend):
@@ -334,7 +351,12 @@ def test_bad_input_is_a_one_line_error(data, tmp_path, capsys):
         (args(data["ner_teacher"], data, tmp_path / "a", "--augment", 2, "--augment-mlm", data["mlm"],
               split="ner_"), "NER augmentation is not supported"),
         (args(data["teacher"], data, tmp_path / "a", "--cache-teacher", "--hidden-weight", 1), "--cache-teacher"),
-        (args(data["teacher"], data, tmp_path / "a", "--augment", 1), "no masked-LM head"),
+        (args(data["teacher"], data, tmp_path / "a", "--recipe", "bigbert"), "invalid choice"),
+        (args(data["teacher"], data, tmp_path / "a", "--intermediate-epochs", 1), "--hidden-weight or --attention"),
+        (args(data["teacher"], data, tmp_path / "a", "--intermediate-epochs", 3, "--hidden-weight", 1),
+         "leaves no epoch"),
+        (args(data["teacher"], data, tmp_path / "a", "--student-layers", 5, "--layer-map", "last"), "at most 4"),
+        (args(data["teacher"], data, tmp_path / "a", "--general-text", tmp_path / "none.txt"), "no such file"),
         (args(data["teacher"], data, tmp_path / "a", "--augment", 1, "--augment-mlm", data["base"]),
          "no masked-LM head"),
         (args(data["teacher"], data, tmp_path / "a", "--student", "minii"), "neither teacher, a preset"),
@@ -348,3 +370,55 @@ def test_bad_input_is_a_one_line_error(data, tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("bertkit: error: ") and message in err, (argv, err)
     assert not (tmp_path / "a").exists()  # refused before anything was written
+    # (the recipe option's own error is argparse's two-line usage message: checked apart)
+
+
+def test_two_steps_train_the_layers_first_then_the_targets(data, tmp_path):
+    """TinyBERT's schedule: in the first epoch only the hidden-state and attention losses are logged, after it
+    only the soft and hard ones."""
+    cfg = DistillConfig(hidden_weight=1.0, attention_weight=1.0, intermediate_epochs=1.0, student_layers=2,
+                        finetune=FinetuneConfig(batch_size=16, epochs=2))
+    distill(data["teacher"], tmp_path / "st", cfg, {"lr": 3e-3, "log_every": 1}, data["train"], data["dev"],
+            progress=False)
+    per_epoch = 320 // 16
+    logged = {k: losses(tmp_path / "st", k) for k in ("hidden", "attention", "soft", "hard")}
+    first, second = set(logged["hidden"]), set(logged["soft"])
+    assert first == set(logged["attention"]) and second == set(logged["hard"])
+    assert first and second and max(first) < min(second)
+    assert max(first) == per_epoch and max(second) == 2 * per_epoch
+
+
+def test_augmentation_without_a_masked_lm_makes_one_from_the_teacher_once(data, tmp_path, monkeypatch):
+    """The teacher has no MLM head and none is given: a short masked-LM run from its encoder on the training texts
+    is made, kept in the cache and found again by the next run (same variants, nothing trained again)."""
+    monkeypatch.setenv("BERTKIT_CACHE", str(tmp_path / "cache"))
+    cfg = DistillConfig(augment=1, mlm_steps=6, cache_teacher=True, finetune=FinetuneConfig(batch_size=16, epochs=0.2))
+    runs = [distill(data["teacher"], tmp_path / name, cfg, {"lr": 3e-3}, data["train"], data["dev"], progress=False)
+            for name in ("a", "b")]
+    made = list((tmp_path / "cache" / "distill").glob("mlm-*"))
+    assert len(made) == 1 and (made[0] / "model").is_dir()
+    assert len([json.loads(x) for x in (made[0] / "run" / "metrics.jsonl").read_text().splitlines()
+                if "loss" in x]) >= 1
+    a, b = ((tmp_path / n / "augmented.jsonl").read_text() for n in ("a", "b"))
+    assert a == b and a.count("\n") == runs[0]["augmented_examples"] == runs[0]["train_examples"]  # one a text
+
+
+def test_general_distillation_trains_the_student_once_on_plain_text(data, tmp_path, monkeypatch):
+    """--general-text: before the task, the student learns the teacher's layers on unlabelled text; the result is
+    cached (a second run starts from the same weights without training) and the run says so."""
+    monkeypatch.setenv("BERTKIT_CACHE", str(tmp_path / "cache"))
+    text = tmp_path / "plain.txt"
+    rng = random.Random(1)
+    text.write_text("".join(review(rng, i % 3 == 0) + "\n" for i in range(200)))
+    cfg = DistillConfig(general_text=str(text), general_steps=20, student_layers=2,
+                        finetune=FinetuneConfig(batch_size=16, epochs=0.1))
+    runs = [distill(data["teacher"], tmp_path / n, cfg, {"lr": 3e-3, "log_every": 1}, data["train"], data["dev"],
+                    progress=False) for n in ("a", "b")]
+    made = list((tmp_path / "cache" / "distill").glob("general-*"))
+    assert len(made) == 1 and all("general distillation on plain.txt" in r["student_init"] for r in runs)
+    hidden = losses(made[0] / "run", "hidden")
+    assert len(hidden) == 20 and hidden[20] < 0.6 * hidden[1], hidden  # it learned the teacher's layers
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")  # the same start, the same run
+    general = load_model(made[0] / "model").model
+    copied, _ = make_student(load_model(data["teacher"]).model, "teacher", 2)
+    assert not torch.equal(general.bert.blocks[0].mlp.up.weight, copied.bert.blocks[0].mlp.up.weight)

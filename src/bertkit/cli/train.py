@@ -24,8 +24,9 @@ FINETUNE_FIELDS = ["task", "problem_type", "batch_size", "accum", "epochs", "gro
 READING_FIELDS = ["max_length", "window_stride", "window_pool", "doc_stride", "max_answer_length", "threshold"]
 FINETUNE_TRAIN_FIELDS = ["lr", "warmup", "weight_decay", "bf16", "best_metric", "patience", "eval_every",
                          "report_to"]
-DISTILL_FIELDS = ["student", "student_layers", "temperature", "soft_weight", "hard_weight", "hidden_weight",
-                  "attention_weight", "cache_teacher", "augment", "augment_rate", "augment_mlm", "control"]
+DISTILL_FIELDS = ["recipe", "student", "student_layers", "layer_map", "temperature", "soft_weight", "hard_weight",
+                  "hidden_weight", "attention_weight", "intermediate_epochs", "cache_teacher", "augment",
+                  "augment_rate", "augment_mlm", "mlm_steps", "general_text", "general_steps", "control"]
 DISTILL_FINETUNE_FIELDS = ["batch_size", "accum", "epochs", "group_by_length", "eval_batch_size", "seed"]
 DISTILL_READING_FIELDS = ["max_length", "window_stride", "window_pool", "threshold"]
 PRETRAIN_FLAGS = {"whole_word": ("--whole-word", "--wwm")}
@@ -40,6 +41,8 @@ DEV_HELP = ("dev file (default, classification: without --dev and --test, about 
 def register(verbs) -> None:
     from bertkit.adversarial import METHODS as ADVERSARIAL
     from bertkit.distill import DistillConfig
+    from bertkit.distill.student import LAYER_MAPS
+    from bertkit.distill.task import RECIPES
     from bertkit.finetune import TASKS, TRAIN_DEFAULTS, FinetuneConfig
     from bertkit.inference.reading import WINDOW_POOLS, Reading
     from bertkit.model.heads import PROBLEM_TYPES
@@ -84,7 +87,7 @@ def register(verbs) -> None:
     ds.add_argument("--test", help="test file (the report measures on it, else on dev)")
     ds.add_argument("--out", required=True, help="run directory: model/ (the student), metrics.json, report.md, "
                     "report.json, metrics.jsonl, control/")
-    add_fields(ds, DistillConfig, DISTILL_FIELDS)
+    add_fields(ds, DistillConfig, DISTILL_FIELDS, choices={"recipe": tuple(RECIPES), "layer_map": LAYER_MAPS})
     add_fields(ds, FinetuneConfig, DISTILL_FINETUNE_FIELDS)
     add_fields(ds, Reading, DISTILL_READING_FIELDS, choices={"window_pool": WINDOW_POOLS})
     add_fields(ds, TrainConfig, FINETUNE_TRAIN_FIELDS, defaults=TRAIN_DEFAULTS)
@@ -181,7 +184,7 @@ def distill(args: argparse.Namespace) -> None:
     with claimed(args.out, "distill", overwrite=args.overwrite, inputs=models, run=True):
         recipe = FinetuneConfig(**given(args, FinetuneConfig, DISTILL_FINETUNE_FIELDS),
                                 reading=Reading(**given(args, Reading, DISTILL_READING_FIELDS)))
-        cfg = DistillConfig(**given(args, DistillConfig, DISTILL_FIELDS), finetune=recipe)
+        cfg = DistillConfig.from_recipe(**given(args, DistillConfig, DISTILL_FIELDS), finetune=recipe)
         results = run_distillation(args.teacher, args.out, cfg, given(args, TrainConfig, FINETUNE_TRAIN_FIELDS),
                                    args.train, args.dev, args.test, columns(args), resume=args.resume,
                                    force=args.force, progress=not args.quiet)

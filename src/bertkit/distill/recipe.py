@@ -22,6 +22,7 @@ from bertkit.checkpoint import Loaded, load_masked_lm, load_model
 from bertkit.config import DEFAULT_MAX_LENGTH, BertConfig
 from bertkit.data.augment import Variant, augment_texts, read_variants, write_variants
 from bertkit.data.tasks import Example, load_task_data
+from bertkit.distill.cached import general_distillation, made_masked_lm
 from bertkit.distill.report import write_report
 from bertkit.distill.student import SHAPES, Distiller, layer_map, load_student, make_student
 from bertkit.distill.task import CACHE, DistillConfig, DistillTask, teacher_logits
@@ -40,6 +41,8 @@ from bertkit.trainer import checkpoints
 TASKS = {task: HEADS[task].kind for task in ("sequence_classification", "token_classification")}
 """The teachers distillation takes (saved head -> recipe task)."""
 AUGMENTED = "augmented.jsonl"
+MLM_MAX_LENGTH = 128
+"""Tokens per instance of the masked-LM run that makes a proposer for augmentation."""
 
 
 def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, train_cfg_kwargs: dict, train_file,
@@ -78,16 +81,20 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, train_
     torch.manual_seed(ft.seed)  # the student's new weights and the projection
     student, init = _student(cfg, teacher, tok, teacher_dir)
     ft.reading.for_model(student.config, cfg.student)  # a student that cannot read as far is an error now
-    mlm = None
-    if cfg.augment and not (resume and (out / AUGMENTED).is_file()):
-        mlm = _masked_lm(cfg, teacher_dir)
-    control_student = copy.deepcopy(student) if cfg.control else None
+    layer_map(student.config.num_layers, teacher.config.num_layers, cfg.layer_map)  # one it has: checked now
     device = resolve_device()  # the process's (--device), as the trainer's
     choose_execution(teacher.to(device), unpad=True)  # where it runs; on real tokens only too (not saved)
     if progress:
         print(f"student: {student.config.num_layers} layers x {student.config.hidden_size} wide; {init}")
         for note in loaded.notes:
             print(f"note: teacher: {note}")
+    if cfg.general_text:
+        init += "; then " + general_distillation(student, teacher, tok, teacher_dir, cfg, train_kwargs, progress)
+    mlm = None
+    if cfg.augment and not (resume and (out / AUGMENTED).is_file()):
+        texts = [t for e in splits["train"] for t in (e.text, e.pair) if t]
+        mlm = _masked_lm(cfg, teacher_dir, texts, tok, bool(train_kwargs.get("bf16")), progress)
+    control_student = copy.deepcopy(student) if cfg.control else None  # the same start as the student
 
     files = fingerprints({"train": train_file, "dev": dev_file, "test": test_file})
     start_run(out, "distill_config.json", {"teacher": str(teacher_dir.resolve()), "student": _where(cfg.student),
@@ -112,7 +119,7 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, train_
         cached = teacher_logits(teacher, train_items, tok.pad_id, ft.eval_batch_size, bf16, out / CACHE, resume)
 
     scores = scorer(encoded, tok.pad_id, ft, labels)
-    hidden = layer_map(student.config.num_layers, teacher.config.num_layers) if cfg.hidden_weight else []
+    hidden = layer_map(student.config.num_layers, teacher.config.num_layers, cfg.layer_map) if cfg.hidden_weight else []
     needed = cfg.soft_weight or cfg.hidden_weight or cfg.attention_weight  # else the labels alone teach
     model = Distiller(student, teacher if needed else None, hidden, attention=bool(cfg.attention_weight))
     task = DistillTask(train_items, cfg, tok.pad_id, len(labels), lambda m: scores(m, "dev"), cached)
@@ -151,7 +158,7 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, train_
 def _student(cfg: DistillConfig, teacher: nn.Module, tok: Tokenizer, teacher_dir: Path) -> tuple[nn.Module, str]:
     """The student cfg.student names (made from the teacher or a preset, or loaded), and how it was initialised."""
     if cfg.student in SHAPES:
-        return make_student(teacher, cfg.student, cfg.student_layers)
+        return make_student(teacher, cfg.student, cfg.student_layers, cfg.layer_map)
     if Path(cfg.student).is_dir():
         return load_student(cfg.student, teacher, tok, teacher_dir)
     raise BertkitError(f"--student {cfg.student!r}: neither teacher, a preset ({', '.join(SHAPES[1:])}) nor a "
@@ -187,14 +194,15 @@ def _where(student: str) -> str:
     return student if student in SHAPES else str(Path(student).resolve())
 
 
-def _masked_lm(cfg: DistillConfig, teacher_dir: Path) -> Loaded:
-    """The masked LM that proposes words for --augment: --augment-mlm's, else the teacher folder's own MLM head."""
+def _masked_lm(cfg: DistillConfig, teacher_dir: Path, texts: list[str], tok: Tokenizer, bf16: bool,
+               progress: bool) -> Loaded:
+    """The masked LM that proposes words for --augment: --augment-mlm's, else the teacher folder's own MLM head,
+    else one made from the teacher's encoder on the training texts (cached)."""
     need = "augmentation proposes words with one: give --augment-mlm a BERT that has one (a pre-trained model)"
     mlm = load_masked_lm(cfg.augment_mlm or teacher_dir, need, required=bool(cfg.augment_mlm))
     if mlm is None:
-        raise BertkitError(f"{teacher_dir} has no masked-LM head to propose words for --augment; give "
-                           "--augment-mlm MODEL_DIR (a pre-trained BERT, such as the one the teacher was fine-tuned "
-                           "from)")
+        length = min(cfg.finetune.reading.max_length, MLM_MAX_LENGTH)
+        mlm = made_masked_lm(teacher_dir, texts, tok, cfg.mlm_steps, length, bf16, progress)
     return mlm
 
 

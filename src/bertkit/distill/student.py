@@ -27,13 +27,23 @@ SHAPES = ("teacher",) + tuple(PRESETS)
 """Students made here, by name: the teacher's own shape with fewer layers, or a preset's."""
 
 
-def layer_map(student_layers: int, teacher_layers: int) -> list[tuple[int, int]]:
-    """(student, teacher) hidden-state indices matched by the hidden-state loss, uniformly as in TinyBERT: 0 is the
-    embeddings, i the output of layer i; student layer i goes with teacher layer i * Lt // Ls."""
+LAYER_MAPS = ("uniform", "last")
+
+
+def layer_map(student_layers: int, teacher_layers: int, kind: str = "uniform") -> list[tuple[int, int]]:
+    """(student, teacher) hidden-state indices a student layer copies and the hidden-state loss matches: 0 is the
+    embeddings, i the output of layer i. uniform (TinyBERT, DistilBERT, PKD-skip): student layer i goes with teacher
+    layer i * Lt // Ls; last (PKD-last): with teacher layer Lt - Ls + i, the top layers."""
+    if kind == "last":
+        if student_layers > teacher_layers:
+            raise BertkitError(f"layer map last matches the teacher's top layers: a student of at most "
+                               f"{teacher_layers} layers, not {student_layers}")
+        return [(0, 0)] + [(i, teacher_layers - student_layers + i) for i in range(1, student_layers + 1)]
     return [(i, i * teacher_layers // student_layers) for i in range(student_layers + 1)]
 
 
-def make_student(teacher: nn.Module, shape: str, layers: int | None = None) -> tuple[nn.Module, str]:
+def make_student(teacher: nn.Module, shape: str, layers: int | None = None,
+                 mapping: str = "uniform") -> tuple[nn.Module, str]:
     """A new student for `teacher` (a classifier or tagger): shape `teacher` or a preset name; layers default to
     half the teacher's (at least one) or the preset's. Returns the student and how it was initialised. Draws its
     fresh weights from torch's RNG (seed it first)."""
@@ -58,15 +68,15 @@ def make_student(teacher: nn.Module, shape: str, layers: int | None = None) -> t
         return student, "fresh (BERT's init): another width, heads or feed-forward than the teacher's"
     if config.num_layers > t.num_layers:
         return student, f"fresh (BERT's init): more layers than the teacher's {t.num_layers}"
-    copied = copy_teacher(student, teacher)
+    copied = copy_teacher(student, teacher, mapping)
     return student, f"copied from the teacher: embeddings, head and teacher layers {copied} (1-based)"
 
 
 @torch.no_grad()
-def copy_teacher(student: nn.Module, teacher: nn.Module) -> list[int]:
-    """Load the teacher's embeddings, pooler, head and every k-th layer (layer_map) into a student of its width;
+def copy_teacher(student: nn.Module, teacher: nn.Module, mapping: str = "uniform") -> list[int]:
+    """Load the teacher's embeddings, pooler, head and the layers layer_map names into a student of its width;
     returns the teacher layers copied (1-based)."""
-    pairs = layer_map(student.config.num_layers, teacher.config.num_layers)[1:]
+    pairs = layer_map(student.config.num_layers, teacher.config.num_layers, mapping)[1:]
     student.bert.embeddings.load_state_dict(teacher.bert.embeddings.state_dict())
     for i, j in pairs:
         student.bert.blocks[i - 1].load_state_dict(teacher.bert.blocks[j - 1].state_dict())
@@ -134,10 +144,11 @@ class Distiller(nn.Module):
         return self
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor,
-                teacher_logits: torch.Tensor | None = None) -> Outputs:
+                teacher_logits: torch.Tensor | None = None, layers: bool = True) -> Outputs:
         """Inputs (B, T); teacher_logits: the teacher's, computed once beforehand (--cache-teacher), else the
-        teacher runs here (when there is one)."""
-        hidden, attention = bool(self.hidden_layers), self.attention
+        teacher runs here (when there is one). layers: False leaves out the hidden states and attention (the
+        second of two steps)."""
+        hidden, attention = bool(self.hidden_layers) and layers, self.attention and layers
         logits, out = _run(self.student, input_ids, attention_mask, token_type_ids, hidden, attention)
         t_out = None
         if self.teacher is not None and teacher_logits is None:

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bertkit.data.labelled import collate, global_batches
-from bertkit.distill.student import SHAPES
+from bertkit.distill.student import LAYER_MAPS, SHAPES
 from bertkit.encoding.inputs import Encoded
 from bertkit.errors import BertkitError
 from bertkit.folders import atomic_file
@@ -26,10 +26,26 @@ from bertkit.options import at_least, between, check_fields
 from bertkit.trainer import Step
 
 CACHE = "teacher_logits.safetensors"
+RECIPES = {
+    # DistilBERT (Sanh et al. 2019): every other layer copied, soft targets + labels + the hidden states
+    "distilbert": {"soft_weight": 1.0, "hard_weight": 0.5, "hidden_weight": 1.0, "attention_weight": 0.0,
+                   "layer_map": "uniform", "intermediate_epochs": 0.0},
+    # TinyBERT (Jiao et al. 2020): hidden states and attention first, then the soft targets alone at T = 1, on
+    # augmented texts (the paper makes 20 variants a text; 4 here)
+    "tinybert": {"soft_weight": 1.0, "hard_weight": 0.0, "hidden_weight": 1.0, "attention_weight": 1.0,
+                 "temperature": 1.0, "intermediate_epochs": 1.0, "augment": 4, "layer_map": "uniform"},
+    # MiniLM (Wang et al. 2020): the last layer's attention distributions, with the soft targets and labels
+    "minilm": {"soft_weight": 1.0, "hard_weight": 0.5, "hidden_weight": 0.0, "attention_weight": 1.0,
+               "layer_map": "uniform", "intermediate_epochs": 0.0},
+}
+"""The anchors' recipes by name (`--recipe`): the DistillConfig fields each sets; options given beside win."""
 
 
 @dataclass
 class DistillConfig:
+    recipe: str | None = None
+    """Start from a published recipe: tinybert, distilbert or minilm (docs/distillation.md says what each sets);
+    any option given beside it wins. Unset: bertkit's own default."""
     student: str = "teacher"
     """The student: teacher (the teacher's width with fewer layers, copied from it), a preset (tiny, mini, small,
     medium, base, large: its width, heads and feed-forward with the teacher's vocabulary; copied from the teacher
@@ -49,6 +65,12 @@ class DistillConfig:
     attention_weight: float = field(default=0.0, metadata=at_least(0.0))
     """Weight of the attention loss: KL between the last layers' attention distributions (MiniLM). Runs the
     teacher every step."""
+    layer_map: str = "uniform"
+    """Which teacher layer each student layer copies and matches: uniform (student layer i of Ls is teacher layer
+    i * Lt // Ls: every k-th) or last (the teacher's top Ls layers)."""
+    intermediate_epochs: float = field(default=0.0, metadata=at_least(0.0))
+    """Two steps (TinyBERT): the first epochs train on the hidden-state and attention losses alone, the rest on the
+    soft and hard targets alone. 0: every loss at every step."""
     cache_teacher: bool = False
     """Compute the teacher's logits for the training set once and keep them in the run folder, so that every
     step runs the student only (logit losses only: the hidden-state and attention losses need the teacher)."""
@@ -59,7 +81,16 @@ class DistillConfig:
     """Share of a text's words each variant replaces."""
     augment_mlm: str | None = None
     """The masked LM that proposes words (a model directory with an MLM head; any vocabulary); default the
-    teacher's own MLM head, when its folder has one."""
+    teacher's own MLM head, when its folder has one, else one made here from the teacher's encoder."""
+    mlm_steps: int = field(default=300, metadata=at_least(1))
+    """Steps of the masked-LM run that makes a proposer for --augment from the teacher's encoder and the training
+    texts, when neither --augment-mlm nor the teacher has one (made once, cached)."""
+    general_text: str | None = None
+    """General distillation first (TinyBERT): a text file (one text per line) on which the student learns the
+    teacher encoder's hidden states and attention before the task; made once per teacher, text and student,
+    cached."""
+    general_steps: int = field(default=1000, metadata=at_least(1))
+    """Steps (batches of --batch-size texts) of the general distillation."""
     control: bool = False
     """Also train the same student on the labels alone, with the same recipe, as the report's control row."""
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
@@ -70,6 +101,8 @@ class DistillConfig:
         if isinstance(self.finetune, dict):  # from a saved recipe
             self.finetune = FinetuneConfig(**self.finetune)
         check_fields(self)
+        if self.recipe is not None and self.recipe not in RECIPES:
+            raise BertkitError(f"recipe must be one of {', '.join(RECIPES)}, not {self.recipe!r}")
         teacher_losses = self.soft_weight or self.hidden_weight or self.attention_weight
         if not (teacher_losses or self.hard_weight):
             raise BertkitError("every loss weight is 0; give the soft, hard, hidden-state or attention loss a weight")
@@ -80,9 +113,26 @@ class DistillConfig:
         if self.augment and not teacher_losses:
             raise BertkitError("augmented texts have no labels: they teach through the soft-target, hidden-state or "
                                "attention loss, so give one of them a weight (or drop --augment)")
+        if self.layer_map not in LAYER_MAPS:
+            raise BertkitError(f"layer_map must be one of {', '.join(LAYER_MAPS)}, not {self.layer_map!r}")
+        if self.intermediate_epochs and not (self.hidden_weight or self.attention_weight):
+            raise BertkitError("--intermediate-epochs trains the hidden-state and attention losses first: give "
+                               "--hidden-weight or --attention-weight a weight")
+        if self.intermediate_epochs and not (self.soft_weight or self.hard_weight):
+            raise BertkitError("--intermediate-epochs is followed by the soft and hard targets: give one a weight")
+        if self.intermediate_epochs >= self.finetune.epochs:
+            raise BertkitError(f"--intermediate-epochs {self.intermediate_epochs:g} leaves no epoch of the "
+                               f"{self.finetune.epochs:g} for the soft and hard targets")
         if self.student_layers is not None and self.student not in SHAPES:
             raise BertkitError(f"--student-layers sets the depth of a student made here ({', '.join(SHAPES)}); a "
                                "student from a folder keeps its own")
+
+    @classmethod
+    def from_recipe(cls, recipe: str | None = None, **given) -> DistillConfig:
+        """The options of a named recipe (RECIPES), then those `given` on top; no recipe: the defaults."""
+        if recipe is not None and recipe not in RECIPES:
+            raise BertkitError(f"recipe must be one of {', '.join(RECIPES)}, not {recipe!r}")
+        return cls(recipe=recipe, **{**RECIPES.get(recipe, {}), **given})
 
 
 class DistillTask:
@@ -113,7 +163,11 @@ class DistillTask:
                                                  state, rank, world):
             counts = self._counts([self.train[i] for i in rows])
             scales = torch.tensor([world / max(1, n) for n in counts])  # soft, hard, per token
-            yield Step([self._batch(part, scales) for part in micro], sum(lengths[i] for i in rows), after)
+            # where the batch starts, in epochs: the two-step schedule's first step trains the layers alone
+            start = after["epoch"] + (after["index"] - ft.batch_size) / len(self.train)
+            intermediate = torch.tensor(start < self.cfg.intermediate_epochs)
+            yield Step([self._batch(part, scales, intermediate) for part in micro], sum(lengths[i] for i in rows),
+                       after)
 
     def _counts(self, rows: list[Encoded]) -> tuple[int, int, int]:
         """What the global batch's summed soft, hard and per-token losses are divided by."""
@@ -125,7 +179,7 @@ class DistillTask:
         per_row = self.num_labels if ft.problem_type == "multi_label" else 1
         return len(rows) * per_row, sum(x.target is not None for x in rows) * per_row, tokens
 
-    def _batch(self, part: list[int], scales: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _batch(self, part: list[int], scales: torch.Tensor, intermediate: torch.Tensor) -> dict[str, torch.Tensor]:
         ft = self.cfg.finetune
         batch = collate([self.train[i] for i in part], self.pad_id, ft.task, ft.problem_type)
         if self.cached is not None:
@@ -138,12 +192,16 @@ class DistillTask:
                 batch["teacher_logits"] = padded  # (B, T, L)
             else:
                 batch["teacher_logits"] = torch.stack(logits)  # (B, L)
-        batch["scales"] = scales
+        batch["scales"], batch["intermediate"] = scales, intermediate
         return batch
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]):
         cfg, ft = self.cfg, self.cfg.finetune
-        out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], batch.get("teacher_logits"))
+        # two steps: the layers' losses alone, then the targets' alone; one step: all of them
+        intermediate = bool(cfg.intermediate_epochs) and bool(batch["intermediate"])
+        targets, layers = not intermediate, intermediate or not cfg.intermediate_epochs
+        out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], batch.get("teacher_logits"),
+                    layers=layers)
         soft_scale, hard_scale, token_scale = batch["scales"]
         # a batch of augmented texts alone has no labels (collate leaves them out): its hard loss is 0
         student, teacher, labels = out.student, out.teacher, batch.get("labels")
@@ -153,11 +211,11 @@ class DistillTask:
             teacher = teacher[tagged] if teacher is not None else None
         problem = "single_label" if ft.task == "ner" else ft.problem_type
         terms = {}
-        if cfg.soft_weight:
+        if targets and cfg.soft_weight:
             terms["soft"] = cfg.soft_weight * soft_scale * soft_target_loss(student, teacher, cfg.temperature, problem)
-        if cfg.hard_weight and labels is None:
+        if targets and cfg.hard_weight and labels is None:
             terms["hard"] = student.sum() * 0.0  # logged as 0, in the graph like the other terms
-        elif cfg.hard_weight:
+        elif targets and cfg.hard_weight:
             if problem == "multi_label":  # unlabelled (augmented) rows hold IGNORE_INDEX
                 labelled = labels[:, 0] != IGNORE_INDEX
                 student, labels = student[labelled], labels[labelled]
@@ -172,7 +230,10 @@ class DistillTask:
             heads = s.shape[1] if s.shape[1] == t.shape[1] else 1
             kl = attention_loss(s, t, batch["attention_mask"].bool()) / heads  # per query
             terms["attention"] = cfg.attention_weight * token_scale * kl
-        return sum(terms.values()), {k: float(v.detach()) for k, v in terms.items()}
+        loss = sum(terms.values())
+        if intermediate:  # the head takes no part; a zero term keeps it in the graph, as DDP wants every parameter
+            loss = loss + 0.0 * out.student.sum()
+        return loss, {k: float(v.detach()) for k, v in terms.items()}
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
