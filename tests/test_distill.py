@@ -415,10 +415,16 @@ def test_general_distillation_trains_the_student_once_on_plain_text(data, tmp_pa
     runs = [distill(data["teacher"], tmp_path / n, cfg, {"lr": 3e-3, "log_every": 1}, data["train"], data["dev"],
                     progress=False) for n in ("a", "b")]
     made = list((tmp_path / "cache" / "distill").glob("general-*"))
-    assert len(made) == 1 and all("general distillation on plain.txt" in r["student_init"] for r in runs)
+    assert len(made) == 1 and all("general distillation from the teacher on plain.txt" in r["student_init"] for r in runs)
     hidden = losses(made[0] / "run", "hidden")
     assert len(hidden) == 20 and hidden[20] < 0.6 * hidden[1], hidden  # it learned the teacher's layers
     assert losses(tmp_path / "a") == losses(tmp_path / "b")  # the same start, the same run
     general = load_model(made[0] / "model").model
     copied, _ = make_student(load_model(data["teacher"]).model, "teacher", 2)
     assert not torch.equal(general.bert.blocks[0].mlp.up.weight, copied.bert.blocks[0].mlp.up.weight)
+
+    # from the encoder the teacher was fine-tuned from (TinyBERT): a general student for any task made from it
+    run = distill(data["teacher"], tmp_path / "c", replace(cfg, general_teacher=str(data["base"])),
+                  {"lr": 3e-3, "log_every": 1}, data["train"], data["dev"], progress=False)
+    assert f"general distillation from {data['base']} on plain.txt" in run["student_init"]
+    assert len(list((tmp_path / "cache" / "distill").glob("general-*"))) == 2

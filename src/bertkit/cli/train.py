@@ -26,7 +26,8 @@ FINETUNE_TRAIN_FIELDS = ["lr", "warmup", "weight_decay", "bf16", "best_metric", 
                          "report_to"]
 DISTILL_FIELDS = ["recipe", "student", "student_layers", "layer_map", "temperature", "soft_weight", "hard_weight",
                   "hidden_weight", "attention_weight", "intermediate_epochs", "cache_teacher", "augment",
-                  "augment_rate", "augment_mlm", "mlm_steps", "general_text", "general_steps", "control"]
+                  "augment_rate", "augment_mlm", "mlm_steps", "general_text", "general_teacher", "general_steps",
+                  "control"]
 DISTILL_FINETUNE_FIELDS = ["batch_size", "accum", "epochs", "group_by_length", "eval_batch_size", "seed"]
 DISTILL_READING_FIELDS = ["max_length", "window_stride", "window_pool", "threshold"]
 PRETRAIN_FLAGS = {"whole_word": ("--whole-word", "--wwm")}
@@ -180,7 +181,7 @@ def distill(args: argparse.Namespace) -> None:
     from bertkit.hardware import rank
     from bertkit.inference.reading import Reading
     from bertkit.trainer import TrainConfig
-    models = [p for p in (args.teacher, args.student, args.augment_mlm) if p and Path(p).is_dir()]
+    models = [p for p in (args.teacher, args.student, args.augment_mlm, args.general_teacher) if p and Path(p).is_dir()]
     with claimed(args.out, "distill", overwrite=args.overwrite, inputs=models, run=True):
         recipe = FinetuneConfig(**given(args, FinetuneConfig, DISTILL_FINETUNE_FIELDS),
                                 reading=Reading(**given(args, Reading, DISTILL_READING_FIELDS)))

@@ -14,16 +14,19 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from bertkit.checkpoint import Loaded, load_masked_lm, load_model, weights_file
 from bertkit.data.fetch import cache_dir
-from bertkit.distill.student import Distiller, layer_map
+from bertkit.distill.student import Distiller, check_same_tokens, layer_map
 from bertkit.distill.task import DistillConfig, DistillTask
 from bertkit.encoding.inputs import encode_texts
 from bertkit.errors import BertkitError
 from bertkit.finetune import TRAIN_DEFAULTS
 from bertkit.folders import file_digest
+from bertkit.hub import resolve_model
+from bertkit.model.bert import choose_execution
 from bertkit.tokenizer import Tokenizer
 from bertkit.trainer import TrainConfig, checkpoints, train
 
@@ -60,16 +63,26 @@ def made_masked_lm(teacher_dir: Path, texts: list[str], tokenizer: Tokenizer, st
 
 def general_distillation(student: nn.Module, teacher: nn.Module, tokenizer: Tokenizer, teacher_dir: Path,
                          cfg: DistillConfig, train_kwargs: dict, progress: bool) -> str:
-    """General distillation (TinyBERT's first stage): the student learns the teacher encoder's hidden states and
-    attention on cfg.general_text, task-agnostic text (no labels, no logits), for cfg.general_steps steps of
-    cfg.finetune.batch_size texts. Trains `student` in place (or loads what an earlier run made); returns a line
-    saying where it is kept."""
+    """General distillation (TinyBERT's first stage): the student's encoder learns the hidden states and attention of
+    cfg.general_teacher's encoder (default the teacher's own) on cfg.general_text, task-agnostic text (no labels, no
+    logits), for cfg.general_steps steps of cfg.finetune.batch_size texts. A student of the general teacher's shape
+    starts from its layers (as layer_map says). Trains `student`'s encoder in place, or loads what an earlier run
+    made: the result depends on the general teacher, the text and the student, not on the task, so one general
+    student serves every task. Returns a line saying what was done and where it is kept."""
     text_file = Path(cfg.general_text)
     if not text_file.is_file():
         raise BertkitError(f"--general-text {text_file}: no such file")
+    source_dir = resolve_model(cfg.general_teacher) if cfg.general_teacher else teacher_dir
+    source, name = teacher, "the teacher"
+    if cfg.general_teacher:  # its encoder, under a head of the teacher's shape (drawn new; no loss reads it)
+        loaded = load_model(source_dir, task=teacher.task, num_labels=teacher.num_labels,
+                            problem_type=getattr(teacher, "problem_type", None))
+        check_same_tokens(loaded.tokenizer, tokenizer, source_dir, teacher_dir)
+        source = choose_execution(loaded.model.to(next(teacher.parameters()).device), unpad=True)
+        name = str(cfg.general_teacher)
     ft = cfg.finetune
-    mapping = layer_map(student.config.num_layers, teacher.config.num_layers, cfg.layer_map)
-    key = _key("general", file_digest(weights_file(teacher_dir)), file_digest(text_file),
+    mapping = layer_map(student.config.num_layers, source.config.num_layers, cfg.layer_map)
+    key = _key("general", file_digest(weights_file(source_dir)), file_digest(text_file),
                json.dumps(student.config.to_dict(), sort_keys=True), cfg.student, cfg.layer_map, cfg.general_steps,
                ft.batch_size, ft.reading.max_length, ft.seed, train_kwargs.get("lr"), bool(train_kwargs.get("bf16")))
     folder = cache_dir() / "distill" / f"general-{key}"
@@ -78,8 +91,10 @@ def general_distillation(student: nn.Module, teacher: nn.Module, tokenizer: Toke
         if len(texts) < ft.batch_size:
             raise BertkitError(f"--general-text {text_file}: {len(texts)} texts, fewer than a batch ({ft.batch_size})")
         if progress:
-            print(f"general distillation: {cfg.general_steps} steps on {len(texts):,} texts of {text_file}, kept in "
-                  f"{folder}")
+            print(f"general distillation from {name}: {cfg.general_steps} steps on {len(texts):,} texts "
+                  f"of {text_file}, kept in {folder}")
+        if source is not teacher and _same_shape(student.config, source.config):
+            _copy_encoder(student, source, mapping)
         items = encode_texts(tokenizer, texts, None, ft.reading.max_length)
         # no labels, no logits: the task's loss reads the layers only (whatever the teacher's task)
         layers_only = replace(cfg, soft_weight=0.0, hard_weight=0.0, hidden_weight=1.0, attention_weight=1.0,
@@ -89,12 +104,26 @@ def general_distillation(student: nn.Module, teacher: nn.Module, tokenizer: Toke
         run = {**TRAIN_DEFAULTS, "save_every": max(1, cfg.general_steps // 4), "eval_every": cfg.general_steps,
                **{k: v for k, v in train_kwargs.items() if k in ("lr", "bf16", "warmup", "weight_decay", "log_every")},
                "max_steps": cfg.general_steps, "seed": ft.seed, "best_metric": None, "patience": 0}
-        train(Distiller(student, teacher, mapping, attention=True), task, TrainConfig(**run), folder / "run",
+        train(Distiller(student, source, mapping, attention=True), task, TrainConfig(**run), folder / "run",
               tokenizer=tokenizer, reading=ft.reading.to_dict(), resume=bool(checkpoints(folder / "run")),
               progress_bar=progress)
         (folder / "run" / "model").rename(folder / "model")
-    student.load_state_dict(load_model(folder / "model").model.state_dict())
-    return f"general distillation on {text_file.name} ({cfg.general_steps} steps, kept in {folder})"
+    general = load_model(folder / "model").model
+    student.bert.embeddings.load_state_dict(general.bert.embeddings.state_dict())
+    student.bert.blocks.load_state_dict(general.bert.blocks.state_dict())  # the task teacher's pooler and head stay
+    return f"general distillation from {name} on {text_file.name} ({cfg.general_steps} steps, kept in {folder})"
+
+
+def _same_shape(a, b) -> bool:
+    return (a.hidden_size, a.num_heads, a.intermediate_size) == (b.hidden_size, b.num_heads, b.intermediate_size)
+
+
+@torch.no_grad()
+def _copy_encoder(student: nn.Module, source: nn.Module, mapping: list[tuple[int, int]]) -> None:
+    """The general teacher's embeddings and mapped layers into a student of its width."""
+    student.bert.embeddings.load_state_dict(source.bert.embeddings.state_dict())
+    for i, j in mapping[1:]:
+        student.bert.blocks[i - 1].load_state_dict(source.bert.blocks[j - 1].state_dict())
 
 
 def _texts_digest(texts: list[str]) -> str:

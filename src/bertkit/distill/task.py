@@ -89,6 +89,10 @@ class DistillConfig:
     """General distillation first (TinyBERT): a text file (one text per line) on which the student learns the
     teacher encoder's hidden states and attention before the task; made once per teacher, text and student,
     cached."""
+    general_teacher: str | None = None
+    """The encoder the general distillation learns from: a pre-trained model with the teacher's tokenizer (the one
+    the teacher was fine-tuned from, as TinyBERT does: one general student serves every task fine-tuned from it);
+    default the teacher's own encoder."""
     general_steps: int = field(default=1000, metadata=at_least(1))
     """Steps (batches of --batch-size texts) of the general distillation."""
     control: bool = False
