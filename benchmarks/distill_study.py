@@ -1,8 +1,8 @@
 """The distillation study: one change at a time from a base recipe, each scored on the dev split (the test split is
-never read here; benchmarks/distill_rt.py reports the chosen recipe on test once).
+never read here; benchmarks/distill_bench.py reports the chosen recipe on test once).
 
     python benchmarks/distill_study.py --data data/rt-polarity --teacher runs/teacher/model --out runs/study-rt \
-        --general-text data/wiki-leads.txt --bf16
+        --general-text data/wiki-leads.txt --general-teacher MINILM_DIR --bf16
     python benchmarks/distill_study.py --data data/pd --task ner --teacher runs/ner/model --out runs/study-ner \
         --general-text data/pd-text.txt --bf16 --only base hidden general
 
@@ -61,6 +61,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--general-text", help="text for the general-distillation variants (one text per line)")
+    ap.add_argument("--general-teacher", help="the pre-trained encoder the general distillation learns from "
+                    "(default the teacher's own)")
     ap.add_argument("--general-steps", type=int, default=1000)
     ap.add_argument("--only", nargs="+", choices=list(VARIANTS), help="these variants (default: all)")
     ap.add_argument("--set", nargs="+", default=[], metavar="NAME=JSON",
@@ -88,7 +90,8 @@ def main() -> None:
             if not args.general_text:
                 print(f"{name}: skipped (no --general-text)")
                 continue
-            options.update(general_text=args.general_text, general_steps=args.general_steps)
+            options.update(general_text=args.general_text, general_steps=args.general_steps,
+                           general_teacher=args.general_teacher)
         if args.task == "ner" and options.get("augment"):
             print(f"{name}: skipped (no augmentation for NER)")
             continue

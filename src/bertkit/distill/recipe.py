@@ -88,12 +88,17 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, train_
         print(f"student: {student.config.num_layers} layers x {student.config.hidden_size} wide; {init}")
         for note in loaded.notes:
             print(f"note: teacher: {note}")
+    made = {}  # seconds spent making what is cached for later runs (0: found made)
     if cfg.general_text:
+        started = time.perf_counter()
         init += "; then " + general_distillation(student, teacher, tok, teacher_dir, cfg, train_kwargs, progress)
+        made["general_seconds"] = time.perf_counter() - started
     mlm = None
     if cfg.augment and not (resume and (out / AUGMENTED).is_file()):
         texts = [t for e in splits["train"] for t in (e.text, e.pair) if t]
+        started = time.perf_counter()
         mlm = _masked_lm(cfg, teacher_dir, texts, tok, bool(train_kwargs.get("bf16")), progress)
+        made["mlm_seconds"] = time.perf_counter() - started
     control_student = copy.deepcopy(student) if cfg.control else None  # the same start as the student
 
     files = fingerprints({"train": train_file, "dev": dev_file, "test": test_file})
@@ -128,7 +133,8 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, train_
 
     results = {"task": ft.task, "problem_type": ft.problem_type, "labels": labels, "student_init": init,
                "train_examples": len(encoded["train"][0]), "augmented_examples": len(variants),
-               "reading": ft.reading.to_dict(), "seconds": round(seconds, 1)}
+               "reading": ft.reading.to_dict(), "seconds": round(seconds, 1),
+               **{k: round(v, 1) for k, v in made.items()}}
     best = kept_model(out)
     for name in ("dev", "test"):
         if encoded[name][0]:

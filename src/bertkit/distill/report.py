@@ -5,7 +5,7 @@ int8 (fp32 and bf16 on a GPU, where int8 does not run), as report.json and a sho
 Throughput is real (non-padding) tokens per second of bertkit's batched inference forward (length-sorted batches
 of eval_batch_size, every layer on real tokens only) over the split's texts, after one warm-up batch: the path
 `bertkit predict` and `evaluate` take, on this machine's threads. One timed pass per row, so small splits are
-noisy; benchmarks/distill_rt.py measures ratios on a large one.
+noisy; benchmarks/distill_bench.py measures ratios on a large one.
 """
 
 from __future__ import annotations
