@@ -66,7 +66,8 @@ def main() -> None:
     ap.add_argument("--general-steps", type=int, default=1000)
     ap.add_argument("--only", nargs="+", choices=list(VARIANTS), help="these variants (default: all)")
     ap.add_argument("--set", nargs="+", default=[], metavar="NAME=JSON",
-                    help="extra variants as option overrides, e.g. 'aug4-T1={\"augment\": 4, \"temperature\": 1}'")
+                    help="extra variants as DistillConfig options (and epochs, lr) on top of the base, e.g. "
+                    "'aug4-T1={\"augment\": 4, \"temperature\": 1}'")
     args = ap.parse_args()
 
     from bertkit.distill import DistillConfig, distill
@@ -95,12 +96,14 @@ def main() -> None:
         if args.task == "ner" and options.get("augment"):
             print(f"{name}: skipped (no augmentation for NER)")
             continue
-        cfg = DistillConfig(student_layers=args.student_layers, **options,
-                            finetune=FinetuneConfig(batch_size=args.batch_size, epochs=args.epochs))
+        recipe = {k: v for k, v in options.items() if k not in ("epochs", "lr")}
+        cfg = DistillConfig(student_layers=args.student_layers, **recipe,
+                            finetune=FinetuneConfig(batch_size=args.batch_size, epochs=options.get("epochs", args.epochs)))
         run = args.out / name
         shutil.rmtree(run, ignore_errors=True)  # an interrupted variant starts again
         started = time.perf_counter()
-        results = distill(args.teacher, run, cfg, {"lr": args.lr, "bf16": args.bf16}, train, dev, progress=False)
+        results = distill(args.teacher, run, cfg, {"lr": options.get("lr", args.lr), "bf16": args.bf16}, train, dev,
+                          progress=False)
         wall = time.perf_counter() - started
         metric = "f1" if args.task == "ner" else "accuracy"
         row = {"variant": name, "options": options, "dev": results["dev"][metric],

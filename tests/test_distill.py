@@ -93,9 +93,12 @@ def data(tmp_path_factory):
 
 
 def args(teacher, data, out, *extra, split=""):
+    """A distill command line; without augmentation unless asked (its default, 4 variants a text, makes a masked
+    LM in bertkit's cache)."""
+    augment = [] if "--augment" in extra else ["--augment", "0"]
     return ["distill", str(teacher), "--train", str(data[f"{split}train"]), "--dev", str(data[f"{split}dev"]),
             "--test", str(data[f"{split}test"]), "--out", str(out), "--batch-size", "16", "--lr", "3e-3", "-q",
-            *map(str, extra)]
+            *augment, *map(str, extra)]
 
 
 def losses(run_dir, key="loss") -> dict[int, float]:
@@ -172,6 +175,18 @@ def test_a_student_copies_every_kth_teacher_layer():
     top, init = make_student(teacher, "teacher", 2, "last")
     assert same(top.bert.blocks[0], teacher.bert.blocks[2]) and same(top.bert.blocks[1], teacher.bert.blocks[3])
     assert "layers [3, 4]" in init
+
+
+def test_the_defaults_depend_on_the_teachers_task():
+    """Augmentation for classification, none for NER; the teacher's logits cached unless a loss needs its layers;
+    given values win."""
+    cfg = DistillConfig()
+    assert (cfg.for_task("classification").augment, cfg.for_task("ner").augment) == (4, 0)
+    assert cfg.for_task("ner").cache_teacher and not DistillConfig(hidden_weight=1.0).for_task("ner").cache_teacher
+    assert DistillConfig(augment=2).for_task("classification").augment == 2
+    assert DistillConfig(soft_weight=0.0).for_task("classification").augment == 0  # labels alone: nothing to teach
+    with pytest.raises(BertkitError, match="NER augmentation is not supported"):
+        DistillConfig(augment=1).for_task("ner")
 
 
 def test_a_recipe_sets_its_options_and_given_ones_win():
@@ -298,7 +313,7 @@ def test_resume_continues_exactly(data, tmp_path, monkeypatch):
     """A student of another width (a learned projection for the hidden-state loss) with the attention loss and
     dropout, interrupted after the step-10 checkpoint and resumed, logs the losses of the run that went straight."""
     import bertkit.trainer as trainer
-    cfg = DistillConfig(student="tiny", student_layers=1, hidden_weight=1.0, attention_weight=1.0,
+    cfg = DistillConfig(student="tiny", student_layers=1, hidden_weight=1.0, attention_weight=1.0, augment=0,
                         finetune=FinetuneConfig(batch_size=16, epochs=1))
     kwargs = {"lr": 3e-3, "log_every": 1, "save_every": 5}
 
@@ -376,7 +391,7 @@ def test_bad_input_is_a_one_line_error(data, tmp_path, capsys):
 def test_two_steps_train_the_layers_first_then_the_targets(data, tmp_path):
     """TinyBERT's schedule: in the first epoch only the hidden-state and attention losses are logged, after it
     only the soft and hard ones."""
-    cfg = DistillConfig(hidden_weight=1.0, attention_weight=1.0, intermediate_epochs=1.0, student_layers=2,
+    cfg = DistillConfig(hidden_weight=1.0, attention_weight=1.0, intermediate_epochs=1.0, student_layers=2, augment=0,
                         finetune=FinetuneConfig(batch_size=16, epochs=2))
     distill(data["teacher"], tmp_path / "st", cfg, {"lr": 3e-3, "log_every": 1}, data["train"], data["dev"],
             progress=False)
@@ -410,7 +425,7 @@ def test_general_distillation_trains_the_student_once_on_plain_text(data, tmp_pa
     text = tmp_path / "plain.txt"
     rng = random.Random(1)
     text.write_text("".join(review(rng, i % 3 == 0) + "\n" for i in range(200)))
-    cfg = DistillConfig(general_text=str(text), general_steps=20, student_layers=2,
+    cfg = DistillConfig(general_text=str(text), general_steps=20, student_layers=2, augment=0,
                         finetune=FinetuneConfig(batch_size=16, epochs=0.1))
     runs = [distill(data["teacher"], tmp_path / n, cfg, {"lr": 3e-3, "log_every": 1}, data["train"], data["dev"],
                     progress=False) for n in ("a", "b")]

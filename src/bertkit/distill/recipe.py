@@ -68,10 +68,8 @@ def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, train_
     teacher, tok, labels = _check_teacher(loaded, teacher_dir)
     ft = replace(cfg.finetune, task=TASKS[teacher.task], problem_type=getattr(teacher, "problem_type", "single_label"),
                  reading=_reading(cfg.finetune.reading, loaded.reading, teacher.config, teacher_dir))
-    cfg = replace(cfg, finetune=ft)
+    cfg = replace(cfg, finetune=ft).for_task(ft.task)
     train_kwargs = train_options(train_cfg_kwargs, default_metric(ft))
-    if cfg.augment and ft.task == "ner":
-        raise BertkitError("--augment makes variants of texts for classification; NER augmentation is not supported")
     splits, data_labels = load_task_data(ft.task, train_file, dev_file, test_file, columns, ft.problem_type)
     unknown = [x for x in data_labels if x not in labels]
     if unknown:

@@ -6,7 +6,7 @@ Shapes: B batch, T tokens, L labels, M tagged tokens (a tagger's words), N real 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -39,6 +39,9 @@ RECIPES = {
                "layer_map": "uniform", "intermediate_epochs": 0.0},
 }
 """The anchors' recipes by name (`--recipe`): the DistillConfig fields each sets; options given beside win."""
+TASK_DEFAULTS = {"classification": {"augment": 4}, "ner": {"augment": 0}}
+"""Defaults that depend on the teacher's task (docs/distillation.md, the study): augmentation for classification;
+NER has none."""
 
 
 @dataclass
@@ -71,12 +74,14 @@ class DistillConfig:
     intermediate_epochs: float = field(default=0.0, metadata=at_least(0.0))
     """Two steps (TinyBERT): the first epochs train on the hidden-state and attention losses alone, the rest on the
     soft and hard targets alone. 0: every loss at every step."""
-    cache_teacher: bool = False
+    cache_teacher: bool | None = None
     """Compute the teacher's logits for the training set once and keep them in the run folder, so that every
-    step runs the student only (logit losses only: the hidden-state and attention losses need the teacher)."""
-    augment: int = field(default=0, metadata=at_least(0))
+    step runs the student only (logit losses only: the hidden-state and attention losses need the teacher).
+    Default: on when no loss needs the teacher's layers (the same losses, in less time)."""
+    augment: int | None = field(default=None, metadata=at_least(0))
     """Variants of each training text (TinyBERT's augmentation): words replaced by a masked LM's proposals,
-    labelled by the teacher; classification only. Epochs then count passes over the augmented set."""
+    labelled by the teacher; classification only. Epochs then count passes over the augmented set. Default: 4
+    for classification, 0 for NER."""
     augment_rate: float = field(default=0.2, metadata=between(0.0, 1.0, low_open=True))
     """Share of a text's words each variant replaces."""
     augment_mlm: str | None = None
@@ -130,6 +135,19 @@ class DistillConfig:
         if self.student_layers is not None and self.student not in SHAPES:
             raise BertkitError(f"--student-layers sets the depth of a student made here ({', '.join(SHAPES)}); a "
                                "student from a folder keeps its own")
+
+    def for_task(self, task: str) -> DistillConfig:
+        """The options left unset filled in for the teacher's task (TASK_DEFAULTS), and the teacher's logits cached
+        when no loss needs its layers."""
+        if self.augment and task == "ner":
+            raise BertkitError("--augment makes variants of texts for classification; NER augmentation is not "
+                               "supported")
+        augment = TASK_DEFAULTS[task]["augment"] if self.augment is None else self.augment
+        if augment and not (self.soft_weight or self.hidden_weight or self.attention_weight):
+            augment = 0 if self.augment is None else augment  # labels alone: the variants could teach nothing
+        layers = bool(self.hidden_weight or self.attention_weight)
+        cache = (not layers) if self.cache_teacher is None else self.cache_teacher
+        return replace(self, augment=augment, cache_teacher=cache)
 
     @classmethod
     def from_recipe(cls, recipe: str | None = None, **given) -> DistillConfig:
