@@ -67,6 +67,24 @@ def bertkit(*args, procs: int = 1) -> subprocess.CompletedProcess:
     return proc
 
 
+LOGGED = textwrap.dedent("""
+    import os, sys, time
+    from bertkit.inference import TextClassifier
+    original = TextClassifier.__call__
+    def logged(self, texts, *a, **k):  # the rows each process predicts are logged; DELAY seconds a chunk
+        with open(os.environ["ROWS_LOG"], "a") as f:
+            f.write(f"{os.environ.get('RANK', '0')} {len(texts)}\\n")
+        time.sleep(float(os.environ["DELAY"]))
+        return original(self, texts, *a, **k)
+    TextClassifier.__call__ = logged
+    if "PIDS" in os.environ:
+        with open(os.path.join(os.environ["PIDS"], os.environ.get("RANK", "0")), "w") as f:
+            f.write(str(os.getpid()))
+    from bertkit.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
 def predict_args(w, out) -> list:
     return ["predict", w["clf"], "--input", w["data"], "--output", out, "-q"]
 
@@ -79,11 +97,17 @@ def reference(w) -> bytes:
 
 
 def test_predict_on_two_processes_is_byte_identical(w, reference, tmp_path):
-    out = tmp_path / "two.jsonl"
-    bertkit(*predict_args(w, out), procs=2)
+    out, log = tmp_path / "two.jsonl", tmp_path / "rows.log"
+    (tmp_path / "logged.py").write_text(LOGGED)
+    proc = subprocess.run([*torchrun(2, str(tmp_path / "logged.py")), *map(str, predict_args(w, out))],
+                          env={**env(), "ROWS_LOG": str(log), "DELAY": "0"}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     assert out.read_bytes() == reference
     assert len(reference.splitlines()) == ROWS
     assert not parts_folder(out).exists()
+    rows = [line.split() for line in log.read_text().splitlines()]  # each process predicts its share, once
+    assert sum(int(n) for _, n in rows) == ROWS and {r for r, _ in rows} == {"0", "1"}
 
 
 def test_embed_on_two_processes_is_byte_identical(w, tmp_path):
@@ -116,30 +140,15 @@ def test_evaluate_on_two_processes_gives_the_same_metrics(w, evaluated, tmp_path
     assert two.stdout.replace(str(tmp_path), "OUT") == evaluated[1]  # said once, by process 0
 
 
-SLOW = textwrap.dedent("""
-    import os, sys, time
-    from bertkit.inference import TextClassifier
-    original = TextClassifier.__call__
-    def slow(self, texts, *a, **k):  # a chunk takes 0.3 s, so a kill lands mid-job; the rows predicted are logged
-        with open(os.environ["ROWS_LOG"], "a") as f:
-            f.write(f"{len(texts)}\\n")
-        time.sleep(0.3)
-        return original(self, texts, *a, **k)
-    TextClassifier.__call__ = slow
-    with open(os.path.join(os.environ["PIDS"], os.environ.get("RANK", "0")), "w") as f:
-        f.write(str(os.getpid()))
-    from bertkit.cli import main
-    sys.exit(main(sys.argv[1:]))
-""")
 
 
 def test_a_job_killed_with_sigkill_resumes_on_another_number_of_processes(w, reference, tmp_path):
     out, pids, log = tmp_path / "out.jsonl", tmp_path / "pids", tmp_path / "rows.log"
     pids.mkdir()
-    (tmp_path / "slow.py").write_text(SLOW)
+    (tmp_path / "slow.py").write_text(LOGGED)
     job = subprocess.Popen([*torchrun(2, str(tmp_path / "slow.py")), *map(str, predict_args(w, out))],
-                           env={**env(), "ROWS_LOG": str(log), "PIDS": str(pids)}, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, text=True)
+                           env={**env(), "ROWS_LOG": str(log), "PIDS": str(pids), "DELAY": "0.3"},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (parts_folder(out).is_dir() and any(parts_folder(out).glob("0*.jsonl"))):  # the first part is done
         assert job.poll() is None and time.time() < deadline, job.stderr.read()[-3000:] if job.poll() else "slow"
@@ -152,11 +161,11 @@ def test_a_job_killed_with_sigkill_resumes_on_another_number_of_processes(w, ref
     assert 0 < written < ROWS
     log.unlink()
     proc = subprocess.run([sys.executable, str(tmp_path / "slow.py"), *map(str, predict_args(w, out))],
-                          env={**env(), "ROWS_LOG": str(log), "PIDS": str(pids)}, capture_output=True, text=True,
+                          env={**env(), "ROWS_LOG": str(log), "DELAY": "0"}, capture_output=True, text=True,
                           timeout=300)  # the same command, on one process
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert out.read_bytes() == reference
-    assert sum(int(n) for n in log.read_text().split()) == ROWS - written  # each row predicted once in all
+    assert sum(int(line.split()[1]) for line in log.read_text().splitlines()) == ROWS - written  # each row once
     assert not parts_folder(out).exists()
 
 
@@ -223,8 +232,8 @@ def test_two_nodes_pretrain_finetune_and_predict_equal_one_process(w, reference,
            "--batch-size", "8", "--accum", "2", "--steps", "4", "--log-every", "1", "--eval-every", "4",
            "--save-every", "4", "--eval-instances", "8", "--lr", "2e-3", "-q"]
     fine = ["finetune", w["encoder"], "--train", w["data"], "--epochs", "1", "--batch-size", "16", "--lr", "3e-3",
-            "-q"]  # 17 steps, the loss logged at steps 10 and 17
-    for name, args, steps in (("pretrain", pre, [1, 2, 3, 4]), ("finetune", fine, [10, 17])):
+            "-q"]  # 14 steps (a tenth of the rows held out as dev), the loss logged at steps 10 and 14
+    for name, args, steps in (("pretrain", pre, [1, 2, 3, 4]), ("finetune", fine, [10, 14])):
         bertkit(*args, "--out", tmp_path / f"{name}-one")
         two_nodes(*args, "--out", tmp_path / f"{name}-two")
         a, b = losses(tmp_path / f"{name}-one"), losses(tmp_path / f"{name}-two")
