@@ -16,6 +16,7 @@ from bertkit.cli import main
 from bertkit.embeddings import embed_file, similar
 from bertkit.errors import BertkitError
 from bertkit.inference import FillMask
+from bertkit.inference.shards import part_name
 from bertkit.robust.bias import crows
 from bertkit.robust.mlm import load_masked_lm
 from test_robust import one_line_error
@@ -152,7 +153,7 @@ def test_a_failed_re_embedding_keeps_the_old_index(models, tmp_path, capsys, mon
     # space freed: --resume finishes from the chunks already written (all of them: only the assembly is left)
     assert main(["embed", str(models["B"]), "--input", str(models["data"]), "--out", str(out), "-q", "--resume",
                  "--no-tsne"]) == 0
-    assert "resumed at row 12" in capsys.readouterr().out  # 4 chunks of 3 rows (the last of 1)
+    assert "resumed at row 10" in capsys.readouterr().out  # all 4 chunks of 3 rows (the last of 1) were there
     assert similar(out, [TEXTS[2]], k=1, model=models["B"])["results"][0][0]["row"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["emb"]
 
@@ -172,11 +173,11 @@ def test_a_killed_embed_resumes_to_the_vectors_of_an_uninterrupted_run(models, t
     with pytest.raises(KeyboardInterrupt):
         embed_file(models["B"], models["data"], out, **common)
     partial = tmp_path / ".emb.partial"
-    assert sorted(p.name for p in partial.glob("chunk-*")) == [f"chunk-00000{k}.{s}" for k in (0, 1)
-                                                               for s in ("jsonl", "npy")]  # written early
+    assert sorted(p.name for p in partial.glob("0*")) == [f"{part_name(a, b)}.{s}" for a, b in ((0, 3), (3, 6))
+                                                          for s in ("jsonl", "npy")]  # written early
     assert similar(out, [TEXTS[0]], k=1)["results"][0][0]["row"] == 0  # the old index (model A) still answers
     # a resume must read the same way
-    with pytest.raises(BertkitError, match="another model .or pooling, layer, max length.; give the same"):
+    with pytest.raises(BertkitError, match="differs in: model .or pooling, layer, max length.; give the same"):
         embed_file(models["A"], models["data"], out, resume=True, **common)
     # the refusal kept the chunks; the run then resumes with its own model
     fresh = embed_file(models["B"], models["data"], tmp_path / "ref-b", **common)  # B, uninterrupted

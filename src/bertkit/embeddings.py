@@ -16,14 +16,15 @@ and tokenizer files and of the pooling, layer and length it was read with), and 
 width or not. An index written before fingerprints were recorded still loads, with a note.
 
 `embed_file` streams: the input is read, embedded and written CHUNK_ROWS rows at a time into a folder of chunks
-beside the output, `.OUT.partial/` (chunk-000000.npy + chunk-000000.jsonl, ...; a chunk is complete when its .npy
-is there, renamed into place after its records), so memory is bounded by a chunk, not the file, and the first
-results are on disk after the first chunk. A run killed part-way continues with resume=True (`--resume`) from its
-last complete chunk; run.json in that folder records the model's fingerprint, the input's hash and the options,
-and a resume with others is refused. When every chunk is there, the index is assembled in a temporary folder
-(vectors.npy through a memory map of its final shape, filled a chunk at a time) that replaces `out` by a rename
-(bertkit.folders.write_atomically): an earlier index in `out` stays whole and queryable until the new one is
-complete, whatever fails on the way (a full disk included).
+beside the output, `.OUT.partial/` (000000000000-000000004096.jsonl + .npy, ...: named by their rows; a chunk is
+complete when its .npy is there, renamed into place after its records), so memory is bounded by a chunk, not the
+file, and the first results are on disk after the first chunk. Under torchrun (or `--workers N`) the chunks are
+dealt to the processes (bertkit.inference.shards). A run killed part-way, run again, continues from its complete
+chunks; manifest.json in that folder records the model's fingerprint, the input's hash and the options: a run
+that reads otherwise starts again, or with resume=True (`--resume`) is refused. When every chunk is there, the
+index is assembled in a temporary folder (vectors.npy through a memory map of its final shape, filled a chunk at a
+time) that replaces `out` by a rename (bertkit.folders.write_atomically): an earlier index in `out` stays whole
+and queryable until the new one is complete, whatever fails on the way (a full disk included).
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from itertools import count, islice
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,7 @@ from bertkit.errors import BertkitError
 from bertkit.folders import atomic_file, disk_error, file_digest, write_atomically
 from bertkit.hub import resolve_model
 from bertkit.inference.embed import Embedder
+from bertkit.inference.shards import Job, Parts, join_parts, write_part
 from bertkit.tokenizer import Tokenizer
 
 _KEPT = "; the previous index, if any, is unchanged; free space, then run again with --resume"
@@ -197,114 +198,84 @@ def embed_file(model_dir: str | Path, input_file: str | Path, out: str | Path, *
     """Embed every text of a file into `out` (see the module's doc): vectors.npy (N, C) float32 L2-normalised,
     index.jsonl (row, text, label per line, in row order), meta.json (model, its fingerprint, pooling, layer, ...)
     and, when the file has labels, tsne.png (a 2-D t-SNE of up to tsne_limit rows, coloured by label). pooling and
-    max_length: None reads as the model was saved to (see bertkit.inference.Reading). resume: continue the
-    unfinished run into `out` from its last complete chunk. chunk_rows: default CHUNK_ROWS."""
+    max_length: None reads as the model was saved to (see bertkit.inference.Reading). An unfinished run into `out`
+    that read the same way continues from its complete chunks; one that read otherwise is replaced, or with
+    resume=True refused. chunk_rows: default CHUNK_ROWS (a continued run keeps its own)."""
     out, chunk_rows = Path(out), chunk_rows or CHUNK_ROWS
     model_dir = resolve_model(model_dir)  # a Hugging Face Hub name: its snapshot, recorded in meta.json
     embedder = Embedder.load(model_dir, pooling=pooling, max_length=max_length, normalize=True)
     meta = {"model": str(Path(model_dir).resolve()), "input": str(input_file), "pooling": embedder.reading.pooling,
             "layer": layer, "max_length": embedder.reading.max_length, "normalized": True}
     meta["fingerprint"] = model_fingerprint(model_dir, _settings(meta))
-    run = {"fingerprint": meta["fingerprint"], "input": str(Path(input_file).resolve()),
+    run = {"model": meta["fingerprint"], "input": str(Path(input_file).resolve()),
            "input_sha256": file_digest(Path(input_file)) if Path(input_file).is_file() else None,
-           "text_column": text_column, "label_column": label_column, "chunk_rows": chunk_rows}
+           "text_column": text_column, "label_column": label_column}
     work = out.parent / f".{out.name}.partial"
+    job = Job()
     try:
-        done = _start(work, run, resume)
+        parts = Parts(work, run, job, size=chunk_rows, marker=".npy", restart=not resume, names=RUN_NAMES,
+                      refusal="give the same model, input and options, or run without --resume to start again")
         start, wall = time.perf_counter(), time.time()
-        rows = iter_texts(input_file, text_column, label_column)
-        for _ in islice(rows, done * chunk_rows):  # embedded by the run resumed: read (so checked), not again
-            pass
         bar = None  # made after the first chunk: input refused at its first rows gets one line, no bar
-        for k in count(done):
-            part = list(islice(rows, chunk_rows))
-            if not part:
-                break
+        for first, part in parts.deal(iter_texts(input_file, text_column, label_column)):
             texts = [t for t, _ in part]
-            _write_chunk(work, k, embedder.encode(texts, batch_size=batch_size, layer=layer), part, k * chunk_rows)
+            _write_chunk(parts, first // parts.size, embedder.encode(texts, batch_size=batch_size, layer=layer), part,
+                         first)
             if bar is None:
-                bar = tqdm(initial=done * chunk_rows, unit="text", desc="embed", file=sys.stderr,
-                           disable=not progress, dynamic_ncols=True)
+                bar = tqdm(initial=parts.rows_done, unit="text", desc="embed", file=sys.stderr,
+                           disable=not (progress and job.main), dynamic_ncols=True)
                 bar.start_t = wall  # texts/s counts the first chunk's time too
             bar.update(len(part))
         if bar is not None:
             bar.close()
+        spans = parts.complete()
+        if spans is None:  # another process of the job: process 0 assembles
+            return out
         meta["embed_seconds"] = round(time.perf_counter() - start, 3)
-        if done:
-            meta["resumed_at_row"] = done * chunk_rows
+        if parts.rows_done:
+            meta["resumed_at_row"] = parts.rows_done
         try:
-            write_atomically(out, lambda tmp: _assemble(work, tmp, meta, tsne=tsne, tsne_limit=tsne_limit, seed=seed))
+            write_atomically(out, lambda tmp: _assemble(parts, spans, tmp, meta, tsne=tsne, tsne_limit=tsne_limit,
+                                                        seed=seed))
         except BertkitError as e:  # write_atomically's one line for a full or read-only disk; the chunks are kept
             raise BertkitError(f"{e}{_KEPT}") from None
     except BertkitError:
-        if not any(work.glob("chunk-*.npy")):  # refused before a chunk was done: nothing to resume
+        if job.main and not any(work.glob("*.npy")):  # refused before a chunk was done: nothing to resume
             shutil.rmtree(work, ignore_errors=True)
         raise
     except OSError as e:  # a full or read-only disk: nothing of the old index is touched until the rename
         error = disk_error(e, out) or BertkitError(f"{out}: cannot write the index ({e.strerror or e})")
         raise BertkitError(f"{error}{_KEPT if work.is_dir() else '; the previous index, if any, is unchanged'}"
                            ) from None
-    shutil.rmtree(work, ignore_errors=True)
+    parts.remove()
     return out
 
 
-def _start(work: Path, run: dict, resume: bool) -> int:
-    """Prepare the folder of chunks; returns the complete chunks a resumed run already holds (0 for a new run)."""
-    record = work / "run.json"
-    if resume and record.is_file():
-        from bertkit.config import read_json
-        recorded = read_json(record)
-        changed = sorted(k for k in set(run) | set(recorded) if run.get(k) != recorded.get(k))
-        if changed:
-            raise BertkitError(f"--resume: the unfinished run was started with another "
-                               f"{', '.join(RUN_NAMES.get(k, k) for k in changed)}; give the same "
-                               "model, input and options, or run without --resume to start again")
-        done = 0
-        while (work / f"chunk-{done:06d}.npy").is_file():
-            done += 1
-        for stale in work.glob("chunk-[0-9][0-9][0-9][0-9][0-9][0-9]*"):  # a chunk cut by the kill
-            if int(stale.name[6:12]) >= done:
-                stale.unlink()
-        for orphan in work.glob(".chunk-*.tmp-*"):  # atomic_file's temporary file, left by the kill
-            orphan.unlink()
-        return done
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    record.write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
-    return 0
+RUN_NAMES = {"model": "model (or pooling, layer, max length)", "input_sha256": "input content"}
 
 
-RUN_NAMES = {"fingerprint": "model (or pooling, layer, max length)", "input_sha256": "input content"}
-
-
-def _write_chunk(work: Path, k: int, vectors: np.ndarray, rows: list[tuple[str, object]], first: int) -> None:
-    """Chunk k: its records, then its vectors, each under a temporary name renamed when complete; the .npy
-    appearing marks the chunk done (a resumed run skips it)."""
-    name = work / f"chunk-{k:06d}"
+def _write_chunk(parts: Parts, k: int, vectors: np.ndarray, rows: list[tuple[str, object]], first: int) -> None:
+    """Chunk k (its rows from first): its records, then its vectors, each whole or not at all; the .npy appearing
+    marks the chunk done (a run that continues skips it)."""
+    end = first + len(rows)
     lines = "".join(json.dumps({"row": first + i, "text": t, **({"label": y} if y is not None else {})},
                                ensure_ascii=False) + "\n" for i, (t, y) in enumerate(rows))
-    with atomic_file(name.with_suffix(".jsonl")) as tmp:
-        tmp.write_text(lines, encoding="utf-8")
-    with atomic_file(name.with_suffix(".npy")) as tmp, open(tmp, "wb") as f:
+    write_part(parts.path(first, end, ".jsonl"), lines)
+    with atomic_file(parts.path(first, end, ".npy")) as tmp, open(tmp, "wb") as f:
         np.save(f, vectors.astype(np.float32, copy=False))
 
 
-def _assemble(work: Path, out: Path, meta: dict, *, tsne: bool, tsne_limit: int, seed: int) -> None:
+def _assemble(parts: Parts, spans: list[tuple[int, int]], out: Path, meta: dict, *, tsne: bool, tsne_limit: int,
+              seed: int) -> None:
     """The chunks as one index in `out`: vectors.npy filled a chunk at a time through a memory map of its final
     shape, index.jsonl their records in order, meta.json, and the t-SNE plot."""
-    chunks = sorted(work.glob("chunk-*.npy"))
-    shapes = [np.load(p, mmap_mode="r").shape for p in chunks]
-    n, dim = sum(s[0] for s in shapes), shapes[0][1]
+    n, dim = spans[-1][1], np.load(parts.path(*spans[0], ".npy"), mmap_mode="r").shape[1]
     vectors = np.lib.format.open_memmap(out / "vectors.npy", mode="w+", dtype=np.float32, shape=(n, dim))
-    at = 0
-    with open(out / "index.jsonl", "wb") as index:
-        for p, (rows, _) in zip(chunks, shapes):
-            vectors[at:at + rows] = np.load(p)
-            at += rows
-            with open(p.with_suffix(".jsonl"), "rb") as f:
-                shutil.copyfileobj(f, index)
+    for first, end in spans:
+        vectors[first:end] = np.load(parts.path(first, end, ".npy"))
     vectors.flush()
     del vectors
+    join_parts(parts, spans, ".jsonl", out / "index.jsonl")
     meta = {**meta, "rows": n, "dim": int(dim)}
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     if tsne and n >= 5:

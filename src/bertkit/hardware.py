@@ -12,6 +12,7 @@ from a measurement on purpose, to see how a run degrades when it shares the mach
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import platform
 import statistics
@@ -269,6 +270,19 @@ def resolve_device(spec: str | torch.device | None = None, *, precision: str | N
 def rank() -> int:
     """This process's rank in a torchrun job (0 alone): rank 0 alone writes a run's shared files."""
     return int(os.environ.get("RANK", "0"))
+
+
+def world() -> int:
+    """The processes of this torchrun job, all machines together (1 alone)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def join(backend: str = "gloo", timeout: datetime.timedelta | None = None) -> None:
+    """Join the job's process group (torchrun's rendezvous: MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE) once,
+    when there is more than one process. timeout: how long a collective waits for the slowest process."""
+    import torch.distributed as dist
+    if world() > 1 and not dist.is_initialized():
+        dist.init_process_group(backend, **({"timeout": timeout} if timeout else {}))
 
 
 def _cuda(spec, index: int | None) -> torch.device:

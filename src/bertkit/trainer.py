@@ -20,7 +20,6 @@ import contextlib
 import ctypes
 import json
 import math
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -36,7 +35,7 @@ from tqdm.auto import tqdm
 from bertkit.checkpoint import WEIGHTS, load_model, load_state, write_model_files
 from bertkit.folders import write_atomically
 from bertkit.errors import BertkitError
-from bertkit.hardware import adjust, rank, resolve_device
+from bertkit.hardware import adjust, join, rank, resolve_device, world
 from bertkit.model.bert import choose_execution
 from bertkit.options import at_least, between, check_fields
 from bertkit.optim import SCHEDULES, lr_factor, make_optimizer
@@ -138,13 +137,11 @@ class Progress:
 def _distributed() -> tuple[int, int, torch.device]:
     """(rank, world size, device); joins the process group when launched by torchrun. The device is the process's
     (--device; auto: under torchrun, cuda:LOCAL_RANK when there are GPUs)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
     device = resolve_device()
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return rank(), world, device
+    join("nccl" if device.type == "cuda" else "gloo")
+    return rank(), world(), device
 
 
 def _libc():

@@ -5,7 +5,7 @@ prints one line and exits 2. Options of a long verb can also come from `--config
     cli/infer.py     predict, evaluate                 cli/inspect.py  explain, embed, similar
     cli/models.py    convert, info, export             cli/demo.py     demo
     cli/serve.py     serve                             cli/robust.py   attack, bias
-    cli/about.py     env (and `bertkit --version`)
+    cli/about.py     env (and `bertkit --version`)    cli/workers.py  --workers N (predict, embed, evaluate)
 """
 
 from __future__ import annotations
@@ -120,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
             from bertkit.hardware import use_device  # lacks is refused before a model is fetched or read
             use_device(args.device, precision=getattr(args, "precision", None))
         resolve_models(args)
+        if getattr(args, "workers", 1) > 1:  # processes that share the input: each runs this command
+            from bertkit.cli.workers import launch
+            return launch(argv, args.workers, args.threads)
         if hasattr(args, "threads"):  # a verb that runs a model: torch's threads are decided in one place
             from bertkit.hardware import use_threads
             use_threads(args.threads, adapt=True)

@@ -90,6 +90,13 @@ def add_threads(p: argparse.ArgumentParser) -> None:
                    "another job on a shared machine")
 
 
+def add_workers(p: argparse.ArgumentParser) -> None:
+    """--workers on a batch inference verb; `main` starts them (bertkit.cli.workers)."""
+    p.add_argument("--workers", type=POSITIVE_INT, default=1, help="processes on this machine sharing the input, "
+                   "each with the CPUs divided among them (or a GPU each), as `torchrun --nproc-per-node N` would "
+                   "(default 1)")
+
+
 def add_device(p: argparse.ArgumentParser) -> None:
     """--device on a verb that runs a model (bertkit.hardware.resolve_device reads it)."""
     from bertkit.hardware import DEFAULT_DEVICE, DEVICES

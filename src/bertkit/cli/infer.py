@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from bertkit.cli.common import add_columns, add_overwrite, add_quiet, add_threads, columns, headline
+from bertkit.cli.common import add_columns, add_overwrite, add_quiet, add_threads, add_workers, columns, headline
 from bertkit.cli.options import add_fields, given
 from bertkit.errors import BertkitError
 from bertkit.folders import claim, mark
@@ -28,6 +28,7 @@ def _add_inference(p: argparse.ArgumentParser) -> None:
                    help="torch.compile the model on a few fixed shapes (fp32, bf16; ~10 s a shape, cached on disk)")
     p.add_argument("--batch-size", type=POSITIVE_INT, default=64, help="inputs per forward pass (default 64)")
     add_threads(p)
+    add_workers(p)
 
 
 def register(verbs) -> None:
@@ -42,9 +43,12 @@ def register(verbs) -> None:
                     "with question and context fields, or SQuAD JSON), or a text per line (ner, fill-mask)")
     pr.add_argument("--top-k", type=POSITIVE_INT, default=5, help="fill-mask: fillers per [MASK] (default 5)")
     pr.add_argument("--output", help="write the JSON lines to this file (default: standard output); with --resume, "
-                    "a killed run continues from its last complete line")
+                    "a killed run continues from its last complete line. Several processes (torchrun, --workers) "
+                    "write parts into OUTPUT.parts/, joined into OUTPUT at the end; a killed job run again continues "
+                    "from its parts")
     pr.add_argument("--resume", action="store_true", help="continue the unfinished run that writes --output")
-    pr.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    pr.add_argument("--overwrite", action="store_true", help="replace an existing --output file (and the parts of "
+                    "an unfinished run of several processes)")
     add_columns(pr, label=False)
     _add_inference(pr)
     add_quiet(pr)
@@ -66,11 +70,19 @@ def register(verbs) -> None:
 def predict(args: argparse.Namespace) -> None:
     from bertkit.encoding.inputs import truncation_note
     from bertkit.inference import FillMask, QuestionAnswerer, Reading, TextClassifier, TokenTagger, pipeline
+    from bertkit.hardware import world
+    from bertkit.inference.shards import parts_folder, predict_parts
     from bertkit.inference.stream import count_lines, finish_output, open_output, stream
     if not (args.text or args.input or args.question):
         raise BertkitError("give --text, --question/--context or --input")
     if args.resume and not args.output:
         raise BertkitError("--resume needs --output FILE (the output of the run to continue)")
+    shared = world() > 1 or bool(args.output and parts_folder(args.output).is_dir())
+    if shared and not args.output:
+        raise BertkitError("several processes write --output FILE (each its parts of it); give --output")
+    if shared and args.resume:
+        raise BertkitError("--resume continues a one-process run; the processes of a job continue from their "
+                           "parts by themselves: run the same command again, without --resume")
     p = pipeline(args.model, precision=args.precision, compile=args.compile, **given(args, Reading, READING_FIELDS))
     for note in p.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -115,7 +127,14 @@ def predict(args: argparse.Namespace) -> None:
     total = count_lines(args.input) if from_file and Path(args.input).suffix.lower() not in (".json",) else None
     if total and isinstance(p, TextClassifier) and Path(args.input).suffix.lower() in (".csv", ".tsv"):
         total -= 1  # the header
-    if args.output:
+    if shared:
+        job = predict_parts(rows, counted, args.output, _run_record(args), overwrite=args.overwrite, total=total,
+                            progress=from_file and not args.quiet)
+        every = job.gather(counts)
+        if every is None:
+            return
+        counts = {k: sum(c[k] for c in every) for k in counts}
+    elif args.output:
         sink, done = open_output(args.output, _run_record(args), resume=args.resume, overwrite=args.overwrite)
         try:
             with sink:
@@ -139,7 +158,7 @@ def predict(args: argparse.Namespace) -> None:
 
 def _run_record(args) -> dict:
     """What a resumed predict must read as the run it continues did: model, input (path, size, time) and options."""
-    record = {"model": str(Path(args.model).resolve())}
+    record = {"model": str(Path(args.model).resolve()), "weights": _stat(Path(args.model))}
     if args.input and not (args.text or args.question):
         path = Path(args.input)
         stat = path.stat() if path.is_file() else None
@@ -150,6 +169,16 @@ def _run_record(args) -> dict:
     record["options"] = {k: getattr(args, k) for k in ("text_column", "pair_column", "top_k", "precision",
                                                        *READING_FIELDS)}
     return record
+
+
+def _stat(model: Path) -> dict | None:
+    """The size and time of a model folder's weights: a model retrained in place reads as another model."""
+    from bertkit.checkpoint import weights_file
+    try:
+        stat = weights_file(model).stat()
+    except (BertkitError, OSError):
+        return None
+    return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 def _texts_and_pairs(args) -> Iterable[tuple[str, str | None]]:
@@ -211,12 +240,15 @@ def _numbered_lines(path: str) -> Iterator[tuple[int, str]]:
 
 def evaluate(args: argparse.Namespace) -> None:
     from bertkit.evaluate.runner import evaluate_file
+    from bertkit.hardware import rank
     from bertkit.inference import Reading
-    if args.out:
+    if args.out and rank() == 0:
         claim(args.out, "evaluate", overwrite=args.overwrite, inputs=[args.model])
     results = evaluate_file(args.model, args.input, args.out, columns(args), precision=args.precision,
                             compile=args.compile, batch_size=args.batch_size, progress=not args.quiet,
                             **given(args, Reading, READING_FIELDS))
+    if rank() != 0:  # the processes of a job: the first one speaks and writes
+        return
     print(json.dumps(headline(results), indent=2))
     if args.out:
         mark(args.out, "evaluate")

@@ -8,7 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-from bertkit.cli.common import TEXT_COLUMN_HELP, add_columns, add_device, add_overwrite, add_quiet, add_threads
+from bertkit.cli.common import (TEXT_COLUMN_HELP, add_columns, add_device, add_overwrite, add_quiet, add_threads,
+                               add_workers)
 from bertkit.cli.options import add_fields, given
 from bertkit.errors import BertkitError
 from bertkit.folders import claim, mark
@@ -61,10 +62,12 @@ def register(verbs) -> None:
     em.add_argument("--label-column", default="label", help="the CSV/TSV column or JSON lines key of the "
                     "labels that colour the t-SNE plot; optional (default: label)")
     em.add_argument("--resume", action="store_true", help="continue a run into --out that was stopped (killed, disk "
-                    "full) from its last complete chunk; the old index in --out stays until the new one is complete")
+                    "full) from its complete chunks, and refuse one that reads otherwise (the same command continues "
+                    "by itself; another one starts again); the old index in --out stays until the new one is complete")
     add_quiet(em)
     add_overwrite(em)
     add_threads(em)
+    add_workers(em)
     em.set_defaults(func=embed)
 
     si = verbs.add_parser("similar", help="nearest texts of an embedded file, or nearest words / analogies")
@@ -109,12 +112,16 @@ def explain(args: argparse.Namespace) -> None:
 
 def embed(args: argparse.Namespace) -> None:
     from bertkit.embeddings import embed_file
+    from bertkit.hardware import rank
     from bertkit.inference.reading import Reading
-    claim(args.out, "embed", overwrite=args.overwrite, inputs=[args.model])
+    if rank() == 0:  # the processes of a job (torchrun, --workers): the first one claims, assembles and speaks
+        claim(args.out, "embed", overwrite=args.overwrite, inputs=[args.model])
     out = embed_file(args.model, args.input, args.out, **given(args, Reading, ["pooling", "max_length"]),
                      layer=args.layer, batch_size=args.batch_size, text_column=args.text_column,
                      label_column=args.label_column, tsne=not args.no_tsne, tsne_limit=args.tsne_limit,
                      progress=not args.quiet, resume=args.resume)
+    if rank() != 0:
+        return
     mark(out, "embed")
     meta = json.loads((out / "meta.json").read_text())
     resumed = f" (resumed at row {meta['resumed_at_row']:,})" if meta.get("resumed_at_row") else ""

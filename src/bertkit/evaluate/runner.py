@@ -16,7 +16,8 @@ from bertkit.evaluate.metrics import plot_confusion
 from bertkit.evaluate.scores import Scores, score
 from bertkit.inference import pipeline
 from bertkit.inference.batches import forward
-from bertkit.inference.stream import chunk_rows, chunks, close_bar, progress_bar
+from bertkit.inference.shards import Job, deal
+from bertkit.inference.stream import chunk_rows, close_bar, progress_bar
 from bertkit.heads import HEADS
 
 def evaluate_file(model_dir: str | Path, path: str | Path, out: str | Path | None = None,
@@ -26,7 +27,9 @@ def evaluate_file(model_dir: str | Path, path: str | Path, out: str | Path | Non
     labelled file. precision: fp32, bf16 or int8, to measure what a faster model costs. reading: settings that
     override the saved ones (max_length, window_stride, ...; see bertkit.inference.Reading). Classification and NER
     files are read a chunk at a time (memory bounded by the chunk); "truncated" counts the inputs cut at max_length,
-    and a note on stderr says so. progress: a rows bar on stderr."""
+    and a note on stderr says so. progress: a rows bar on stderr. Under torchrun (or --workers) each process scores
+    its share of the chunks and process 0 computes the metrics from them all, as one process would; every process
+    returns them, process 0 alone writes `out`."""
     predictor = pipeline(model_dir, precision=precision, compile=compile, **reading)
     model, tok, labels, r = predictor.model, predictor.tokenizer, predictor.labels, predictor.reading
     task = HEADS[model.task].kind
@@ -34,33 +37,50 @@ def evaluate_file(model_dir: str | Path, path: str | Path, out: str | Path | Non
         raise BertkitError(f"{model_dir} holds a {model.task} model; evaluate scores fine-tuned classifiers, "
                            "taggers and question-answering models")
     problem_type = getattr(model, "problem_type", "single_label")
-    if task == "qa":  # a SQuAD file is one JSON document: read whole
+    job = Job()  # one process, or the processes of a torchrun job (or --workers): each scores its chunks
+    bar, start = None, time.time()
+    if task == "qa":  # a SQuAD file is one JSON document: read whole; its windows are forwarded a chunk at a time
         from bertkit.inference.qa import make_windows
         examples = T.read_squad(path)
         windows = make_windows(tok, examples, r.max_length, r.doc_stride)
         items = [Encoded(w.ids, w.type_ids) for w in windows]
-        results = score(items, forward(model, items, tok.pad_id, batch_size), task, problem_type, labels, r,
-                        (examples, windows))
-    else:  # a chunk at a time: memory bounded by the chunk, whatever the file's size
-        scores, cut, total = Scores(task, problem_type, labels, r), 0, 0
-        rows = (T.iter_tagged(path) if task == "ner" else
-                T.iter_examples(path, problem_type=problem_type, **(columns or {})))
-        bar, start = None, time.time()
-        for part in chunks(rows, chunk_rows()):
-            items, context = _encode(part, task, problem_type, tok, labels, r, path)
-            scores.add(items, forward(model, items, tok.pad_id, batch_size), context)
-            cut += sum(it.unread_words is not None for it in items)
-            total += len(part)
+        mine = []
+        for first, part in deal(items, chunk_rows(), job):
+            mine.append((first, forward(model, part, tok.pad_id, batch_size)))
             if bar is None:
-                bar = progress_bar("evaluate", None, start, progress)
+                bar = progress_bar("evaluate", None, start, progress and job.main)
             bar.update(len(part))
         close_bar(bar)
-        results = {**scores.result(), "truncated": cut}
-        note = truncation_note([(cut, total, "sentences" if task == "ner" else "texts")], r.max_length,
-                               windows=task == "classification" and not (columns or {}).get("pair_column"))
-        if note:
-            print(f"note: {note}", file=sys.stderr)
-    if out is not None:
+        every = job.gather(mine)
+        if every is not None:
+            logits = [x for _, chunk in sorted((c for m in every for c in m), key=lambda c: c[0]) for x in chunk]
+            results = score(items, logits, task, problem_type, labels, r, (examples, windows))
+    else:  # a chunk at a time: memory bounded by the chunk, whatever the file's size
+        rows = (T.iter_tagged(path) if task == "ner" else
+                T.iter_examples(path, problem_type=problem_type, **(columns or {})))
+        mine = []
+        for first, part in deal(rows, chunk_rows(), job):
+            items, context = _encode(part, task, problem_type, tok, labels, r, path)
+            scores = Scores(task, problem_type, labels, r)
+            scores.add(items, forward(model, items, tok.pad_id, batch_size), context)
+            mine.append((first, scores, sum(it.unread_words is not None for it in items), len(part)))
+            if bar is None:
+                bar = progress_bar("evaluate", None, start, progress and job.main)
+            bar.update(len(part))
+        close_bar(bar)
+        every = job.gather(mine)
+        if every is not None:  # process 0: the chunks in row order, as one process scores them
+            scores, cut, total = Scores(task, problem_type, labels, r), 0, 0
+            for _, chunk, chunk_cut, n in sorted((c for m in every for c in m), key=lambda c: c[0]):
+                scores.merge(chunk)
+                cut, total = cut + chunk_cut, total + n
+            results = {**scores.result(), "truncated": cut}
+            note = truncation_note([(cut, total, "sentences" if task == "ner" else "texts")], r.max_length,
+                                   windows=task == "classification" and not (columns or {}).get("pair_column"))
+            if note:
+                print(f"note: {note}", file=sys.stderr)
+    results = job.share(lambda: results)
+    if out is not None and job.main:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -3,6 +3,8 @@ sets and what `bertkit evaluate` reports on a file, computed by the one function
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from bertkit.encoding.bio import orphan_inside_tags
@@ -44,7 +46,7 @@ class Scores:
         self.gold: list[list[str]] = []
         self.pred: list[list[str]] = []
         self.orphans = 0
-        self.loss_sum: torch.Tensor | float = 0.0
+        self.losses: list[float] = []  # ner: each sentence's summed loss, added up (exactly: math.fsum) at the end
         self.tokens = 0  # tagged tokens, the ner loss's denominator
 
     def add(self, items: list[Encoded], logits: list, context=None) -> None:
@@ -62,13 +64,23 @@ class Scores:
             self.pred.append([t for t, _ in word_tags(item.word_ids, lg, labels, len(sent.tokens))])
             firsts = [p for p, w in enumerate(item.word_ids) if w is not None and (p == 0 or item.word_ids[p - 1] != w)]
             self.orphans += orphan_inside_tags([labels[k] for k in lg[firsts].argmax(-1).tolist()])
-            self.loss_sum = self.loss_sum + token_classification_loss(lg, torch.tensor(item.target), reduction="sum")
+            self.losses.append(float(token_classification_loss(lg, torch.tensor(item.target), reduction="sum")))
             self.tokens += sum(t != IGNORE_INDEX for t in item.target)
+
+    def merge(self, other: Scores) -> None:
+        """Append the items another Scores gathered (the next chunk): the result is as if they were added here."""
+        self.targets += other.targets
+        self.logits += other.logits
+        self.gold += other.gold
+        self.pred += other.pred
+        self.orphans += other.orphans
+        self.losses += other.losses
+        self.tokens += other.tokens
 
     def result(self) -> dict:
         if self.task == "ner":
             # how many I- tags plain per-token argmax would have left without their B- (the decoding repairs them)
-            return {"loss": float(self.loss_sum / max(1, self.tokens)), **M.entity_metrics(self.gold, self.pred),
+            return {"loss": math.fsum(self.losses) / max(1, self.tokens), **M.entity_metrics(self.gold, self.pred),
                     "argmax_orphan_inside_tags": self.orphans}
         labels, reading, problem_type = self.labels, self.reading, self.problem_type
         stacked = torch.stack(self.logits)
