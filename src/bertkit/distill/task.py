@@ -31,9 +31,9 @@ RECIPES = {
     "distilbert": {"soft_weight": 1.0, "hard_weight": 0.5, "hidden_weight": 1.0, "attention_weight": 0.0,
                    "layer_map": "uniform", "intermediate_epochs": 0.0},
     # TinyBERT (Jiao et al. 2020): hidden states and attention first, then the soft targets alone at T = 1, on
-    # augmented texts (the paper makes 20 variants a text; 4 here)
+    # augmented texts (the paper makes 20 variants a text; here the task's default, TASK_DEFAULTS)
     "tinybert": {"soft_weight": 1.0, "hard_weight": 0.0, "hidden_weight": 1.0, "attention_weight": 1.0,
-                 "temperature": 1.0, "intermediate_epochs": 1.0, "augment": 4, "layer_map": "uniform"},
+                 "temperature": 1.0, "intermediate_epochs": 1.0, "layer_map": "uniform"},
     # MiniLM (Wang et al. 2020): the last layer's attention distributions, with the soft targets and labels
     "minilm": {"soft_weight": 1.0, "hard_weight": 0.5, "hidden_weight": 0.0, "attention_weight": 1.0,
                "layer_map": "uniform", "intermediate_epochs": 0.0},
