@@ -433,7 +433,8 @@ def test_general_distillation_trains_the_student_once_on_plain_text(data, tmp_pa
     assert len(made) == 1 and all("general distillation from the teacher on plain.txt" in r["student_init"] for r in runs)
     hidden = losses(made[0] / "run", "hidden")
     assert len(hidden) == 20 and hidden[20] < 0.6 * hidden[1], hidden  # it learned the teacher's layers
-    assert losses(tmp_path / "a") == losses(tmp_path / "b")  # the same start, the same run
+    a, b = losses(tmp_path / "a"), losses(tmp_path / "b")  # the same start, the same run
+    assert sorted(a) == sorted(b) and all(b[step] == pytest.approx(a[step], rel=1e-5) for step in a)
     general = load_model(made[0] / "model").model
     copied, _ = make_student(load_model(data["teacher"]).model, "teacher", 2)
     assert not torch.equal(general.bert.blocks[0].mlp.up.weight, copied.bert.blocks[0].mlp.up.weight)
