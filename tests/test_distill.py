@@ -406,12 +406,12 @@ def test_two_steps_train_the_layers_first_then_the_targets(data, tmp_path):
 def test_augmentation_without_a_masked_lm_makes_one_from_the_teacher_once(data, tmp_path, monkeypatch):
     """The teacher has no MLM head and none is given: a short masked-LM run from its encoder on the training texts
     is made, kept in the cache and found again by the next run (same variants, nothing trained again)."""
-    monkeypatch.setenv("BERTKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("BERTKIT_DISTILL_CACHE", str(tmp_path / "cache"))
     cfg = DistillConfig(augment=1, mlm_steps=6, cache_teacher=True, finetune=FinetuneConfig(batch_size=16, epochs=0.2))
     runs = [distill(data["teacher"], tmp_path / name, cfg, {"lr": 3e-3}, data["train"], data["dev"], progress=False)
             for name in ("a", "b")]
-    made = list((tmp_path / "cache" / "distill").glob("mlm-*"))
-    assert len(made) == 1 and (made[0] / "model").is_dir()
+    made = list((tmp_path / "cache").glob("mlm-*"))
+    assert len(made) == 1 and (made[0] / "model").is_dir() and not (made[0] / "run" / "checkpoints").exists()
     assert len([json.loads(x) for x in (made[0] / "run" / "metrics.jsonl").read_text().splitlines()
                 if "loss" in x]) >= 1
     a, b = ((tmp_path / n / "augmented.jsonl").read_text() for n in ("a", "b"))
@@ -421,7 +421,7 @@ def test_augmentation_without_a_masked_lm_makes_one_from_the_teacher_once(data, 
 def test_general_distillation_trains_the_student_once_on_plain_text(data, tmp_path, monkeypatch):
     """--general-text: before the task, the student learns the teacher's layers on unlabelled text; the result is
     cached (a second run starts from the same weights without training) and the run says so."""
-    monkeypatch.setenv("BERTKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("BERTKIT_DISTILL_CACHE", str(tmp_path / "cache"))
     text = tmp_path / "plain.txt"
     rng = random.Random(1)
     text.write_text("".join(review(rng, i % 3 == 0) + "\n" for i in range(200)))
@@ -429,7 +429,7 @@ def test_general_distillation_trains_the_student_once_on_plain_text(data, tmp_pa
                         finetune=FinetuneConfig(batch_size=16, epochs=0.1))
     runs = [distill(data["teacher"], tmp_path / n, cfg, {"lr": 3e-3, "log_every": 1}, data["train"], data["dev"],
                     progress=False) for n in ("a", "b")]
-    made = list((tmp_path / "cache" / "distill").glob("general-*"))
+    made = list((tmp_path / "cache").glob("general-*"))
     assert len(made) == 1 and all("general distillation from the teacher on plain.txt" in r["student_init"] for r in runs)
     hidden = losses(made[0] / "run", "hidden")
     assert len(hidden) == 20 and hidden[20] < 0.6 * hidden[1], hidden  # it learned the teacher's layers
@@ -443,4 +443,4 @@ def test_general_distillation_trains_the_student_once_on_plain_text(data, tmp_pa
     run = distill(data["teacher"], tmp_path / "c", replace(cfg, general_teacher=str(data["base"])),
                   {"lr": 3e-3, "log_every": 1}, data["train"], data["dev"], progress=False)
     assert f"general distillation from {data['base']} on plain.txt" in run["student_init"]
-    assert len(list((tmp_path / "cache" / "distill").glob("general-*"))) == 2
+    assert len(list((tmp_path / "cache").glob("general-*"))) == 2

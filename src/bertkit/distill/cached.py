@@ -1,4 +1,4 @@
-"""What distillation makes once and keeps in bertkit's cache ($BERTKIT_CACHE/distill, default ~/.cache/bertkit):
+"""What distillation makes once and keeps ($BERTKIT_DISTILL_CACHE, default ~/.cache/bertkit/distill):
 the masked LM that proposes words for augmentation when neither the user nor the teacher has one, and the student
 after general distillation. Each lives in a folder named by a digest of what made it (the teacher's weights, the
 texts, the options): the same inputs find it again, other inputs make their own. An interrupted making resumes from
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,7 +43,7 @@ def made_masked_lm(teacher_dir: Path, texts: list[str], tokenizer: Tokenizer, st
     from bertkit.data.corpus import prepare
     from bertkit.pretrain import PretrainConfig, pretrain
     key = _key("mlm", file_digest(weights_file(teacher_dir)), _texts_digest(texts), steps, max_length, bf16)
-    folder = cache_dir() / "distill" / f"mlm-{key}"
+    folder = made_dir() / f"mlm-{key}"
     if not (folder / "model").is_dir():
         if progress:
             print(f"augmentation: the teacher has no masked-LM head; making one from its encoder ({steps} steps "
@@ -57,7 +59,7 @@ def made_masked_lm(teacher_dir: Path, texts: list[str], tokenizer: Tokenizer, st
                                 warmup=0.06)
         pretrain(corpus, folder / "run", None, cfg, train_cfg, init=teacher_dir,
                  resume=bool(checkpoints(folder / "run")), progress=progress)
-        (folder / "run" / "model").rename(folder / "model")
+        _keep_model(folder)
     return load_masked_lm(folder / "model", "augmentation needs one")
 
 
@@ -85,7 +87,7 @@ def general_distillation(student: nn.Module, teacher: nn.Module, tokenizer: Toke
     key = _key("general", file_digest(weights_file(source_dir)), file_digest(text_file),
                json.dumps(student.config.to_dict(), sort_keys=True), cfg.student, cfg.layer_map, cfg.general_steps,
                ft.batch_size, ft.reading.max_length, ft.seed, train_kwargs.get("lr"), bool(train_kwargs.get("bf16")))
-    folder = cache_dir() / "distill" / f"general-{key}"
+    folder = made_dir() / f"general-{key}"
     if not (folder / "model").is_dir():
         texts = [line.strip() for line in text_file.read_text(encoding="utf-8").splitlines() if line.strip()]
         if len(texts) < ft.batch_size:
@@ -107,7 +109,7 @@ def general_distillation(student: nn.Module, teacher: nn.Module, tokenizer: Toke
         train(Distiller(student, source, mapping, attention=True), task, TrainConfig(**run), folder / "run",
               tokenizer=tokenizer, reading=ft.reading.to_dict(), resume=bool(checkpoints(folder / "run")),
               progress_bar=progress)
-        (folder / "run" / "model").rename(folder / "model")
+        _keep_model(folder)
     general = load_model(folder / "model").model
     student.bert.embeddings.load_state_dict(general.bert.embeddings.state_dict())
     student.bert.blocks.load_state_dict(general.bert.blocks.state_dict())  # the task teacher's pooler and head stay
@@ -124,6 +126,18 @@ def _copy_encoder(student: nn.Module, source: nn.Module, mapping: list[tuple[int
     student.bert.embeddings.load_state_dict(source.bert.embeddings.state_dict())
     for i, j in mapping[1:]:
         student.bert.blocks[i - 1].load_state_dict(source.bert.blocks[j - 1].state_dict())
+
+
+def made_dir() -> Path:
+    """Where the made models are kept: $BERTKIT_DISTILL_CACHE, else the distill folder of bertkit's cache."""
+    return Path(os.environ.get("BERTKIT_DISTILL_CACHE") or cache_dir() / "distill")
+
+
+def _keep_model(folder: Path) -> None:
+    """The finished run's model becomes folder/model; its checkpoints (optimiser state) go: nothing resumes it."""
+    (folder / "run" / "model").rename(folder / "model")
+    for name in ("checkpoints", "best"):
+        shutil.rmtree(folder / "run" / name, ignore_errors=True)
 
 
 def _texts_digest(texts: list[str]) -> str:
