@@ -61,6 +61,16 @@ def world(tmp_path_factory):
     return w
 
 
+@pytest.fixture(scope="module")
+def taught(world):
+    """world's encoder fine-tuned on the reviews: its label hangs on the one sentiment word, so typos in that word
+    flip it on any CPU (a random classifier's few flips moved with the kernels' rounding)."""
+    cfg = FinetuneConfig(batch_size=16, epochs=10)
+    out = world["dir"] / "taught"
+    finetune(world["encoder"], out, cfg, {"lr": 3e-3}, world["train"], world["dev"], progress=False)
+    return out / "model"
+
+
 def one_line_error(args, capsys, contains: str) -> str:
     code = main([str(a) for a in args])
     err = capsys.readouterr().err
@@ -104,12 +114,12 @@ def test_chinese_noise_swaps_or_drops_characters():
 
 # ---- attacks ------------------------------------------------------------------------------------------------
 
-def test_deepwordbug_flips_some_and_the_metrics_add_up(world):
+def test_deepwordbug_flips_some_and_the_metrics_add_up(world, taught):
     texts, labels = zip(*world["rows"][:40])
     cfg = AttackConfig(recipe="deepwordbug,charnoise", max_queries=60, seed=1)
-    run = attack(world["classifier"], list(texts), list(labels), config=cfg, progress=False)
+    run = attack(taught, list(texts), list(labels), config=cfg, progress=False)
     s = run.summary["deepwordbug"]
-    assert s["successful"] > 0 and s["failed"] + s["successful"] > 0
+    assert s["successful"] >= 5, s  # 23 here; typos in the one word that matters
     total, correct = s["examples"], s["examples"] - s["skipped"]
     assert total == 40
     assert s["success_rate"] == pytest.approx(s["successful"] / (s["successful"] + s["failed"]))
@@ -127,7 +137,7 @@ def test_deepwordbug_flips_some_and_the_metrics_add_up(world):
         assert not any(o.target.pieces.words[i].lower() in STOPWORDS for i in o.changed)
         assert (int(o.after.argmax()) != o.target.gold) == (o.result == "successful")
     flipped = [o for o in run.outcomes["deepwordbug"] if o.result == "successful"]
-    again = TextClassifier.load(world["classifier"])(list(o.perturbed.text for o in flipped))
+    again = TextClassifier.load(taught)(list(o.perturbed.text for o in flipped))
     assert all(r["label"] != run.labels[o.target.gold] for r, o in zip(again, flipped))  # the flips are real
 
 
