@@ -418,6 +418,20 @@ def test_augmentation_without_a_masked_lm_makes_one_from_the_teacher_once(data, 
     assert a == b and a.count("\n") == runs[0]["augmented_examples"] == runs[0]["train_examples"]  # one a text
 
 
+def test_the_made_masked_lm_reads_instances_as_long_as_the_texts_need():
+    """95% of the texts whole, in steps of 32, 32 at least, the reading length at most: reviews of ~10 tokens make
+    32-token instances (a quarter of 128's work a step); long texts keep the cap."""
+    from bertkit.distill.recipe import mlm_length
+    tok = Tokenizer.train([" ".join(FILLER + GOOD + BAD)] * 3, vocab_size=400, min_frequency=1, show_progress=False)
+    rng = random.Random(0)
+    short = [review(rng, True) for _ in range(200)]
+    assert mlm_length(short, tok, 128) == 32
+    words = FILLER * 6  # 72 words; each a token or more, [CLS] and [SEP] around
+    mixed = [" ".join(words[:40])] * 96 + [" ".join(words)] * 4  # 95% need 42 tokens
+    assert mlm_length(mixed, tok, 128) == 64
+    assert mlm_length([" ".join(words)] * 10, tok, 64) == 64
+
+
 def test_general_distillation_trains_the_student_once_on_plain_text(data, tmp_path, monkeypatch):
     """--general-text: before the task, the student learns the teacher's layers on unlabelled text; the result is
     cached (a second run starts from the same weights without training) and the run says so."""

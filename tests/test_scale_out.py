@@ -205,15 +205,30 @@ def test_a_rerun_that_reads_otherwise_is_refused_in_one_line(w, reference, tmp_p
 
 # ---- two "nodes" on loopback: two torchrun launchers of one process each ---------------------------------------
 
-def two_nodes(*args) -> None:
+def two_nodes(*args, logs: Path) -> None:
+    """Both launchers write to files, not pipes: a launcher that waits for its peer prints a line a second, and a
+    pipe nobody reads fills and stops it, and its peer with it."""
     port = str(free_port())
-    launchers = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node",
-                                   "1", "--node-rank", str(node), "--master-addr", "127.0.0.1", "--master-port", port,
-                                   "-m", "bertkit.cli", *map(str, args)], env=env(), stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, text=True) for node in (0, 1)]
-    for node in launchers:
-        _, err = node.communicate(timeout=300)
-        assert node.returncode == 0, err[-3000:]
+    launchers = []
+    for node in (0, 1):
+        log = open(logs / f"node{node}.log", "w")
+        launchers.append((subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", "--node-rank",
+             str(node), "--master-addr", "127.0.0.1", "--master-port", port, "-m", "bertkit.cli", *map(str, args)],
+            env=env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True), log))
+    deadline = time.time() + 240
+    for node, _ in launchers:
+        try:
+            node.wait(timeout=max(1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            break
+    for node, log in launchers:
+        if node.poll() is None:  # past the deadline: the launcher and its worker are stopped, their logs shown
+            os.killpg(node.pid, signal.SIGKILL)
+            node.wait()
+        log.close()
+    for k, (node, _) in enumerate(launchers):
+        assert node.returncode == 0, f"node {k}: {node.returncode}\n" + (logs / f"node{k}.log").read_text()[-3000:]
 
 
 def losses(run_dir: Path) -> dict[int, float]:
@@ -221,7 +236,6 @@ def losses(run_dir: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in lines if "loss" in r}
 
 
-@pytest.mark.slow  # 33 s alone, but its predict hung past 300 s once in a full run (cause not found)
 def test_two_nodes_pretrain_finetune_and_predict_equal_one_process(w, reference, tmp_path):
     from bertkit.data.corpus import prepare
     from test_pretrain import tiny, write_corpus
@@ -236,10 +250,10 @@ def test_two_nodes_pretrain_finetune_and_predict_equal_one_process(w, reference,
             "-q"]  # 14 steps (a tenth of the rows held out as dev), the loss logged at steps 10 and 14
     for name, args, steps in (("pretrain", pre, [1, 2, 3, 4]), ("finetune", fine, [10, 14])):
         bertkit(*args, "--out", tmp_path / f"{name}-one")
-        two_nodes(*args, "--out", tmp_path / f"{name}-two")
+        two_nodes(*args, "--out", tmp_path / f"{name}-two", logs=tmp_path)
         a, b = losses(tmp_path / f"{name}-one"), losses(tmp_path / f"{name}-two")
         assert sorted(a) == sorted(b) == steps, name
         for step in a:
             assert a[step] == pytest.approx(b[step], abs=1e-5), (name, step, a[step], b[step])
-    two_nodes(*predict_args(w, tmp_path / "two.jsonl"))
+    two_nodes(*predict_args(w, tmp_path / "two.jsonl"), logs=tmp_path)
     assert (tmp_path / "two.jsonl").read_bytes() == reference

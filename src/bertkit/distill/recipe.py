@@ -11,6 +11,7 @@ trainer.train (bf16 autocast, checkpoints, exact --resume, the best dev model ke
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import asdict, fields, replace
 from pathlib import Path
@@ -42,7 +43,7 @@ TASKS = {task: HEADS[task].kind for task in ("sequence_classification", "token_c
 """The teachers distillation takes (saved head -> recipe task)."""
 AUGMENTED = "augmented.jsonl"
 MLM_MAX_LENGTH = 128
-"""Tokens per instance of the masked-LM run that makes a proposer for augmentation."""
+"""Most tokens per instance of the masked-LM run that makes a proposer for augmentation (see mlm_length)."""
 
 
 def distill(teacher_dir: str | Path, out: str | Path, cfg: DistillConfig, train_cfg_kwargs: dict, train_file,
@@ -205,9 +206,17 @@ def _masked_lm(cfg: DistillConfig, teacher_dir: Path, texts: list[str], tok: Tok
     need = "augmentation proposes words with one: give --augment-mlm a BERT that has one (a pre-trained model)"
     mlm = load_masked_lm(cfg.augment_mlm or teacher_dir, need, required=bool(cfg.augment_mlm))
     if mlm is None:
-        length = min(cfg.finetune.reading.max_length, MLM_MAX_LENGTH)
+        length = mlm_length(texts, tok, min(cfg.finetune.reading.max_length, MLM_MAX_LENGTH))
         mlm = made_masked_lm(teacher_dir, texts, tok, cfg.mlm_steps, length, bf16, progress)
     return mlm
+
+
+def mlm_length(texts: list[str], tok: Tokenizer, most: int) -> int:
+    """Tokens per instance of the made masked LM's run: room for 95% of the training texts whole, in steps of 32,
+    from 32 to `most`. Short texts (reviews, tweets) make short instances: the same steps, a fraction of the work."""
+    sample = texts[::max(1, len(texts) // 20_000)]
+    lengths = tok.encode_batch(sample, max_length=most)["attention_mask"].sum(-1).float()
+    return max(32, min(most, 32 * math.ceil(float(lengths.quantile(0.95)) / 32)))
 
 
 def _augment(examples: list[Example], cfg: DistillConfig, mlm: Loaded | None, path: Path, reading: Reading,
