@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from bertkit import build_model
+from bertkit.model.bert import choose_execution
 from bertkit.model.heads import TASKS
 from bertkit.objectives import (
     IGNORE_INDEX, classification_loss, mlm_loss, nsp_loss, span_loss, token_classification_loss,
@@ -159,6 +160,28 @@ def test_cls_only_last_layer_equals_full_encoder(tiny_config, unpad, backend, pa
     assert g_full.keys() == g_cls.keys()
     for n in g_full:
         torch.testing.assert_close(g_cls[n], g_full[n], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("padding", [True, False])
+def test_a_classifier_gives_the_same_bits_on_one_thread_and_two(tiny_config, padding):
+    """Every process of a scaled-out predict runs fewer threads than one process alone: their outputs must not
+    differ in the last digit. The [CLS]-only last layer's lone query is where torch's SDPA kernel would differ."""
+    torch.manual_seed(0)
+    config = tiny_config.replace(hidden_size=384, num_heads=12, intermediate_size=512, num_layers=2)
+    model = choose_execution(build_model(config, "sequence_classification", num_labels=2).eval())
+    ids, mask, types = random_batch(config.vocab_size, B=64, T=24, seed=3)
+    if not padding:
+        mask = torch.ones_like(mask)
+    threads = torch.get_num_threads()
+    try:
+        logits = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            with torch.no_grad():
+                logits.append(model(ids, mask, types))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(logits[0], logits[1])
 
 
 def test_fast_cpu_dropout_statistics_and_gradient():

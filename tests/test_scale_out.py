@@ -176,6 +176,51 @@ def test_workers_equal_one_process(w, reference, evaluated, tmp_path):
     assert (tmp_path / "metrics" / "metrics.json").read_text() == evaluated[0]
 
 
+def children(pid: int) -> list[int]:
+    """The live (not zombie) processes whose parent is pid, from /proc."""
+    out = []
+    for d in Path("/proc").iterdir():
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if d.name.isdigit() and int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(d.name))
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_workers_end_when_their_launcher_is_killed(w, tmp_path):
+    """SIGKILL of the --workers launcher, which cannot pass it on: its workers (blocked reading their input, a pipe
+    nobody writes) end with it instead of waiting forever."""
+    fifo = tmp_path / "in.csv"
+    os.mkfifo(fifo)
+    launcher = subprocess.Popen([sys.executable, "-m", "bertkit.cli", "predict", str(w["clf"]), "--input", str(fifo),
+                                 "--output", str(tmp_path / "out.jsonl"), "--workers", "2", "-q"], env=env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while len(workers := children(launcher.pid)) < 2:
+        assert time.time() < deadline and launcher.poll() is None, "the workers did not start"
+        time.sleep(0.1)
+    time.sleep(3)  # past their start: blocked on the pipe or on each other
+    launcher.kill()
+    launcher.wait()
+    deadline = time.time() + 20
+    while any(alive(p) for p in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    left = [p for p in workers if alive(p)]
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    assert not left, "workers outlived their launcher"
+
+
 def test_a_rerun_that_reads_otherwise_is_refused_in_one_line(w, reference, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out.jsonl"
     monkeypatch.setenv(CHUNK_ENV, CHUNK)

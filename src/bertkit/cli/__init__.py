@@ -105,6 +105,8 @@ def _config_path(argv: list[str]) -> Path | None:
 def main(argv: list[str] | None = None) -> int:
     from bertkit.folders import disk_error, release
     argv = sys.argv[1:] if argv is None else list(argv)
+    from bertkit.cli.workers import follow_parent
+    follow_parent()
     parser = build_parser()
     args = None
     try:

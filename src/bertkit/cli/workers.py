@@ -14,6 +14,9 @@ import time
 
 from bertkit.errors import BertkitError
 
+PARENT_ENV = "BERTKIT_WORKERS_PARENT"
+"""The launcher's process id, in each worker's environment (follow_parent)."""
+
 
 def launch(argv: list[str], n: int, threads: int | None) -> int:
     """Run `bertkit *argv` as n processes and wait for them; returns the exit status (the first failure's)."""
@@ -22,7 +25,7 @@ def launch(argv: list[str], n: int, threads: int | None) -> int:
         raise BertkitError("--workers starts processes on this machine; under torchrun, give --nproc-per-node "
                            "instead")
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": str(n),
-           "LOCAL_WORLD_SIZE": str(n)}
+           "LOCAL_WORLD_SIZE": str(n), PARENT_ENV: str(os.getpid())}
     if threads is None:
         env["OMP_NUM_THREADS"] = str(max(1, usable_cpus() // n))
     command = [sys.executable, "-m", "bertkit.cli", *argv, "--workers", "1"]
@@ -40,6 +43,19 @@ def launch(argv: list[str], n: int, threads: int | None) -> int:
     except KeyboardInterrupt:
         _stop(procs)
         raise
+
+
+def follow_parent() -> None:
+    """In a worker started by --workers: end when the launcher ends, even by SIGKILL, which it cannot pass on (Linux:
+    the kernel sends SIGTERM at the parent's death; elsewhere the launcher's own stop() is all there is)."""
+    parent = os.environ.get(PARENT_ENV)
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if str(os.getppid()) != parent:  # it died before the line above took effect
+        os._exit(128 + signal.SIGTERM)
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:
