@@ -11,6 +11,7 @@ from a measurement on purpose, to see how a run degrades when it shares the mach
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
 import os
@@ -283,6 +284,16 @@ def join(backend: str = "gloo", timeout: datetime.timedelta | None = None) -> No
     import torch.distributed as dist
     if world() > 1 and not dist.is_initialized():
         dist.init_process_group(backend, **({"timeout": timeout} if timeout else {}))
+        atexit.register(_leave)
+
+
+def _leave() -> None:
+    """Leave the process group before the interpreter ends. Left to exit's destructors, gloo's threads can be torn
+    down in the wrong order and abort a process that had finished its work ("terminate called without an active
+    exception", seen once in a two-process predict), and torchrun then stops the other."""
+    import torch.distributed as dist
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _cuda(spec, index: int | None) -> torch.device:
