@@ -217,9 +217,10 @@ class Attention(nn.Module):
         q, k, v = qkv.view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)  # each (B, H, T, D)
         if first_only:
             q = q[:, :, :1]  # (B, H, 1, D)
-        # one query: the plain product (B*H*T work), as SDPA's CPU kernel splits a lone query's keys among the
-        # threads, so its sums, and a prediction's last digits, would change with the thread count
-        y, probs = self._attend(q, k, v, mask, need_probs, plain=first_only)  # (B, H, T or 1, D)
+        # one query on a CPU: the plain product (B*H*T work), as SDPA's CPU kernel splits a lone query's keys
+        # among the threads, so its sums, and a prediction's last digits, would change with the thread count
+        plain = first_only and q.device.type == "cpu"
+        y, probs = self._attend(q, k, v, mask, need_probs, plain=plain)  # (B, H, T or 1, D)
         if first_only:
             return dense(self.proj, y.reshape(B, C), kernel=self.linear_kernel), probs if need_probs else None
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
